@@ -1,0 +1,94 @@
+"""The episode loop shared by generation and evaluation: user <-> assistant <-> tools <-> database.
+
+Roles only see an `EpisodeState`. Rule-based roles may also exchange structured dialogue acts (the
+classic agenda-based simulation setup: a user emits acts plus their surface text); LLM roles read the
+text. Tool errors are tool messages, never exceptions; a role that breaks the protocol ends the
+episode with an `EpisodeError` whose reason is counted by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from toolturn.core.sqlenv import ToolResult
+
+
+class EpisodeError(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass
+class UserTurn:
+    text: str | None  # None: end without a closing message
+    done: bool
+    acts: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class AssistantTurn:
+    content: str
+    tool_calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]
+    acts: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class EpisodeState:
+    messages: list[dict]
+    tools: list[dict]
+    start: int  # index of the first message this episode produced (after system prompt and prefix)
+    user_acts: list[dict] = field(default_factory=list)
+    assistant_acts: list[dict] = field(default_factory=list)
+    user_turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+
+
+class User(Protocol):
+    async def respond(self, state: EpisodeState) -> UserTurn: ...
+
+
+class Assistant(Protocol):
+    async def respond(self, state: EpisodeState) -> AssistantTurn: ...
+
+
+class ToolExecutor(Protocol):
+    def call(self, name: str, arguments: Any) -> ToolResult: ...
+
+
+async def run_episode(state: EpisodeState, user: User, assistant: Assistant, tools: ToolExecutor,
+                      max_messages: int = 400, max_steps_per_turn: int = 32) -> None:
+    """Alternate user and assistant turns until the user is done; mutates `state.messages`."""
+    while True:
+        turn = await user.respond(state)
+        if turn.text:
+            state.messages.append({"role": "user", "content": turn.text})
+            state.user_turns += 1
+        state.user_acts = turn.acts
+        if turn.done:
+            return
+        for _ in range(max_steps_per_turn):
+            reply = await assistant.respond(state)
+            message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+            if not reply.tool_calls:
+                state.messages.append(message)
+                state.assistant_acts = reply.acts
+                break
+            calls = []
+            for call in reply.tool_calls:
+                state.tool_calls += 1
+                calls.append({"id": f"call_{state.tool_calls}", "type": "function",
+                              "function": {"name": call["name"], "arguments": call["arguments"]}})
+            message["tool_calls"] = calls
+            state.messages.append(message)
+            for call in calls:
+                result = tools.call(call["function"]["name"], call["function"]["arguments"])
+                state.tool_errors += not result.ok
+                state.messages.append({"role": "tool", "tool_call_id": call["id"],
+                                       "name": call["function"]["name"], "content": result.content})
+        else:
+            raise EpisodeError("max_steps_per_turn", f"assistant made {max_steps_per_turn} tool calls in one turn")
+        if len(state.messages) - state.start > max_messages:
+            raise EpisodeError("max_messages", f"dialogue exceeded {max_messages} messages")

@@ -1,0 +1,53 @@
+"""Append-only JSONL files that survive SIGKILL: one write + flush per record, torn tails repaired."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+
+def repair_tail(path: Path) -> int:
+    """Cut a half-written last line (no trailing newline, or not valid JSON). Returns bytes removed."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        cut = len(data)
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+        else:
+            last_start = data.rfind(b"\n", 0, max(0, len(data) - 1)) + 1
+            if data[last_start:].strip():
+                try:
+                    json.loads(data[last_start:])
+                except json.JSONDecodeError:
+                    cut = last_start
+        if cut < len(data):
+            f.truncate(cut)
+            log.warning("repaired %s: removed a torn last line (%d bytes)", path, len(data) - cut)
+        return len(data) - cut
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path} line {n}: corrupt JSON ({exc.msg})") from None
+
+
+class Appender:
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()

@@ -1,0 +1,84 @@
+"""`toolturn-audit RUN_DIR`: replay every tool call of every dialogue against a fresh copy of the
+domain's pristine db.sqlite, in order, and compare each output with the recorded one byte for byte.
+Also recomputes each record's content digest, which catches records edited by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolturn.core.sqlenv import SqlDomain, SqlTool
+from toolturn.generate.pipeline import record_digest
+from toolturn.generate.stats import load_records
+
+
+@dataclass
+class AuditReport:
+    records: int = 0
+    calls: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def load_domain(run_dir: Path, name: str) -> SqlDomain:
+    d = run_dir / "domains" / name
+    info = json.loads((d / "domain.json").read_text())
+    tools = [SqlTool.from_dict(t) for t in json.loads((d / "tools.json").read_text())]
+    return SqlDomain(d / "db.sqlite", tools, info["tables"], info["enforce_foreign_keys"])
+
+
+def audit_record(record: dict, domain: SqlDomain, report: AuditReport) -> None:
+    rid, messages = record["id"], record["messages"]
+    if record_digest(messages, record["tools"]) != record["meta"].get("digest"):
+        report.mismatches.append(f"{rid}: content digest mismatch (record edited after generation)")
+    start = record["meta"].get("prefix", {}).get("n_messages", 0)
+    outputs = {m["tool_call_id"]: (i, m) for i, m in enumerate(messages) if m["role"] == "tool" and i >= start}
+    sandbox = domain.open_sandbox()
+    try:
+        for i, m in enumerate(messages[start:], start=start):
+            for call in m.get("tool_calls") or []:
+                report.calls += 1
+                result = sandbox.call(call["function"]["name"], call["function"]["arguments"])
+                where, recorded = outputs.get(call["id"], (None, None))
+                if recorded is None:
+                    report.mismatches.append(f"{rid}: message {i}: tool call {call['id']} has no tool response")
+                elif recorded["content"] != result.content:
+                    report.mismatches.append(f"{rid}: message {where}: {call['function']['name']} replayed "
+                                             f"{result.content[:80]!r}, recorded {recorded['content'][:80]!r}")
+        if sandbox.state_hash() != record["meta"].get("gold_end_state", sandbox.state_hash()):
+            report.mismatches.append(f"{rid}: replayed end state differs from the gold end state")
+    finally:
+        sandbox.close()
+    report.records += 1
+
+
+def audit_run(run_dir: Path) -> AuditReport:
+    report, domains = AuditReport(), {}
+    for record in load_records(run_dir):
+        name = record["meta"]["domain"]
+        if name not in domains:
+            domains[name] = load_domain(run_dir, name)
+        audit_record(record, domains[name], report)
+    for d in domains.values():
+        d.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Replay and verify every tool call of a generation run.")
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    if not (args.run_dir / "shards").is_dir():
+        print(f"error: {args.run_dir} is not a generation run dir (no shards/)", file=sys.stderr)
+        sys.exit(2)
+    report = audit_run(args.run_dir)
+    for line in report.mismatches[:50]:
+        print(f"MISMATCH {line}")
+    print(f"audited {report.records} dialogues, {report.calls} tool calls: {len(report.mismatches)} mismatches")
+    sys.exit(0 if report.ok else 1)

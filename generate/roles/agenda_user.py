@@ -1,0 +1,125 @@
+"""Agenda-based user simulator (rule-based, after Schatzmann et al. 2007).
+
+The user holds an agenda: the subtasks of each task, in order. Each turn it
+- answers the assistant's questions for identifiers it withheld,
+- checks every report against the facts it expects (the expected value must appear in the
+  assistant's text) and corrects the assistant when one is missing or wrong,
+- sometimes asks for confirmation of a finished subtask before accepting it,
+- and, once nothing is outstanding, gives feedback and reveals the next one or two subtasks
+  (or all of them, task-oriented), chains the next task into the same dialogue, or closes.
+It ends only when every subtask of every task is done.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from toolturn.core.episode import EpisodeState, UserTurn
+from toolturn.core.types import Task, format_value
+from toolturn.generate.roles import phrasing as P
+
+
+CONFIRMABLE = ("lookup", "find", "summary", "parent", "related")  # read results worth double-checking
+
+
+@dataclass
+class UserBehaviour:
+    reveal_per_turn: tuple[int, int] | None  # None: reveal the whole task at once (task-oriented)
+    withhold_ids: float  # probability of withholding identifiers until asked
+    confirm_prob: float  # probability of asking for confirmation of a finished subtask
+    feedback: bool  # acknowledge results before the next request
+    close_message: bool  # say goodbye at the end (else end silently after the last answer)
+    max_corrections: int = 2  # after this many corrections a subtask is given up (and the judge drops it)
+
+
+class AgendaUser:
+    def __init__(self, tasks: list[Task], rng: random.Random, behaviour: UserBehaviour):
+        self.tasks, self.rng, self.b = tasks, rng, behaviour
+        self.task_index, self.next_subtask = 0, 0
+        self.open: dict[tuple[int, int], str] = {}  # (task, subtask) -> "requested" | "confirming"
+        self.done: set[tuple[int, int]] = set()
+        self.failed: set[tuple[int, int]] = set()
+        self.corrections: dict[tuple[int, int], int] = {}
+        self.started = False
+
+    def completed(self, task_index: int) -> bool:
+        return all((task_index, si) in self.done for si in range(len(self.tasks[task_index].subtasks)))
+
+    async def respond(self, state: EpisodeState) -> UserTurn:
+        if not self.started:
+            self.started = True
+            return self._request(P.USER_OPENERS)
+        text = state.messages[-1].get("content") or ""
+        parts, acts = [], []
+        for act in state.assistant_acts:
+            if act["act"] == "ask":
+                value = self.tasks[act["task"]].facts[act["slot"]]
+                parts.append(P.pick(self.rng, P.USER_INFORM, s=act["slot"], v=format_value(value)))
+                acts.append({"act": "inform", "task": act["task"], "slot": act["slot"], "value": value})
+            elif act["act"] == "report" and (act["task"], act["subtask"]) in self.open:
+                self._review((act["task"], act["subtask"]), text, parts, acts)
+        if self.open:
+            if not parts:  # the assistant did not address what is outstanding: ask again
+                key = next(iter(self.open))
+                clause = P.clause(self.tasks[key[0]].subtasks[key[1]], self.tasks[key[0]], reveal_ids=True)
+                parts.append(P.pick(self.rng, P.USER_REQUESTS, c=clause))
+                acts.append({"act": "request", "task": key[0], "subtask": key[1],
+                             "ids": self._slots(self.tasks[key[0]].subtasks[key[1]], True)})
+            return UserTurn(" ".join(parts), False, acts)
+        task = self.tasks[self.task_index]
+        if self.next_subtask < len(task.subtasks):
+            return self._request(P.USER_NEXT if self.b.feedback else P.USER_REQUESTS[:1], parts, acts)
+        if self.task_index + 1 < len(self.tasks):
+            self.task_index, self.next_subtask = self.task_index + 1, 0
+            return self._request(P.USER_CHAIN if self.b.feedback else P.USER_REQUESTS[:1], parts, acts)
+        if not self.b.close_message:
+            return UserTurn(" ".join(parts) or None, True, acts + [{"act": "bye"}])
+        return UserTurn(" ".join(parts + [P.pick(self.rng, P.USER_CLOSE)]), True, acts + [{"act": "bye"}])
+
+    def _review(self, key: tuple[int, int], text: str, parts: list[str], acts: list[dict]) -> None:
+        st = self.tasks[key[0]].subtasks[key[1]]
+        wrong = next((r for r in st.report if format_value(r.expected) not in text), None)
+        if wrong is not None:
+            self.corrections[key] = self.corrections.get(key, 0) + 1
+            if self.corrections[key] > self.b.max_corrections:
+                self.failed.add(key)
+                del self.open[key]
+                return
+            parts.append(P.pick(self.rng, P.USER_CORRECT, l=wrong.label))
+            acts.append({"act": "correct", "task": key[0], "subtask": key[1], "label": wrong.label})
+            return
+        if self.open[key] == "requested" and st.kind in CONFIRMABLE and self.rng.random() < self.b.confirm_prob:
+            self.open[key] = "confirming"
+            parts.append(P.pick(self.rng, P.USER_CONFIRM))
+            acts.append({"act": "confirm", "task": key[0], "subtask": key[1]})
+            return
+        del self.open[key]
+        self.done.add(key)
+
+    def _slots(self, st, reveal_ids: bool) -> list[str]:
+        return (list(st.id_slots) if reveal_ids else []) + list(st.value_slots)
+
+    def _request(self, frame: tuple[str, ...], parts: list[str] | None = None,
+                 acts: list[dict] | None = None) -> UserTurn:
+        parts, acts = parts or [], acts or []
+        task = self.tasks[self.task_index]
+        remaining = len(task.subtasks) - self.next_subtask
+        if self.b.reveal_per_turn is None:
+            k = remaining
+        else:
+            k = min(remaining, self.rng.randint(*self.b.reveal_per_turn))
+        clauses = []
+        for si in range(self.next_subtask, self.next_subtask + k):
+            st = task.subtasks[si]
+            reveal = self.b.reveal_per_turn is None or self.rng.random() >= self.b.withhold_ids
+            clauses.append(P.clause(st, task, reveal_ids=reveal))
+            acts.append({"act": "request", "task": self.task_index, "subtask": si, "ids": self._slots(st, reveal)})
+            self.open[(self.task_index, si)] = "requested"
+        self.next_subtask += k
+        request = P.pick(self.rng, P.USER_REQUESTS, c=", and then ".join(clauses))
+        if frame is P.USER_REQUESTS[:1]:
+            parts.append(request)
+        else:
+            parts.append(P.pick(self.rng, frame, r=request))
+        return UserTurn(" ".join(parts), False, acts)

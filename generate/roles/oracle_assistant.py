@@ -1,0 +1,118 @@
+"""Oracle assistant (rule-based): follows the gold plan, one tool call at a time.
+
+It works through the subtasks the user has requested, in order. Before a call it checks that every
+fact the call needs has been given by the user; if not, it asks for it. It reads the real tool
+results back and reports the values in text. With `slip_rate` it misreports a number now and then,
+so the data also shows a user catching and the assistant correcting a mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from typing import Any
+
+from toolturn.core.episode import AssistantTurn, EpisodeState
+from toolturn.core.types import Task, format_value, lookup, resolve_args
+from toolturn.generate.roles import phrasing as P
+
+
+class OracleAssistant:
+    def __init__(self, tasks: list[Task], rng: random.Random, write_tools: set[str], slip_rate: float = 0.0):
+        self.tasks, self.rng, self.slip_rate, self.write_tools = tasks, rng, slip_rate, write_tools
+        self.results: list[list[Any]] = [[None] * len(t.steps) for t in tasks]
+        self.provided: list[dict[str, Any]] = [{} for _ in tasks]  # per task: slot names repeat across tasks
+        self.queue: deque[tuple[str, int, int]] = deque()  # (mode, task, subtask)
+        self.rerun: dict[tuple[int, int], Any] = {}
+        self.pending: tuple[int, int, bool] | None = None  # (task, step, is_rerun)
+        self.writes = 0  # writes executed so far
+        self.writes_before: dict[tuple[int, int], int] = {}  # (task, step) -> writes when it ran
+        self.seen_turn = -1
+        self.lines: list[str] = []
+        self.acts: list[dict] = []
+
+    def _absorb_user(self, acts: list[dict]) -> None:
+        for act in acts:
+            kind = act["act"]
+            if kind == "request":
+                for slot in act["ids"]:
+                    self.provided[act["task"]][slot] = self.tasks[act["task"]].facts[slot]
+                self.queue.append(("subtask", act["task"], act["subtask"]))
+            elif kind == "inform":
+                self.provided[act["task"]][act["slot"]] = act["value"]
+            elif kind in ("confirm", "correct"):
+                self.rerun.pop((act["task"], act["subtask"]), None)
+                self.queue.append(("confirm" if kind == "confirm" else "fix", act["task"], act["subtask"]))
+
+    async def respond(self, state: EpisodeState) -> AssistantTurn:
+        if state.user_turns != self.seen_turn:
+            self.seen_turn, self.lines, self.acts = state.user_turns, [], []
+            self._absorb_user(state.user_acts)
+        if self.pending is not None:
+            ti, k, is_rerun = self.pending
+            value = json.loads(state.messages[-1]["content"])
+            if is_rerun:
+                self.rerun[(ti, k)] = value
+            else:
+                self.results[ti][k] = value
+                self.writes_before[(ti, k)] = self.writes
+                self.writes += self.tasks[ti].steps[k].tool in self.write_tools
+            self.pending = None
+        while self.queue:
+            mode, ti, si = self.queue[0]
+            task, st = self.tasks[ti], self.tasks[ti].subtasks[si]
+            last = st.steps[-1]
+            if mode == "subtask":
+                todo = [k for k in st.steps if self.results[ti][k] is None]
+            else:  # confirm or fix: read again, unless that would repeat a write or see a later write
+                rereadable = task.steps[last].tool not in self.write_tools \
+                    and self.writes_before.get((ti, last)) == self.writes
+                todo = [last] if rereadable and (ti, last) not in self.rerun else []
+            if todo:
+                step = task.steps[todo[0]]
+                missing = [a["$fact"] for a in step.args.values()
+                           if isinstance(a, dict) and "$fact" in a and a["$fact"] not in self.provided[ti]]
+                if missing:
+                    self.acts.append({"act": "ask", "task": ti, "slot": missing[0]})
+                    self.lines.append(P.pick(self.rng, P.ASSISTANT_ASK, s=missing[0]))
+                    return self._final()
+                args = resolve_args(step, self.provided[ti], self.results[ti])
+                self.pending = (ti, todo[0], mode != "subtask")
+                return AssistantTurn("", [{"name": step.tool, "arguments": args}])
+            self.lines.append(self._report(mode, ti, si))
+            self.acts.append({"act": "report", "task": ti, "subtask": si, "mode": mode})
+            self.queue.popleft()
+            self.rerun.pop((ti, last), None)
+        return self._final()
+
+    def _final(self) -> AssistantTurn:
+        return AssistantTurn(" ".join(self.lines), [], list(self.acts))
+
+    def _report(self, mode: str, ti: int, si: int) -> str:
+        task, st = self.tasks[ti], self.tasks[ti].subtasks[si]
+        results = list(self.results[ti])
+        last = st.steps[-1]
+        if (ti, last) in self.rerun:
+            results[last] = self.rerun[(ti, last)]
+        if isinstance(results[last], dict) and "error" in results[last] and len(results[last]) == 1:
+            ids = ", ".join(f"{s} {format_value(self.provided[ti].get(s))}" for s in st.id_slots) or st.entity
+            return P.pick(self.rng, P.ASSISTANT_ERROR, e=results[last]["error"], k=ids)
+        items = [(r.label, r.expected if r.path is None else lookup(results, r.path)) for r in st.report]
+        if mode == "subtask" and items and self.rng.random() < self.slip_rate:
+            items = self._slip(items)
+        f = P.facts_sentence(items)
+        templates = {"subtask": P.ASSISTANT_REPORT, "confirm": P.ASSISTANT_CONFIRM, "fix": P.ASSISTANT_FIX}[mode]
+        return P.pick(self.rng, templates, f=f, F=P.capitalize(f))
+
+    def _slip(self, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """Misread one number (the user's review catches it)."""
+        numeric = [i for i, (_, v) in enumerate(items) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not numeric:
+            return items
+        i = self.rng.choice(numeric)
+        label, value = items[i]
+        wrong = value + self.rng.randint(1, 9) if isinstance(value, int) else round(value * 1.5 + 1, 2)
+        if format_value(value) in format_value(wrong):
+            return items
+        return items[:i] + [(label, wrong)] + items[i + 1:]

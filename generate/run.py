@@ -1,0 +1,169 @@
+"""`toolturn-generate`: the generation stage (a Hydra app).
+
+    toolturn-generate pipeline=user_oriented domain=retail roles=rule num_dialogues=50 seed=0 \
+        concurrency=8 out_dir=runs/demo
+
+Re-running the same command with the same out_dir resumes. `workers=W worker_index=I` makes this
+process generate only indices i with i % W == I (one Slurm array task each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import hydra
+import toolturn.conf
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from toolturn.core.errors import ToolturnError
+from toolturn.generate.domains import prepare_domain
+from toolturn.generate.export import export_run
+from toolturn.generate.pipeline import DialogueFactory, Outcome
+from toolturn.generate.prefix import load_prefixes
+from toolturn.generate.shards import ShardWriter, part_files
+
+log = logging.getLogger("toolturn.generate")
+
+# Keys that define a run's content; a resumed run must agree on them.
+IDENTITY_KEYS = ("pipeline", "domain", "roles", "tools", "seed", "num_dialogues", "workers", "prefix",
+                 "tools_per_dialogue", "max_messages")
+
+
+def quota(total: int, workers: int, index: int) -> int:
+    return total // workers + (1 if index < total % workers else 0)
+
+
+def _validate(cfg: DictConfig) -> None:
+    for key in ("num_dialogues", "concurrency", "workers", "shard_size"):
+        if not isinstance(cfg[key], int) or cfg[key] <= 0:
+            raise ToolturnError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not 0 <= cfg.worker_index < cfg.workers:
+        raise ToolturnError(f"worker_index must be in [0, {cfg.workers}), got {cfg.worker_index}")
+    if cfg.tools.mode != "executed":
+        raise ToolturnError(f"tools={cfg.tools.mode} needs the LLM tool simulator; only tools=executed is available")
+
+
+def _check_or_write_config(cfg: DictConfig, run_dir: Path) -> None:
+    path = run_dir / "config.yaml"
+    mine = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+            for k in IDENTITY_KEYS}
+    if path.exists():
+        theirs = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        diff = [k for k in IDENTITY_KEYS if theirs.get(k) != mine[k]]
+        if diff:
+            raise ToolturnError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
+                                f"resume with the same settings or choose another out_dir")
+        return
+    tmp = path.with_suffix(f".tmp{cfg.worker_index}")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp.replace(path)
+
+
+async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, target: int, concurrency: int,
+                   bar: tqdm) -> None:
+    """Keep `concurrency` dialogues in flight; commit results in index order so that the records of a
+    run are the first `target` valid indices whatever the timing, killed or not."""
+    pending: dict[int, asyncio.Task] = {}
+    finished: dict[int, Outcome] = {}
+    order: deque[int] = deque()
+
+    async def one(i: int) -> Outcome:
+        try:
+            return await factory.make(i)
+        except Exception as exc:  # a bug in one dialogue must not take the run down; it is counted
+            log.exception("dialogue %d failed", i)
+            return Outcome(i, None, f"error:{type(exc).__name__}", str(exc)[:300])
+
+    try:
+        while writer.valid < target:
+            while len(pending) < concurrency:
+                i = next(indices)
+                pending[i] = asyncio.create_task(one(i))
+                order.append(i)
+            done, _ = await asyncio.wait(pending.values(), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                out = task.result()
+                finished[out.index] = out
+                del pending[out.index]
+            while order and order[0] in finished and writer.valid < target:
+                out = finished.pop(order.popleft())
+                if writer.commit(out):
+                    bar.update(1)
+                else:
+                    bar.set_postfix_str(f"dropped {out.drop_reason}", refresh=False)
+    finally:
+        for task in pending.values():
+            task.cancel()
+
+
+def generate(cfg: DictConfig) -> Path:
+    _validate(cfg)
+    run_dir = Path(cfg.out_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_or_write_config(cfg, run_dir)
+    domain = prepare_domain(cfg.domain, run_dir, int(cfg.seed))
+    (run_dir / "domains" / domain.name / "domain.json").write_text(json.dumps(
+        {"name": domain.name, "description": domain.description, "tables": domain.env.tables,
+         "enforce_foreign_keys": domain.env.enforce_foreign_keys}, indent=1))
+    prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
+    factory = DialogueFactory(domain, cfg, prefixes)
+    writer = ShardWriter(run_dir / "shards", cfg.worker_index, int(cfg.shard_size))
+    target = quota(cfg.num_dialogues, cfg.workers, cfg.worker_index)
+    start_valid, started = writer.valid, time.time()
+    indices = (i for i in range(cfg.worker_index, 10 ** 12, cfg.workers) if i not in writer.done)
+    with tqdm(total=target, initial=writer.valid, unit="dlg", disable=not cfg.progress,
+              desc=f"{cfg.pipeline.name}/{domain.name}", dynamic_ncols=True) as bar:
+        try:
+            asyncio.run(_produce(factory, writer, indices, target, int(cfg.concurrency), bar))
+        finally:
+            writer.close()
+            domain.env.close()
+            with open(run_dir / "sessions.jsonl", "a") as f:
+                f.write(json.dumps({"worker": cfg.worker_index, "started": started,
+                                    "wall_s": round(time.time() - started, 3),
+                                    "produced": writer.valid - start_valid}) + "\n")
+    total = sum(1 for p in part_files(run_dir / "shards") for line in open(p) if line.strip())
+    if total >= cfg.num_dialogues:
+        export_run(run_dir)
+        print(f"done: {total} dialogues in {run_dir} (stats.json, dataset/, README.md)")
+    else:
+        print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run_dir}")
+    return run_dir
+
+
+@hydra.main(version_base="1.3", config_path="pkg://toolturn.conf", config_name="generate")
+def _hydra_main(cfg: DictConfig) -> None:
+    logging.getLogger("toolturn").setLevel(logging.INFO if cfg.verbose else logging.WARNING)
+    try:
+        generate(cfg)
+    except ToolturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _precheck_group_choices(argv: list[str]) -> None:
+    """One-line errors for unknown config-group options, before Hydra prints its multi-line message."""
+    conf = Path(toolturn.conf.__file__).parent
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if value and (conf / key).is_dir() and "," not in value and not (conf / key / f"{value}.yaml").exists():
+            options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+            print(f"error: unknown {key} '{value}'; choose one of {options}", file=sys.stderr)
+            sys.exit(2)
+
+
+def main() -> None:
+    _precheck_group_choices(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

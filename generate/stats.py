@@ -1,0 +1,90 @@
+"""Run statistics (the paper's Table 1 and more) and `toolturn-stats RUN_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+from toolturn.core.jsonl import read_jsonl
+from toolturn.generate.shards import log_files, part_files
+
+
+def load_records(run_dir: Path) -> list[dict]:
+    rows = [r for p in part_files(run_dir / "shards") for r in read_jsonl(p)]
+    return sorted(rows, key=lambda r: r["meta"]["index"])
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {"mean": 0.0, "max": 0}
+    return {"mean": round(statistics.fmean(values), 3), "max": max(values)}
+
+
+def compute_stats(run_dir: Path, records: list[dict] | None = None) -> dict:
+    records = load_records(run_dir) if records is None else records
+    counts = [r["meta"]["counts"] for r in records]
+    drops, rejections = Counter(), Counter()
+    for path in log_files(run_dir / "shards"):
+        for row in read_jsonl(path):
+            if row["drop_reason"]:
+                drops[row["drop_reason"]] += 1
+            rejections.update(row.get("task_rejections") or {})
+    sessions = [json.loads(line) for line in open(run_dir / "sessions.jsonl")] \
+        if (run_dir / "sessions.jsonl").exists() else []
+    wall = sum(s["wall_s"] for s in sessions)
+    produced = sum(s["produced"] for s in sessions)
+    tasks = sum(c["tasks"] for c in counts)
+    difficulty = Counter(t["difficulty"] for r in records for t in r["meta"]["tasks"])
+    first = records[0]["meta"] if records else {}
+    return {
+        "dialogues": len(records),
+        "pipeline": first.get("pipeline"), "domain": sorted({r["meta"]["domain"] for r in records}),
+        "tool_mode": first.get("tool_mode"),
+        "steps": _summary([c["steps"] for c in counts]),
+        "turns": _summary([c["turns"] for c in counts]),
+        "tasks": _summary([c["tasks"] for c in counts]),
+        "user_turns": _summary([c["user_turns"] for c in counts]),
+        "user_turns_per_task": round(sum(c["user_turns"] for c in counts) / tasks, 3) if tasks else 0.0,
+        "tool_calls": {**_summary([c["tool_calls"] for c in counts]), "total": sum(c["tool_calls"] for c in counts)},
+        "tool_errors": {**_summary([c["tool_errors"] for c in counts]),
+                        "total": sum(c["tool_errors"] for c in counts)},
+        "difficulty": dict(sorted(difficulty.items())),
+        "drops": {"total": sum(drops.values()), "reasons": dict(drops.most_common())},
+        "task_rejections": dict(rejections.most_common()),
+        "throughput": {"wall_s": round(wall, 3), "dialogues": produced,
+                       "dialogues_per_s": round(produced / wall, 3) if wall else None,
+                       "sessions": len(sessions)},
+        "latency_s": _summary([r["meta"]["timing"]["latency_s"] for r in records]),
+    }
+
+
+def format_table(stats: dict) -> str:
+    def cell(key):
+        return f"{stats[key]['mean']:.2f} ({stats[key]['max']})"
+    lines = [
+        f"{'paradigm':<16} {'tools':<9} {'step':>12} {'turn':>12} {'task':>10} {'user turns/task':>16} {'samples':>8}",
+        f"{stats['pipeline'] or '-':<16} {stats['tool_mode'] or '-':<9} {cell('steps'):>12} {cell('turns'):>12} "
+        f"{cell('tasks'):>10} {stats['user_turns_per_task']:>16.2f} {stats['dialogues']:>8}",
+        "",
+        f"tool calls: {stats['tool_calls']['total']} ({stats['tool_calls']['mean']:.2f}/dialogue), "
+        f"tool errors: {stats['tool_errors']['total']}",
+        f"dropped: {stats['drops']['total']} {stats['drops']['reasons'] or ''}",
+        f"throughput: {stats['throughput']['dialogues_per_s']} dialogues/s over {stats['throughput']['wall_s']} s",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print the Table-1-style summary of a generation run.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the full stats as JSON")
+    args = parser.parse_args(argv)
+    if not (args.run_dir / "shards").is_dir():
+        print(f"error: {args.run_dir} is not a generation run dir (no shards/)", file=sys.stderr)
+        sys.exit(2)
+    stats = compute_stats(args.run_dir)
+    print(json.dumps(stats, indent=1) if args.json else format_table(stats))

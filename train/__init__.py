@@ -1,0 +1,1 @@
+"""Training stage (TRL SFT, LoRA or full). Arrives with the training issue."""
