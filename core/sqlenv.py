@@ -115,6 +115,9 @@ class SqlDomain:
         self.enforce_foreign_keys = enforce_foreign_keys
         self.time_limit_s = time_limit_s
         self._master = load_into_memory(self.db_path)
+        # Schema objects tools may not read (views, other tables); CTE names are not among them.
+        self.forbidden = frozenset(r[0] for r in self._master.execute("SELECT name FROM sqlite_master")) \
+            - set(self.tables)
 
     def open_sandbox(self) -> "Sandbox":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -164,7 +167,8 @@ class Sandbox:
                       sqlite3.SQLITE_RECURSIVE):
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ:
-            return sqlite3.SQLITE_OK if arg1 in self._allowed else sqlite3.SQLITE_DENY
+            hidden = arg1 in self.domain.forbidden or (arg1 or "").lower().startswith("sqlite_")
+            return sqlite3.SQLITE_DENY if hidden else sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_DENY if (arg2 or "").lower() in DENIED_FUNCTIONS else sqlite3.SQLITE_OK
         if action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE):

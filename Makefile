@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make demo` (end-to-end CPU demo) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+RUN ?= runs/demo
+
+.PHONY: setup test test-fast demo bench clean
+
+$(BIN)/toolturn-generate: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch pinned here: a bare `torch` requirement may pull several GB of CUDA wheels.
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/toolturn-generate
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: setup
+	rm -rf $(RUN)
+	$(BIN)/toolturn-generate pipeline=user_oriented domain=retail roles=rule num_dialogues=50 seed=0 concurrency=8 out_dir=$(RUN)/user_oriented
+	$(BIN)/toolturn-generate pipeline=task_oriented domain=retail roles=rule num_dialogues=50 seed=0 concurrency=8 out_dir=$(RUN)/task_oriented
+	$(BIN)/toolturn-audit $(RUN)/user_oriented
+	$(BIN)/toolturn-audit $(RUN)/task_oriented
+	$(BIN)/toolturn-stats $(RUN)/user_oriented
+	$(BIN)/toolturn-stats $(RUN)/task_oriented
+
+bench: setup
+	$(BIN)/python benchmarks/sql_env.py
+
+clean:
+	rm -rf $(VENV) runs build dist *.egg-info

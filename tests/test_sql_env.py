@@ -1,0 +1,119 @@
+"""The SQL sandbox: bound arguments, type checks, authorizer, time bound, isolation."""
+
+import json
+
+import pytest
+
+from conftest import sha256
+from toolturn.core.sqlenv import SqlDomain, SqlTool
+
+
+def first_customer(domain):
+    return domain.env.open_sandbox().conn.execute("SELECT id, email FROM customers ORDER BY id LIMIT 1").fetchone()
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"id": "'; DROP TABLE customers; --"}, "must be of type integer"),
+    ({"id": 1, "extra": 2}, "unknown argument"),
+    ({}, "missing required"),
+    ({"id": True}, "must be of type integer"),
+    ({"id": 1.5}, "must be of type integer"),
+    ("id=1", "must be a JSON object"),
+])
+def test_get_rejects_bad_arguments(retail, args, message):
+    sandbox = retail.env.open_sandbox()
+    before = sandbox.state_hash()
+    result = sandbox.call("get_customer", args)
+    assert not result.ok and message in json.loads(result.content)["error"]
+    assert sandbox.state_hash() == before
+
+
+@pytest.mark.parametrize("value", ["'; DROP TABLE customers; --", "x' OR '1'='1", "ATTACH DATABASE '/tmp/x' AS x",
+                                   "%", "\"; PRAGMA writable_schema=1; --"])
+def test_injection_strings_are_just_values(retail, value):
+    sandbox = retail.env.open_sandbox()
+    before = sandbox.state_hash()
+    result = sandbox.call("search_customers", {"email": value})
+    assert result.ok
+    if value != "%":
+        assert json.loads(result.content) == []
+    update = sandbox.call("update_customer", {"id": 1, "first_name": value})
+    assert update.ok and json.loads(update.content)["first_name"] == value  # stored verbatim, as data
+    assert sandbox.conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] > 0
+    assert {r[0] for r in sandbox.conn.execute("SELECT 1")} == {1}
+    other = retail.env.open_sandbox()
+    assert other.state_hash() == before  # the write stayed in its own sandbox
+
+
+def test_huge_string_unknown_tool_and_enum(retail):
+    sandbox = retail.env.open_sandbox()
+    before = sandbox.state_hash()
+    huge = sandbox.call("search_customers", {"email": "a" * 1_000_000})
+    assert "too long" in json.loads(huge.content)["error"]
+    unknown = sandbox.call("drop_everything", {})
+    assert "unknown tool 'drop_everything'" in json.loads(unknown.content)["error"]
+    enum = sandbox.call("search_customers", {"status": "evil"})
+    assert "must be one of" in json.loads(enum.content)["error"]
+    limit = sandbox.call("search_customers", {"max_results": 10_000})
+    assert "between 1 and 50" in json.loads(limit.content)["error"]
+    missing = sandbox.call("get_customer", {"id": 10 ** 9})
+    assert "no customers record found" in json.loads(missing.content)["error"]
+    assert sandbox.state_hash() == before
+
+
+def evil_domain(retail, sql: str, effect: str = "read") -> SqlDomain:
+    tool = SqlTool("evil", "hand-written", {"type": "object", "properties": {}, "required": []}, sql, effect,
+                   "rows", "customers")
+    return SqlDomain(retail.db_path, [tool], retail.env.tables, time_limit_s=0.2)
+
+
+@pytest.mark.parametrize("sql", [
+    "ATTACH DATABASE ':memory:' AS other",
+    "PRAGMA writable_schema = 1",
+    "DROP TABLE customers",
+    "CREATE TABLE x (a)",
+    "ALTER TABLE customers ADD COLUMN pwned TEXT",
+    "SELECT sql FROM sqlite_master",
+    "SELECT load_extension('/tmp/evil.so')",
+    "DELETE FROM customers",  # a write from a read tool
+])
+def test_authorizer_denies_escapes(retail, sql):
+    domain = evil_domain(retail, sql)
+    sandbox = domain.open_sandbox()
+    before = sandbox.state_hash()
+    result = sandbox.call("evil", {})
+    assert not result.ok and "not permitted" in json.loads(result.content)["error"]
+    assert sandbox.state_hash() == before
+
+
+def test_time_limit_interrupts_runaway_query(retail):
+    domain = evil_domain(retail, "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) "
+                                 "SELECT COUNT(*) FROM r")
+    result = domain.open_sandbox().call("evil", {})
+    assert "time limit" in json.loads(result.content)["error"]
+
+
+def test_failed_write_is_rolled_back(retail):
+    domain = evil_domain(retail, "UPDATE customers SET email = 'dup@example.com'", effect="write")
+    sandbox = domain.open_sandbox()
+    before = sandbox.state_hash()
+    result = sandbox.call("evil", {})  # violates UNIQUE(email) after the first row
+    assert "UNIQUE constraint failed" in result.content
+    assert sandbox.state_hash() == before
+
+
+def test_sandboxes_are_isolated_and_the_file_is_untouched(retail):
+    digest = sha256(retail.db_path)
+    a, b = retail.env.open_sandbox(), retail.env.open_sandbox()
+    cid, _ = first_customer(retail)
+    assert a.call("update_customer", {"id": cid, "first_name": "Changed"}).ok
+    assert json.loads(a.call("get_customer", {"id": cid}).content)["first_name"] == "Changed"
+    assert json.loads(b.call("get_customer", {"id": cid}).content)["first_name"] != "Changed"
+    assert a.state_hash() != b.state_hash()
+    assert sha256(retail.db_path) == digest
+
+
+def test_results_are_deterministic_json(retail):
+    a, b = retail.env.open_sandbox(), retail.env.open_sandbox()
+    for name, args in [("search_orders", {"status": "pending"}), ("summarize_orders_by_status", {})]:
+        assert a.call(name, args).content == b.call(name, args).content
