@@ -1,0 +1,37 @@
+"""Every config composes (lightning-hydra-template style), and every group option is usable."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+import toolturn.conf
+from conftest import make_cfg
+
+CONF = Path(toolturn.conf.__file__).parent
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("pipeline, domain, roles, tools", list(itertools.product(
+    options("pipeline"), options("domain"), options("roles"), options("tools"))))
+def test_every_combination_composes(pipeline, domain, roles, tools):
+    extra = ["domain.path=/x.sqlite"] if domain == "sqlite" else []
+    cfg = make_cfg(f"pipeline={pipeline}", f"domain={domain}", f"roles={roles}", f"tools={tools}", *extra)
+    OmegaConf.resolve(cfg)
+    assert cfg.pipeline.name == pipeline and cfg.tools.mode and cfg.roles.models.assistant
+    assert len(cfg.pipeline.tasks_per_dialogue) == 2
+
+
+def test_both_paradigms_exist():
+    assert {"task_oriented", "user_oriented"} <= set(options("pipeline"))
+    assert {"retail", "airline", "telecom", "sqlite"} <= set(options("domain"))
+
+
+def test_typo_is_rejected():
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("num_dialogue=3")

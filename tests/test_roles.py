@@ -1,0 +1,105 @@
+"""The rule-based roles follow the user-simulation rules and the oracle follows its plan."""
+
+import asyncio
+import random
+
+import pytest
+
+from conftest import make_cfg
+from toolturn.core.episode import EpisodeState, run_episode
+from toolturn.generate.pipeline import DialogueFactory
+from toolturn.generate.roles import phrasing as P
+from toolturn.generate.roles.agenda_user import AgendaUser, UserBehaviour
+from toolturn.generate.roles.oracle_assistant import OracleAssistant
+from toolturn.generate.tasks import TaskGenerator
+
+USER_ORIENTED = UserBehaviour(reveal_per_turn=(1, 2), withhold_ids=0.5, confirm_prob=0.3, feedback=True,
+                              close_message=True)
+
+
+class Recorder:
+    """Wraps the user and keeps every act it emits, per turn."""
+
+    def __init__(self, user):
+        self.user, self.turns = user, []
+
+    async def respond(self, state):
+        turn = await self.user.respond(state)
+        self.turns.append(turn)
+        return turn
+
+
+def simulate(domain, seed, behaviour=USER_ORIENTED, n_tasks=3, slip_rate=0.0):
+    rng = random.Random(seed)
+    gen = TaskGenerator(domain, {"easy": 1, "medium": 1, "hard": 1})
+    scratch = domain.env.open_sandbox()
+    tasks = [t for k in range(n_tasks) if (t := gen.generate(scratch, rng, f"t{k}", {}))]
+    write_tools = {t.name for t in domain.tools if t.effect == "write"}
+    user = Recorder(AgendaUser(tasks, rng, behaviour))
+    assistant = OracleAssistant(tasks, rng, write_tools, slip_rate)
+    state = EpisodeState([{"role": "system", "content": "sys"}], [], start=1)
+    sandbox = domain.env.open_sandbox()
+    asyncio.run(run_episode(state, user, assistant, sandbox))
+    return tasks, user, state, sandbox.state_hash() == scratch.state_hash()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_user_reveals_one_or_two_subtasks_per_turn_and_ends_when_all_done(retail, seed):
+    tasks, user, state, same_end_state = simulate(retail, seed)
+    for turn in user.turns:
+        new = {(a["task"], a["subtask"]) for a in turn.acts if a["act"] == "request"}
+        assert len(new) <= 2
+    assert user.turns[-1].done and all(not t.done for t in user.turns[:-1])
+    assert all(user.user.completed(i) for i in range(len(tasks)))
+    assert same_end_state
+    assert state.messages[-1]["role"] == "user"
+
+
+def test_user_behaviours_all_occur(retail):
+    acts = set()
+    asked = 0
+    for seed in range(40):
+        _tasks, user, state, _ = simulate(retail, seed, slip_rate=0.2)
+        acts |= {a["act"] for t in user.turns for a in t.acts}
+        asked += sum(1 for m in state.messages if m["role"] == "assistant" and "?" in m["content"]
+                     and not m.get("tool_calls"))
+    assert acts >= {"request", "inform", "confirm", "correct", "bye"}
+    assert asked > 0  # withheld identifiers were asked for
+
+
+def test_task_oriented_user_states_everything_at_once(retail):
+    behaviour = UserBehaviour(reveal_per_turn=None, withhold_ids=0.0, confirm_prob=0.0, feedback=False,
+                              close_message=False)
+    for seed in range(10):
+        tasks, user, state, same = simulate(retail, seed, behaviour, n_tasks=1)
+        assert state.user_turns == 1 and same
+        first = {(a["task"], a["subtask"]) for a in user.turns[0].acts if a["act"] == "request"}
+        assert len(first) == len(tasks[0].subtasks)
+
+
+def test_gold_plans_match_difficulty_and_chain_ids(retail):
+    gen = TaskGenerator(retail, {"easy": 1, "medium": 1, "hard": 1})
+    seen = set()
+    for seed in range(60):
+        task = gen.generate(retail.env.open_sandbox(), random.Random(seed), "t", {})
+        seen.add(task.difficulty)
+        n = len(task.steps)
+        refs = [a for s in task.steps for a in s.args.values() if isinstance(a, dict) and "$ref" in a]
+        if task.difficulty == "easy":
+            assert n == 1
+        elif task.difficulty == "medium":
+            assert 2 <= n <= 3 and refs  # a later call needs an id an earlier call returned
+        else:
+            assert n >= 4 and refs
+            assert any(s.tool.split("_")[0] in ("create", "update", "delete") for s in task.steps)
+        assert task.goal.startswith("You want") and task.rubric()
+    assert seen == {"easy", "medium", "hard"}
+
+
+def test_every_act_has_five_phrasings_and_dialogues_differ(tmp_path, retail):
+    for name in dir(P):
+        if name.isupper() and isinstance(getattr(P, name), tuple):
+            assert len(getattr(P, name)) >= 5, name
+    factory = DialogueFactory(retail, make_cfg("domain=retail"))
+    firsts = [asyncio.run(factory.make(i)).record["messages"][1]["content"] for i in range(30)]
+    assert len(set(firsts)) == 30
