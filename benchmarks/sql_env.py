@@ -14,9 +14,12 @@ a) Tool-call latency. The built-in retail domain is prepared into a temporary di
 b) Per-dialogue isolation cost. Every dialogue gets a private in-memory copy of the domain database
    (SQLite backup API). On a ~10 MB database (the retail graph cloned until the file is that big)
    we time `open_sandbox()` + `close()` and measure the resident memory of an open sandbox (RSS delta
-   with several held open). For comparison we time the alternative design: one shared connection,
-   `SAVEPOINT` / one write / `ROLLBACK TO` per dialogue. Whichever is faster is reported as such; the
-   note under the table says what each design can and cannot isolate.
+   with several held open), and count minor page faults per open: by default glibc hands each closed
+   copy back to the OS, so the next one faults its pages in afresh; a second timing with malloc told
+   to keep its freed heap (mallopt) shows how much of the cost that is. For comparison we time the
+   alternative design: one shared connection, `SAVEPOINT` / one write / `ROLLBACK TO` per dialogue.
+   Whichever is faster is reported as such; the note under the table says what each design can and
+   cannot isolate.
 
 c) Throughput. Dialogues/s of the full rule-based user-oriented pipeline (`DialogueFactory.make`,
    driven by `toolturn.generate.run._produce` exactly as `toolturn-generate` does, records written
@@ -32,16 +35,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import math
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -120,7 +126,8 @@ class ArgSampler:
     @staticmethod
     def _rows(conn: sqlite3.Connection, t: Table) -> list[dict]:
         cols = ", ".join(quote_ident(c.name) for c in t.columns)
-        return [dict(zip((c.param for c in t.columns), r)) for r in conn.execute(f"SELECT {cols} FROM {quote_ident(t.name)}")]
+        params = [c.param for c in t.columns]
+        return [dict(zip(params, r)) for r in conn.execute(f"SELECT {cols} FROM {quote_ident(t.name)}")]
 
     def row(self, table: str) -> dict:
         return self.rng.choice(self.rows[table])
@@ -273,14 +280,40 @@ def sandbox_memory(env: SqlDomain, held: int) -> float:
     return (after - before) / held / 2 ** 20
 
 
-def time_ms(fn, reps: int) -> list[float]:
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_ms(fn, reps: int) -> tuple[list[float], float]:
+    """Per-call milliseconds and minor page faults per call."""
     fn()  # warm-up
-    out = []
+    out, faults = [], minor_faults()
     for _ in range(reps):
         t0 = time.perf_counter_ns()
         fn()
         out.append((time.perf_counter_ns() - t0) / 1e6)
-    return out
+    return out, (minor_faults() - faults) / reps
+
+
+@contextmanager
+def malloc_keeps_freed_heap():
+    """glibc only: stop free() from handing the top of the heap back to the OS, so the next sandbox
+    reuses the pages of the last one instead of page-faulting in fresh ones. Yields False elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        yield False
+        return
+    m_trim_threshold, m_top_pad = -1, -2
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 << 20)
+    try:
+        yield True
+    finally:
+        libc.mallopt(m_trim_threshold, 128 << 10)  # the glibc defaults
+        libc.mallopt(m_top_pad, 0)
+        libc.malloc_trim(0)
 
 
 def open_close(env: SqlDomain):
@@ -309,45 +342,64 @@ def savepoint_write(env: SqlDomain, rng: random.Random):
     return run, shared
 
 
+def measure_isolation(path: Path, reps: int, held: int) -> dict:
+    """Sandbox open+close (default malloc, then keeping the freed heap), its memory, and the savepoint design."""
+    gc.collect()
+    before = rss_bytes()
+    env = domain_over(path)
+    m = {"master_mib": (rss_bytes() - before) / 2 ** 20}
+    try:
+        m["per_box_mib"] = sandbox_memory(env, held)
+        m["backup"] = time_ms(open_close(env), reps)
+        with malloc_keeps_freed_heap() as available:
+            if available:
+                m["backup_kept"] = time_ms(open_close(env), reps)
+        run, shared = savepoint_write(env, random.Random(SEED))
+        try:
+            m["savepoint"] = time_ms(run, reps)
+        finally:
+            shared.close()
+    finally:
+        env.close()
+    return m
+
+
+ISOLATION_NOTES = [
+    "Savepoints nest as one stack per connection: with several dialogues in flight (concurrency > 1) a",
+    "rollback of one dialogue would also undo writes other dialogues made after its savepoint, and reads",
+    "would see other dialogues' uncommitted writes. The backup API gives each dialogue a private copy, at",
+    "the copy time and memory above (paid once per dialogue, plus once for the task sampler).",
+    "faults/op: minor page faults. By default glibc returns each closed copy to the OS and the next copy",
+    "faults its pages in again; the second row (mallopt M_TRIM_THRESHOLD/M_TOP_PAD, the same as",
+    "MALLOC_TRIM_THRESHOLD_/MALLOC_TOP_PAD_ in the environment) shows what that costs. Headline: row 1.",
+    "MiB/dialogue: RSS delta with the sandboxes open; master: the shared in-memory copy, one per domain.",
+    "n/a: a 0.2 MB database is below what RSS deltas resolve.",
+]
+
+
 def bench_isolation(small_db: Path, work: Path, reps: int, held: int) -> dict:
     big_db = build_big_db(small_db, work / "big.sqlite", BIG_DB_BYTES)
-    rows, figures = [], {}
+    rows = []
     for label, path in (("retail", small_db), ("retail x clones", big_db)):
         mb = path.stat().st_size / 1e6
-        gc.collect()
-        before = rss_bytes()
-        env = domain_over(path)
-        master_mib = (rss_bytes() - before) / 2 ** 20
-        try:
-            per_box = sandbox_memory(env, held)  # first, while the allocator has no freed sandboxes to reuse
-            iso = time_ms(open_close(env), reps)
-            run, shared = savepoint_write(env, random.Random(SEED))
-            try:
-                sp = time_ms(run, reps)
-            finally:
-                shared.close()
-        finally:
-            env.close()
+        m = measure_isolation(path, reps, held)
         measurable = mb >= 1  # RSS deltas below ~1 MiB are allocator noise (freed heap gets reused)
-        rows.append([f"{label} ({mb:.1f} MB)", "backup API: open_sandbox + close", f"{statistics.median(iso):.3f}",
-                     f"{percentile(iso, 0.99):.3f}", f"{per_box:.2f}" if measurable else "n/a",
-                     f"{master_mib:.1f}" if measurable else "n/a"])
-        rows.append([f"{label} ({mb:.1f} MB)", "shared conn: SAVEPOINT + 1 write + ROLLBACK",
-                     f"{statistics.median(sp):.3f}", f"{percentile(sp, 0.99):.3f}", "0", "-"])
-        figures = {"db_mb": mb, "isolate_10mb_ms": statistics.median(iso), "isolate_10mb_mib": per_box,
-                   "savepoint_10mb_ms": statistics.median(sp)}
+        mem = [f"{m['per_box_mib']:.2f}", f"{m['master_mib']:.1f}"] if measurable else ["n/a", "n/a"]
+        for design, key, memory in (("backup API: open_sandbox + close", "backup", mem),
+                                    ("  same, malloc keeps the freed heap", "backup_kept", ["", ""]),
+                                    ("shared conn: SAVEPOINT + 1 write + ROLLBACK", "savepoint", ["0", "-"])):
+            if key in m:
+                t, faults = m[key]
+                rows.append([f"{label} ({mb:.1f} MB)", design, f"{statistics.median(t):.3f}",
+                             f"{percentile(t, 0.99):.3f}", f"{faults:.0f}", *memory])
+    figures = {"db_mb": mb, "isolate_10mb_ms": statistics.median(m["backup"][0]), "isolate_10mb_mib": m["per_box_mib"],
+               "savepoint_10mb_ms": statistics.median(m["savepoint"][0])}
     iso_ms, sp_ms = figures["isolate_10mb_ms"], figures["savepoint_10mb_ms"]
     faster = ("SAVEPOINT is faster" if sp_ms < iso_ms else "the backup API is faster") + \
-        f" on the {figures['db_mb']:.1f} MB database, by x{max(iso_ms, sp_ms) / min(iso_ms, sp_ms):.0f}."
+        f" on the {mb:.1f} MB database, by x{max(iso_ms, sp_ms) / min(iso_ms, sp_ms):.0f}."
     print_table(f"b) per-dialogue isolation, {reps} repetitions, memory with {held} sandboxes open",
-                ["database", "design", "p50 ms", "p99 ms", "MiB/dialogue", "master MiB"], rows, [
-                    faster,
-                    "Savepoints nest as one stack per connection: with several dialogues in flight (concurrency > 1)",
-                    "a rollback of one dialogue would also undo writes other dialogues made after its savepoint, and",
-                    "reads would see other dialogues' uncommitted writes. The backup API gives each dialogue a private",
-                    "copy, at the copy time and memory above (paid once per dialogue, plus once for the task sampler).",
-                    "MiB/dialogue: RSS delta with the sandboxes open; master: the shared in-memory copy, one per domain.",
-                    "n/a: a 0.2 MB database is below what RSS deltas resolve."])
+                ["database", "design", "p50 ms", "p99 ms", "faults/op", "MiB/dialogue", "master MiB"], rows,
+                [faster, *ISOLATION_NOTES])
     return figures
 
 
@@ -410,7 +462,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about 30 s instead of 2 min)")
     opts = parser.parse_args()
-    n_calls, n_dialogues, reps, held = (1000, 60, 20, 10) if opts.quick else (5000, 200, 50, 20)
+    n_calls, n_dialogues, reps, held = (1000, 60, 20, 20) if opts.quick else (5000, 200, 50, 20)
 
     cfg = compose_cfg(["domain=retail", "pipeline=user_oriented", "roles=rule", f"seed={SEED}"])
     started = time.perf_counter()

@@ -40,6 +40,12 @@ def fresh_like(rng: random.Random, value: Any) -> Any:
     return f"{local}.{rng.randint(10, 99)}{at}{host}"
 
 
+def slot_name(entity: str, param: str) -> str:
+    """'customer' + 'email' -> 'customer email'; 'order' + 'order_number' -> 'order number'."""
+    field = label(param)
+    return field if field.startswith(entity + " ") else f"{entity} {field}"
+
+
 def fact(slot: str) -> dict:
     return {"$fact": slot}
 
@@ -165,7 +171,7 @@ class TaskGenerator:
         entity = label(self._entity(t))
         args = {}
         for c in t.primary_key:
-            slot = f"{entity} {label(c.param)}"
+            slot = slot_name(entity, c.param)
             plan.facts[slot] = row[c.param]
             args[c.param] = fact(slot)
         return args
@@ -178,7 +184,7 @@ class TaskGenerator:
         row = self._row(sandbox, rng, parent, where, args)
         if row[col.param] is None:
             raise Infeasible("null lookup value")
-        slot = f"{label(self._entity(parent))} {label(col.param)}"
+        slot = slot_name(label(self._entity(parent)), col.param)
         plan.facts[slot] = row[col.param]
         found = plan.run(self._tool("search_", parent), {col.param: fact(slot)})
         if len(found) != 1:
@@ -211,7 +217,7 @@ class TaskGenerator:
             raise Infeasible("needs a single integer key")
         top = sandbox.conn.execute(f"SELECT MAX({quote_ident(pk[0].name)}) FROM {quote_ident(t.name)}").fetchone()[0]
         missing_id = (top or 0) + rng.randint(1000, 9999)
-        slot = f"{label(self._entity(t))} {label(pk[0].param)}"
+        slot = slot_name(label(self._entity(t)), pk[0].param)
         plan.facts[slot] = missing_id
         plan.run(self._tool("get_", t), {pk[0].param: fact(slot)}, expect_error=True)
         return [Subtask("missing", label(self._entity(t)), [0], id_slots=[slot],

@@ -93,10 +93,14 @@ def clause(st: Subtask, task: Task, reveal_ids: bool) -> str:
 
 
 def describe_goal(task: Task) -> str:
-    """Declarative statement of the user's objective (what they know, want looked up, want told)."""
+    """Declarative statement of the user's objective: what they know, what must be looked up (or
+    changed) with tools, and what must be communicated back."""
     parts = [clause(st, task, reveal_ids=True) for st in task.subtasks]
     known = ", ".join(f"{s} = {V(v)}" for s, v in task.facts.items())
-    return f"You want the assistant to {'; then '.join(parts)}. You know: {known or 'nothing specific'}."
+    tools = ", ".join(dict.fromkeys(s.tool for s in task.steps))
+    told = ", ".join(dict.fromkeys(r.label for st in task.subtasks for r in st.report))
+    return (f"You want the assistant to {'; then '.join(parts)}. You know: {known or 'nothing specific'}. "
+            f"To be looked up or changed with tools: {tools}. To be told back: {told or 'the outcome'}.")
 
 
 def facts_sentence(items: list[tuple[str, object]]) -> str:
