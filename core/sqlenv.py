@@ -179,16 +179,21 @@ class Sandbox:
         return 1 if time.perf_counter() > self._deadline else 0
 
     def call(self, name: str, arguments: Any) -> ToolResult:
+        tool = self.domain.tools.get(name)
+        if tool is None:
+            error = f"unknown tool '{name}'; available tools: {sorted(self.domain.tools)}"
+            return ToolResult(dump_json({"error": error}), ok=False, value=None)
+        return self.run(tool, arguments)
+
+    def run(self, tool: SqlTool, arguments: Any) -> ToolResult:
+        """Execute any tool (also one not registered with the domain, e.g. a candidate being checked)."""
         try:
-            value = self._execute(name, arguments)
+            value = self._execute(tool, arguments)
         except ToolCallError as exc:
             return ToolResult(dump_json({"error": str(exc)}), ok=False, value=None)
         return ToolResult(dump_json(value), ok=True, value=value)
 
-    def _execute(self, name: str, arguments: Any) -> Any:
-        tool = self.domain.tools.get(name)
-        if tool is None:
-            raise ToolCallError(f"unknown tool '{name}'; available tools: {sorted(self.domain.tools)}")
+    def _execute(self, tool: SqlTool, arguments: Any) -> Any:
         binds = check_arguments(tool, arguments)
         self._writable = tool.effect == "write"
         self._deadline = time.perf_counter() + self.domain.time_limit_s

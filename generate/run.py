@@ -10,6 +10,7 @@ process generate only indices i with i % W == I (one Slurm array task each).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import sys
@@ -131,7 +132,9 @@ def generate(cfg: DictConfig) -> Path:
                                     "produced": writer.valid - start_valid}) + "\n")
     total = sum(1 for p in part_files(run_dir / "shards") for line in open(p) if line.strip())
     if total >= cfg.num_dialogues:
-        export_run(run_dir)
+        with open(run_dir / ".export.lock", "w") as lock:  # array tasks may finish at the same moment
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            export_run(run_dir)
         print(f"done: {total} dialogues in {run_dir} (stats.json, dataset/, README.md)")
     else:
         print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run_dir}")

@@ -35,3 +35,11 @@ def test_both_paradigms_exist():
 def test_typo_is_rejected():
     with pytest.raises(ConfigCompositionException):
         make_cfg("num_dialogue=3")
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_launcher_configs_compose(launcher):
+    from hydra import compose, initialize_config_module
+    with initialize_config_module("toolturn.conf", version_base="1.3"):
+        cfg = compose("generate", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_

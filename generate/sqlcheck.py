@@ -1,0 +1,115 @@
+"""Admission checks for LLM-written SQL tools (DESIGN section 4).
+
+A candidate `{name, description, parameters, sql}` becomes a `SqlTool` only if the SQL parses with
+sqlglot as exactly one SELECT / INSERT / UPDATE / DELETE, touches only the domain's tables and
+columns, its :binds match the declared parameters, and a dry run with sample arguments succeeds
+inside the sandbox (authorizer and time limit on) and is rolled back. Each rejection has a reason
+that the caller counts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from toolturn.core.errors import ToolCallError
+from toolturn.core.sqlenv import Sandbox, SqlTool, check_arguments
+from toolturn.core.sqlschema import Schema
+
+NAME = re.compile(r"[a-z][a-z0-9_]{2,63}")
+JSON_TYPES = {"string", "integer", "number", "boolean"}
+STATEMENTS = {exp.Select: "read", exp.Union: "read", exp.Insert: "write", exp.Update: "write", exp.Delete: "write"}
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _sample_value(spec: dict) -> Any:
+    if "enum" in spec and spec["enum"]:
+        return spec["enum"][0]
+    return {"integer": 1, "number": 1.0, "boolean": True}.get(spec.get("type"), "a")
+
+
+def check_sql_tool(candidate: Any, schema: Schema, sandbox: Sandbox, taken: set[str]) -> SqlTool:
+    """Return the admitted tool or raise `Rejected(reason)`."""
+    if not isinstance(candidate, dict) or not {"name", "description", "parameters", "sql"} <= set(candidate):
+        raise Rejected("malformed", "needs name, description, parameters and sql")
+    name, sql, params = candidate["name"], candidate["sql"], candidate["parameters"]
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise Rejected("bad_name", str(name)[:60])
+    if name in taken:
+        raise Rejected("duplicate_name", name)
+    if not isinstance(sql, str) or not isinstance(params, dict) or params.get("type") != "object":
+        raise Rejected("malformed", "sql must be a string and parameters a JSON-Schema object")
+    props = params.get("properties") or {}
+    if not all(isinstance(s, dict) and s.get("type") in JSON_TYPES for s in props.values()):
+        raise Rejected("bad_parameters", "every parameter needs a type among " + ", ".join(sorted(JSON_TYPES)))
+    required = [r for r in params.get("required", []) if r in props]
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise Rejected("parse_error", str(exc).splitlines()[0][:120]) from None
+    if len(statements) != 1:
+        raise Rejected("not_one_statement", f"{len(statements)} statements")
+    tree = statements[0]
+    effect = next((e for kind, e in STATEMENTS.items() if isinstance(tree, kind)), None)
+    if effect is None:
+        raise Rejected("forbidden_statement", type(tree).__name__)
+    _check_names(tree, schema)
+    binds = {p.this for p in tree.find_all(exp.Placeholder) if isinstance(p.this, str)}
+    if binds != set(props):
+        raise Rejected("parameter_mismatch", f"sql binds {sorted(binds)} vs parameters {sorted(props)}")
+    tables = [t.name for t in tree.find_all(exp.Table)]
+    tool = SqlTool(name=name, description=str(candidate["description"])[:500],
+                   parameters={"type": "object", "properties": props, "required": required}, sql=sql,
+                   effect=effect, returns="rows", table=tables[0] if tables else "")
+    _dry_run(tool, sandbox)
+    return tool
+
+
+def _check_names(tree: exp.Expression, schema: Schema) -> None:
+    known = {name.lower(): t for name, t in schema.tables.items()}
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    used = []
+    for table in tree.find_all(exp.Table):
+        key = table.name.lower()
+        if key not in known and key not in ctes:
+            raise Rejected("unknown_table", table.name)
+        if key in known:
+            used.append(known[key])
+    columns = {c.name.lower() for t in used for c in t.columns} | {c.param for t in used for c in t.columns}
+    aliases = {a.alias.lower() for a in tree.find_all(exp.Alias)}
+    for col in tree.find_all(exp.Column):
+        if col.name and col.name.lower() not in columns | aliases and not ctes:
+            raise Rejected("unknown_column", col.name)
+
+
+def _dry_run(tool: SqlTool, sandbox: Sandbox) -> None:
+    """Execute once with sample arguments inside a savepoint that is always rolled back."""
+    args = {p: _sample_value(s) for p, s in tool.parameters["properties"].items()}
+    try:
+        check_arguments(tool, args)
+    except ToolCallError as exc:
+        raise Rejected("bad_parameters", str(exc)) from None
+    result = None
+    try:
+        with sandbox.attempt():
+            result = sandbox.run(tool, args)
+            raise _RollBack
+    except _RollBack:
+        pass
+    if not result.ok:
+        error = result.content
+        # constraint failures on sample values are fine; the statement itself compiled and ran
+        if "constraint failed" not in error:
+            raise Rejected("dry_run_error", error[:160])
+
+
+class _RollBack(Exception):
+    """Raised inside `Sandbox.attempt` to undo the dry run's writes."""
