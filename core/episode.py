@@ -8,8 +8,9 @@ episode with an `EpisodeError` whose reason is counted by the caller.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Awaitable, Protocol
 
 from toolturn.core.sqlenv import ToolResult
 
@@ -55,7 +56,8 @@ class Assistant(Protocol):
 
 
 class ToolExecutor(Protocol):
-    def call(self, name: str, arguments: Any) -> ToolResult: ...
+    """Executes a call: the SQL sandbox synchronously, the LLM tool simulator as a coroutine."""
+    def call(self, name: str, arguments: Any) -> ToolResult | Awaitable[ToolResult]: ...
 
 
 async def run_episode(state: EpisodeState, user: User, assistant: Assistant, tools: ToolExecutor,
@@ -85,6 +87,8 @@ async def run_episode(state: EpisodeState, user: User, assistant: Assistant, too
             state.messages.append(message)
             for call in calls:
                 result = tools.call(call["function"]["name"], call["function"]["arguments"])
+                if inspect.isawaitable(result):
+                    result = await result
                 state.tool_errors += not result.ok
                 state.messages.append({"role": "tool", "tool_call_id": call["id"],
                                        "name": call["function"]["name"], "content": result.content})

@@ -67,20 +67,26 @@ def _json_value(v: Any) -> Any:
 
 def check_arguments(tool: SqlTool, args: Any) -> dict[str, Any]:
     """Validate `args` against the tool's schema; return the complete bind dict (absent -> default/NULL)."""
+    return check_parameters(tool.name, tool.parameters, args)
+
+
+def check_parameters(tool: str, parameters: dict, args: Any) -> dict[str, Any]:
+    """The argument check shared by executed and simulated tools (JSON-Schema subset: types, enums,
+    ranges, required, no unknown keys, bounded strings)."""
     if not isinstance(args, dict):
-        raise ToolCallError(f"arguments for {tool.name} must be a JSON object, got {type(args).__name__}")
-    props: dict = tool.parameters.get("properties", {})
+        raise ToolCallError(f"arguments for {tool} must be a JSON object, got {type(args).__name__}")
+    props: dict = parameters.get("properties", {})
     unknown = sorted(set(args) - set(props))
     if unknown:
-        raise ToolCallError(f"unknown argument(s) {unknown} for {tool.name}; expected a subset of {sorted(props)}")
-    missing = [p for p in tool.parameters.get("required", []) if args.get(p) is None]
+        raise ToolCallError(f"unknown argument(s) {unknown} for {tool}; expected a subset of {sorted(props)}")
+    missing = [p for p in parameters.get("required", []) if args.get(p) is None]
     if missing:
-        raise ToolCallError(f"missing required argument(s) {missing} for {tool.name}")
+        raise ToolCallError(f"missing required argument(s) {missing} for {tool}")
     binds = {}
     for name, spec in props.items():
         value = args.get(name, spec.get("default"))
         if value is not None:
-            _check_value(tool.name, name, spec, value)
+            _check_value(tool, name, spec, value)
         binds[name] = value
     return binds
 
@@ -209,6 +215,8 @@ class Sandbox:
         finally:
             self._writable, self._deadline = False, float("inf")
         self.conn.execute("RELEASE tool_call")
+        if cur.description is None:  # a write without RETURNING
+            return {"changed_rows": cur.rowcount}
         if tool.returns == "rows":
             return rows
         if not rows:

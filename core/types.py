@@ -47,6 +47,7 @@ class Task:
     steps: list[PlanStep]
     subtasks: list[Subtask]
     facts: dict[str, Any]  # slot -> value the user knows
+    rubric_spec: dict | None = None  # LLM-written tasks: {success_criteria, tool_patterns, checkpoints}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +61,9 @@ class Task:
 
     def rubric(self) -> list[str]:
         """Human-readable success criteria (the execution-grounded judge checks them)."""
+        if self.rubric_spec:
+            return [f"{kind.replace('_', ' ')}: {item}" for kind in ("success_criteria", "tool_patterns", "checkpoints")
+                    for item in self.rubric_spec.get(kind, [])]
         items = [f"call {s.tool}" + (" (expected to fail)" if s.expect_error else "") for s in self.steps]
         items += [f"state {r.label}: {format_value(r.expected)}" for st in self.subtasks for r in st.report]
         return items

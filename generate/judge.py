@@ -1,8 +1,15 @@
-"""Execution-grounded judge (rule-based): valid iff the database ends where the gold plans end,
-every task was completed, and every fact the tasks require was stated by the assistant."""
+"""Judges and the completion check they share with the LLM user simulator's guard.
+
+The execution-grounded judge (rule-based) keeps a dialogue iff the database ends where the gold plans
+end, every task was accepted, and every fact the tasks require was stated. `task_problem` is the
+same test applied to one task mid-dialogue: the LLM user's `is_task_complete` is accepted only when
+it returns None.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 from toolturn.core.types import Task, format_value
@@ -18,19 +25,67 @@ class Judgment:
         return {"judgment": "valid" if self.valid else "invalid", "reason": self.reason, "reasoning": self.reasoning}
 
 
+def assistant_text(messages: list[dict], start: int) -> str:
+    return "\n".join(m.get("content") or "" for m in messages[start:] if m["role"] == "assistant")
+
+
+def missing_fact(task: Task, said: str) -> str | None:
+    for st in task.subtasks:
+        for item in st.report:
+            if format_value(item.expected) not in said:
+                return f"{item.label} = {format_value(item.expected)}"
+    return None
+
+
+def rubric_tools(task: Task, available: set[str]) -> list[str]:
+    """Tool names that an LLM-written rubric's expected tool-use patterns mention."""
+    patterns = " ".join((task.rubric_spec or {}).get("tool_patterns", []))
+    return [name for name in sorted(available) if re.search(rf"\b{re.escape(name)}\b", patterns)]
+
+
+def successful_calls(messages: list[dict], start: int) -> set[str]:
+    ok = set()
+    for m in messages[start:]:
+        if m["role"] == "tool":
+            try:
+                failed = isinstance(value := json.loads(m["content"]), dict) and set(value) == {"error"}
+            except json.JSONDecodeError:
+                failed = False
+            if not failed:
+                ok.add(m.get("name", ""))
+    return ok
+
+
+def task_problem(task: Task, messages: list[dict], since: int, available: set[str],
+                 state: str | None = None, gold_state: str | None = None) -> str | None:
+    """Why `task` is not done yet, judged from the dialogue since message `since` (None: done)."""
+    if task.steps:  # a gold plan: execution-grounded
+        if state is not None and gold_state is not None and state != gold_state:
+            return "a requested change has not been made in the database yet"
+        missing = missing_fact(task, assistant_text(messages, since))
+        return f"the assistant has not yet told you the {missing}" if missing else None
+    done = successful_calls(messages, since)
+    required = rubric_tools(task, available) or []
+    todo = [name for name in required if name not in done]
+    if todo:
+        return f"the assistant has not yet successfully used {', '.join(todo)}"
+    if not required and not done:
+        return "the assistant has not looked anything up yet"
+    return None
+
+
 def judge(tasks: list[Task], completed: list[bool], messages: list[dict], start: int,
           end_state: str, gold_end_state: str) -> Judgment:
+    """Execution-grounded judge for tasks with gold plans."""
     unfinished = [t.id for t, done in zip(tasks, completed) if not done]
     if unfinished:
         return Judgment(False, "incomplete_task", f"the user did not accept tasks {unfinished}")
     if end_state != gold_end_state:
         return Judgment(False, "end_state_mismatch", "database end state differs from the gold plans' end state")
-    said = "\n".join(m.get("content") or "" for m in messages[start:] if m["role"] == "assistant")
+    said = assistant_text(messages, start)
     for task in tasks:
-        for st in task.subtasks:
-            for item in st.report:
-                if format_value(item.expected) not in said:
-                    return Judgment(False, "missing_fact", f"{task.id}: never stated {item.label} = "
-                                                           f"{format_value(item.expected)}")
+        missing = missing_fact(task, said)
+        if missing:
+            return Judgment(False, "missing_fact", f"{task.id}: never stated {missing}")
     n_facts = sum(len(st.report) for t in tasks for st in t.subtasks)
     return Judgment(True, "ok", f"end state matches the gold plans; all {n_facts} required facts were stated")

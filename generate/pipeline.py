@@ -2,7 +2,8 @@
 
 The two paradigms differ only in the user's behaviour and the number of chained tasks, both read from
 the `pipeline` config group: task-oriented users state everything at once; user-oriented users reveal
-one or two subtasks per turn, give feedback, ask for confirmation and chain several tasks.
+one or two subtasks per turn, give feedback, ask for confirmation and chain several tasks. Each role
+is rule-based or an LLM (`roles` group); tools are executed SQL or LLM-simulated (`tools` group).
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import time
 from dataclasses import dataclass, field
 
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
+from toolturn.core.llm import LLMError
+from toolturn.core.types import Task
 from toolturn.generate.domains import Domain
-from toolturn.generate.judge import judge
+from toolturn.generate.endpoints import Endpoints, llm_roles, sampling
+from toolturn.generate.judge import Judgment, judge, rubric_tools, task_problem
+from toolturn.generate.llm_tasks import LLMTaskGenerator
 from toolturn.generate.roles.agenda_user import AgendaUser, UserBehaviour
+from toolturn.generate.roles.llm_roles import LLMAssistant, LLMUser, Meter, RoleModel, llm_judge
 from toolturn.generate.roles.oracle_assistant import OracleAssistant
 from toolturn.generate.tasks import TaskGenerator
+from toolturn.generate.tool_simulator import ToolSimulator
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,7 @@ class Outcome:
     drop_reason: str | None = None
     detail: str = ""
     task_rejections: dict[str, int] = field(default_factory=dict)
+    fatal: str | None = None  # the run must stop (e.g. the LLM endpoint is gone); nothing is committed
 
 
 def record_digest(messages: list[dict], tools: list[dict]) -> str:
@@ -53,22 +61,40 @@ def count_turns(messages: list[dict], start: int) -> dict[str, int]:
     return {"turns": len(messages) - first, "steps": iterations, "max_steps_per_request": max(per_request)}
 
 
+def behaviour_from(p) -> UserBehaviour:
+    reveal = p.user.reveal_per_turn
+    return UserBehaviour(reveal_per_turn=None if reveal == "all" else (int(reveal[0]), int(reveal[1])),
+                         withhold_ids=float(p.user.withhold_ids), confirm_prob=float(p.user.confirm_prob),
+                         feedback=bool(p.user.feedback), close_message=bool(p.user.close_message))
+
+
+RULE_NAMES = {"task_generator": "rule:programmatic", "user": "rule:agenda", "assistant": "rule:oracle",
+              "judge": "rule:execution"}
+
+
 class DialogueFactory:
     """Builds dialogue `index` of a run. Everything random derives from (seed, domain, index)."""
 
-    def __init__(self, domain: Domain, cfg, prefixes: list[list[dict]] | None = None):
-        self.domain, self.cfg, self.prefixes = domain, cfg, prefixes
-        p = cfg.pipeline
-        self.taskgen = TaskGenerator(domain, dict(p.difficulty))
-        reveal = p.user.reveal_per_turn
-        self.behaviour = UserBehaviour(
-            reveal_per_turn=None if reveal == "all" else (int(reveal[0]), int(reveal[1])),
-            withhold_ids=float(p.user.withhold_ids), confirm_prob=float(p.user.confirm_prob),
-            feedback=bool(p.user.feedback), close_message=bool(p.user.close_message))
+    def __init__(self, domain: Domain, cfg, prefixes: list[list[dict]] | None = None,
+                 endpoints: Endpoints | None = None):
+        self.domain, self.cfg, self.prefixes, self.endpoints = domain, cfg, prefixes, endpoints
+        p, r = cfg.pipeline, cfg.roles
+        self.behaviour = behaviour_from(p)
         self.tasks_range = (int(p.tasks_per_dialogue[0]), int(p.tasks_per_dialogue[1]))
-        self.all_tools = {t.name: t.openai_schema() for t in domain.tools}
+        self.simulated = cfg.tools.mode == "simulated"
+        self.all_tools = {t["function"]["name"]: t for t in domain.toolset}
         self.write_tools = {t.name for t in domain.tools if t.effect == "write"}
+        self.llm = llm_roles(cfg)
+        if r.task_generator.kind == "rule":
+            self.taskgen, self.llm_taskgen = TaskGenerator(domain, dict(p.difficulty)), None
+        else:
+            self.taskgen, self.llm_taskgen = None, LLMTaskGenerator(domain, domain.schema_sql, dict(p.difficulty))
+        self.roles_meta = {role: (self.endpoints.model_name(self.llm[role]) if role in self.llm else RULE_NAMES[role])
+                           for role in RULE_NAMES}
+        if self.simulated:
+            self.roles_meta["tool_simulator"] = self.endpoints.model_name(self.llm["tool_simulator"])
 
+    # ---- pieces ---------------------------------------------------------------------------------
     def _tool_subset(self, rng: random.Random, used: set[str]) -> list[dict]:
         n = int(self.cfg.tools_per_dialogue)
         names = sorted(self.all_tools)
@@ -82,60 +108,126 @@ class DialogueFactory:
         if not self.prefixes:
             return [system], None
         k = index % len(self.prefixes)
-        prefix = self.prefixes[k]
-        messages = [dict(m) for m in prefix]
+        messages = [dict(m) for m in self.prefixes[k]]
         if messages[0]["role"] != "system":
             messages.insert(0, system)
         return messages, {"source": self.cfg.prefix, "line": k, "n_messages": len(messages)}
 
-    async def make(self, index: int) -> Outcome:
-        cfg, t0 = self.cfg, time.perf_counter()
-        rng = random.Random(f"{cfg.seed}:{self.domain.name}:{index}")
-        rejections: dict[str, int] = {}
-        scratch = self.domain.env.open_sandbox()
+    async def _tasks(self, rng, index, models, rejections) -> tuple[list[Task], list[str] | None]:
+        """The dialogue's tasks and, for gold plans, the database state after each task."""
+        n_tasks = rng.randint(*self.tasks_range)
+        ids = [f"{self.domain.name}-s{self.cfg.seed}-d{index}-t{k}" for k in range(n_tasks)]
+        scratch = self.domain.env.open_sandbox() if self.domain.env else None
         try:
-            n_tasks = rng.randint(*self.tasks_range)
-            tasks = [t for k in range(n_tasks) if (t := self.taskgen.generate(
-                scratch, rng, f"{self.domain.name}-s{cfg.seed}-d{index}-t{k}", rejections)) is not None]
-            gold_end = scratch.state_hash()
+            if self.taskgen is not None:
+                tasks, gold = [], []
+                for task_id in ids:
+                    task = self.taskgen.generate(scratch, rng, task_id, rejections)
+                    if task is not None:
+                        tasks.append(task)
+                        gold.append(scratch.state_hash())
+                return tasks, gold
+            tasks = []
+            for task_id in ids:
+                tasks.append(await self.llm_taskgen.generate(models["task_generator"], scratch, rng, task_id,
+                                                             list(self.all_tools.values()), tasks))
+            return tasks, None
         finally:
-            scratch.close()
+            if scratch is not None:
+                scratch.close()
+
+    def _used_tools(self, tasks: list[Task]) -> set[str]:
+        names = {s.tool for t in tasks for s in t.steps}
+        return names | {n for t in tasks for n in rubric_tools(t, set(self.all_tools))}
+
+    # ---- one dialogue ---------------------------------------------------------------------------
+    async def make(self, index: int) -> Outcome:
+        try:
+            return await self._make(index)
+        except LLMError as exc:
+            if exc.reason.startswith("http_4"):  # this request was bad (e.g. too long): drop the dialogue
+                return Outcome(index, None, f"llm_{exc.reason}", str(exc)[:300])
+            return Outcome(index, None, fatal=str(exc))
+
+    async def _make(self, index: int) -> Outcome:
+        cfg, t0 = self.cfg, time.perf_counter()
+        rng, meter, rejections = random.Random(f"{cfg.seed}:{self.domain.name}:{index}"), Meter(), {}
+        models = {role: RoleModel(role, self.endpoints.client(ep), sampling(cfg.roles[role]), meter)
+                  for role, ep in self.llm.items()}
+        try:
+            tasks, gold = await self._tasks(rng, index, models, rejections)
+        except EpisodeError as exc:
+            return Outcome(index, None, exc.reason, str(exc), rejections)
         if not tasks:
             return Outcome(index, None, "no_feasible_task", "no template fit the sampled rows", rejections)
-        used = {s.tool for t in tasks for s in t.steps}
         messages, prefix_meta = self._opening(index)
-        state = EpisodeState(messages=messages, tools=self._tool_subset(rng, used), start=len(messages))
-        user = AgendaUser(tasks, rng, self.behaviour)
-        assistant = OracleAssistant(tasks, rng, self.write_tools, float(cfg.roles.assistant.slip_rate))
-        sandbox = self.domain.env.open_sandbox()
+        state = EpisodeState(messages=messages, tools=self._tool_subset(rng, self._used_tools(tasks)),
+                             start=len(messages))
+        sandbox = None if self.simulated else self.domain.env.open_sandbox()
+        executor = sandbox or ToolSimulator(models["tool_simulator"], state.tools, self.domain.return_schemas,
+                                            rng, state.messages)
+        available = {t["function"]["name"] for t in state.tools}
+
+        def check(k: int, since: int) -> str | None:
+            current = sandbox.state_hash() if sandbox is not None and gold else None
+            return task_problem(tasks[k], state.messages, since, available, current, gold[k] if gold else None)
+
+        if "user" in models:
+            user = LLMUser(models["user"], tasks, self.behaviour.reveal_per_turn is None, check)
+        else:
+            user = AgendaUser(tasks, rng, self.behaviour)
+        if "assistant" in models:
+            assistant = LLMAssistant(models["assistant"])
+        else:
+            assistant = OracleAssistant(tasks, rng, self.write_tools, float(cfg.roles.assistant.slip_rate))
         try:
-            await run_episode(state, user, assistant, sandbox, max_messages=int(cfg.max_messages))
-            end_state = sandbox.state_hash()
+            await run_episode(state, user, assistant, executor, max_messages=int(cfg.max_messages))
+            end_state = sandbox.state_hash() if sandbox is not None else None
         except EpisodeError as exc:
             return Outcome(index, None, exc.reason, str(exc), rejections)
         finally:
-            sandbox.close()
+            if sandbox is not None:
+                sandbox.close()
         completed = [user.completed(i) for i in range(len(tasks))]
-        verdict = judge(tasks, completed, state.messages, state.start, end_state, gold_end)
+        verdict = await self._judge(tasks, completed, state, end_state, gold, models)
         if not verdict.valid:
             return Outcome(index, None, verdict.reason, verdict.reasoning, rejections)
+        return Outcome(index, self._record(index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0),
+                       task_rejections=rejections)
+
+    async def _judge(self, tasks, completed, state, end_state, gold, models) -> Judgment:
+        if gold:
+            verdict = judge(tasks, completed, state.messages, state.start, end_state, gold[-1])
+            if not verdict.valid or "judge" not in models:
+                return verdict
+        elif not all(completed):
+            return Judgment(False, "incomplete_task", "the user did not accept every task")
+        try:
+            valid, reasoning = await llm_judge(models["judge"], tasks, state.messages, state.start, state.tools)
+        except EpisodeError as exc:
+            return Judgment(False, exc.reason, str(exc))
+        return Judgment(valid, "ok" if valid else "judge_invalid", reasoning)
+
+    def _record(self, index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0) -> dict:
+        cfg = self.cfg
         counts = {**count_turns(state.messages, state.start), "tasks": len(tasks), "user_turns": state.user_turns,
                   "tool_calls": state.tool_calls, "tool_errors": state.tool_errors}
-        task_ids = [t.id for t in tasks]
         meta = {
             "index": index, "pipeline": cfg.pipeline.name, "tool_mode": cfg.tools.mode, "domain": self.domain.name,
             "seed": int(cfg.seed),
             "tasks": [{"id": t.id, "goal": t.goal, "difficulty": t.difficulty, "template": t.template,
                        "rubric": t.rubric(), "completed": done, "gold": t.to_dict()}
                       for t, done in zip(tasks, completed)],
-            "counts": counts, "judge": verdict.to_dict(),
-            "roles": dict(cfg.roles.models),
-            "timing": {"latency_s": round(time.perf_counter() - t0, 4), "prompt_tokens": 0, "completion_tokens": 0},
-            "gold_end_state": gold_end,
+            "counts": counts, "judge": verdict.to_dict(), "roles": self.roles_meta,
+            "timing": {"latency_s": round(time.perf_counter() - t0, 4), "prompt_tokens": meter.prompt_tokens,
+                       "completion_tokens": meter.completion_tokens, "llm_calls": meter.calls},
+            "llm_events": dict(meter.events),
         }
+        if gold:
+            meta["gold_end_state"] = gold[-1]
         if prefix_meta:
             meta["prefix"] = prefix_meta
         meta["digest"] = record_digest(state.messages, state.tools)
-        rid = hashlib.sha256(json.dumps([cfg.seed, self.domain.name, task_ids]).encode()).hexdigest()[:16]
-        return Outcome(index, {"id": rid, "messages": state.messages, "tools": state.tools, "meta": meta},
-                       task_rejections=rejections)
+        rid = hashlib.sha256(json.dumps([cfg.seed, self.domain.name, [t.id for t in tasks]]).encode()).hexdigest()[:16]
+        return {"id": rid, "messages": state.messages, "tools": state.tools, "meta": meta}
+

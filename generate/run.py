@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from toolturn.core.errors import ToolturnError
-from toolturn.generate.domains import prepare_domain
+from toolturn.generate.domain_setup import setup_domain
+from toolturn.generate.endpoints import Endpoints
 from toolturn.generate.export import export_run
 from toolturn.generate.pipeline import DialogueFactory, Outcome
 from toolturn.generate.prefix import load_prefixes
@@ -34,7 +35,7 @@ log = logging.getLogger("toolturn.generate")
 
 # Keys that define a run's content; a resumed run must agree on them.
 IDENTITY_KEYS = ("pipeline", "domain", "roles", "tools", "seed", "num_dialogues", "workers", "prefix",
-                 "tools_per_dialogue", "max_messages")
+                 "tools_per_dialogue", "max_messages", "llm")
 
 
 def quota(total: int, workers: int, index: int) -> int:
@@ -47,8 +48,17 @@ def _validate(cfg: DictConfig) -> None:
             raise ToolturnError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if not 0 <= cfg.worker_index < cfg.workers:
         raise ToolturnError(f"worker_index must be in [0, {cfg.workers}), got {cfg.worker_index}")
-    if cfg.tools.mode != "executed":
-        raise ToolturnError(f"tools={cfg.tools.mode} needs the LLM tool simulator; only tools=executed is available")
+    kinds = {role: cfg.roles[role].kind for role in ("task_generator", "user", "assistant", "judge")}
+    if cfg.tools.mode == "simulated" and kinds["task_generator"] == "rule":
+        raise ToolturnError("tools=simulated needs LLM-written tasks (gold plans need executed tools): "
+                            "use roles=llm or roles.task_generator.kind=llm")
+    if kinds["task_generator"] == "llm":
+        rule = [role for role in ("user", "assistant", "judge") if kinds[role] == "rule"]
+        if rule:
+            raise ToolturnError(f"LLM-written tasks have no gold plan, so the {', '.join(rule)} cannot be rule-based; "
+                                f"use roles=llm")
+    if cfg.domain.kind == "synthetic" and cfg.tools.mode != "simulated":
+        raise ToolturnError("domain=synthetic has no database; it needs tools=simulated")
 
 
 def _check_or_write_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -91,6 +101,9 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
             done, _ = await asyncio.wait(pending.values(), return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 out = task.result()
+                if out.fatal:
+                    raise ToolturnError(f"{out.fatal}. The run stopped; finished dialogues are saved and re-running "
+                                        f"the same command resumes")
                 finished[out.index] = out
                 del pending[out.index]
             while order and order[0] in finished and writer.valid < target:
@@ -109,27 +122,9 @@ def generate(cfg: DictConfig) -> Path:
     run_dir = Path(cfg.out_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_or_write_config(cfg, run_dir)
-    domain = prepare_domain(cfg.domain, run_dir, int(cfg.seed))
-    (run_dir / "domains" / domain.name / "domain.json").write_text(json.dumps(
-        {"name": domain.name, "description": domain.description, "tables": domain.env.tables,
-         "enforce_foreign_keys": domain.env.enforce_foreign_keys}, indent=1))
     prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
-    factory = DialogueFactory(domain, cfg, prefixes)
-    writer = ShardWriter(run_dir / "shards", cfg.worker_index, int(cfg.shard_size))
-    target = quota(cfg.num_dialogues, cfg.workers, cfg.worker_index)
-    start_valid, started = writer.valid, time.time()
-    indices = (i for i in range(cfg.worker_index, 10 ** 12, cfg.workers) if i not in writer.done)
-    with tqdm(total=target, initial=writer.valid, unit="dlg", disable=not cfg.progress,
-              desc=f"{cfg.pipeline.name}/{domain.name}", dynamic_ncols=True) as bar:
-        try:
-            asyncio.run(_produce(factory, writer, indices, target, int(cfg.concurrency), bar))
-        finally:
-            writer.close()
-            domain.env.close()
-            with open(run_dir / "sessions.jsonl", "a") as f:
-                f.write(json.dumps({"worker": cfg.worker_index, "started": started,
-                                    "wall_s": round(time.time() - started, 3),
-                                    "produced": writer.valid - start_valid}) + "\n")
+    with Endpoints(cfg, run_dir) as endpoints:
+        asyncio.run(_generate(cfg, run_dir, prefixes, endpoints))
     total = sum(1 for p in part_files(run_dir / "shards") for line in open(p) if line.strip())
     if total >= cfg.num_dialogues:
         with open(run_dir / ".export.lock", "w") as lock:  # array tasks may finish at the same moment
@@ -139,6 +134,33 @@ def generate(cfg: DictConfig) -> Path:
     else:
         print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run_dir}")
     return run_dir
+
+
+async def _generate(cfg: DictConfig, run_dir: Path, prefixes, endpoints: Endpoints) -> None:
+    try:
+        domain = await setup_domain(cfg, run_dir, endpoints)
+        (run_dir / "domains" / domain.name / "domain.json").write_text(json.dumps(
+            {"name": domain.name, "description": domain.description, "tables": domain.env.tables if domain.env else [],
+             "enforce_foreign_keys": domain.env.enforce_foreign_keys if domain.env else False}, indent=1))
+        factory = DialogueFactory(domain, cfg, prefixes, endpoints)
+        writer = ShardWriter(run_dir / "shards", cfg.worker_index, int(cfg.shard_size))
+        target = quota(cfg.num_dialogues, cfg.workers, cfg.worker_index)
+        start_valid, started = writer.valid, time.time()
+        indices = (i for i in range(cfg.worker_index, 10 ** 12, cfg.workers) if i not in writer.done)
+        with tqdm(total=target, initial=writer.valid, unit="dlg", disable=not cfg.progress,
+                  desc=f"{cfg.pipeline.name}/{domain.name}", dynamic_ncols=True) as bar:
+            try:
+                await _produce(factory, writer, indices, target, int(cfg.concurrency), bar)
+            finally:
+                writer.close()
+                if domain.env is not None:
+                    domain.env.close()
+                with open(run_dir / "sessions.jsonl", "a") as f:
+                    f.write(json.dumps({"worker": cfg.worker_index, "started": started,
+                                        "wall_s": round(time.time() - started, 3),
+                                        "produced": writer.valid - start_valid}) + "\n")
+    finally:
+        await endpoints.aclose()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://toolturn.conf", config_name="generate")

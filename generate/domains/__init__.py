@@ -10,7 +10,7 @@ import importlib
 import json
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
@@ -34,11 +34,21 @@ class Domain:
     name: str
     description: str
     policy: str
-    db_path: Path
-    schema: Schema
-    tools: list[SqlTool]
-    skipped: dict[str, str]
-    env: SqlDomain
+    toolset: list[dict]  # OpenAI function schemas offered to the assistant
+    db_path: Path | None = None  # None for a tools-only (simulated) domain
+    schema: Schema | None = None
+    schema_sql: str = ""
+    tools: list[SqlTool] = field(default_factory=list)  # executable tools
+    skipped: dict[str, str] = field(default_factory=dict)
+    env: SqlDomain | None = None
+    return_schemas: dict[str, dict] = field(default_factory=dict)  # for tools=simulated
+
+    def add_tools(self, extra: list[SqlTool]) -> None:
+        """Admit more executable tools (e.g. validated LLM-written SQL)."""
+        self.tools = self.tools + extra
+        self.toolset = [t.openai_schema() for t in self.tools]
+        if self.env is not None:
+            self.env.tools.update({t.name: t for t in extra})
 
 
 def _builtin_module(name: str):
@@ -90,13 +100,14 @@ def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
     skipped = {**schema.skipped, **skipped_tools}
     for what, why in skipped.items():
         log.info("domain %s: skipped %s: %s", name, what, why)
-    (out / "schema.sql").write_text("\n".join(ddl) + "\n")
+    schema_sql = "\n".join(ddl) + "\n"
+    (out / "schema.sql").write_text(schema_sql)
     (out / "tools.json").write_text(json.dumps([t.to_dict() for t in tools], indent=1, ensure_ascii=False))
     (out / "skipped.json").write_text(json.dumps(skipped, indent=1, ensure_ascii=False))
     fk_usable = not any(".fk->" in k for k in schema.skipped)
     env = SqlDomain(db_path, tools, list(schema.tables), enforce_foreign_keys=fk_usable)
-    return Domain(name=name, description=description, policy=policy, db_path=db_path, schema=schema,
-                  tools=tools, skipped=skipped, env=env)
+    return Domain(name=name, description=description, policy=policy, toolset=[t.openai_schema() for t in tools],
+                  db_path=db_path, schema=schema, schema_sql=schema_sql, tools=tools, skipped=skipped, env=env)
 
 
 def _copy_database(source: Path, dest: Path) -> None:

@@ -1,0 +1,67 @@
+"""LLM task generator: declarative goals with a rubric, grounded in the schema and a limited data view.
+
+Follow-up tasks see the goals that came before, so they can extend earlier results (the paper's
+high-density chaining). There is no gold plan: such tasks are judged by the LLM judge, and the user
+simulator's guard checks the rubric's expected tool-use patterns against the tool calls made.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from toolturn.core.sqlschema import Schema, quote_ident
+from toolturn.core.types import Task
+from toolturn.generate.prompts import load as load_prompt
+from toolturn.generate.roles.llm_roles import RoleModel
+
+DIFFICULTY_HINTS = {"easy": "one lookup", "medium": "two or three dependent steps: a later step needs a value an "
+                    "earlier one returns", "hard": "four or more steps including at least one change to a record"}
+ROWS_PER_TABLE = 3
+
+
+def data_view(sandbox, schema: Schema, rng: random.Random, rows: int = ROWS_PER_TABLE) -> str:
+    """A few sampled rows per table: enough to ground goals, far from the whole database."""
+    parts = []
+    for name, table in sorted(schema.tables.items()):
+        if not table.row_count:
+            continue
+        cols = ", ".join(f"{quote_ident(c.name)} AS {quote_ident(c.param)}" for c in table.columns)
+        offsets = sorted(rng.sample(range(table.row_count), min(rows, table.row_count)))
+        sampled = []
+        for off in offsets:
+            cur = sandbox.conn.execute(f"SELECT {cols} FROM {quote_ident(name)} LIMIT 1 OFFSET ?", (off,))
+            sampled.append(dict(zip([d[0] for d in cur.description], cur.fetchone())))
+        parts.append(f"{table.slug}: " + json.dumps(sampled, ensure_ascii=False, default=str))
+    return "\n".join(parts)
+
+
+def tool_lines(tools: list[dict]) -> str:
+    return "\n".join(f"- {t['function']['name']}: {t['function']['description']}" for t in tools)
+
+
+class LLMTaskGenerator:
+    def __init__(self, domain, schema_sql: str, weights: dict[str, float]):
+        self.domain, self.schema_sql = domain, schema_sql
+        self.difficulties = [d for d in ("easy", "medium", "hard") if weights.get(d, 0) > 0]
+        self.weights = [float(weights[d]) for d in self.difficulties]
+
+    async def generate(self, model: RoleModel, sandbox, rng: random.Random, task_id: str, tools: list[dict],
+                       previous: list[Task]) -> Task:
+        difficulty = rng.choices(self.difficulties, weights=self.weights)[0]
+        earlier = ""
+        if previous:
+            earlier = ("The customer already pursued these goals earlier in the same conversation; write a "
+                       "follow-up that extends their results or a related new objective:\n"
+                       + "\n".join(f"- {t.goal}" for t in previous) + "\n")
+        prompt = load_prompt("task_generator").format(
+            description=self.domain.description, schema=self.schema_sql,
+            data_view=data_view(sandbox, self.domain.schema, rng), tools=tool_lines(tools), previous=earlier,
+            difficulty=difficulty, difficulty_hint=DIFFICULTY_HINTS[difficulty])
+        obj = await model.json([{"role": "user", "content": prompt}],
+                               required={"goal": str, "known_facts": dict, "rubric": dict})
+        rubric = {k: [str(x) for x in obj["rubric"].get(k, []) if x] if isinstance(obj["rubric"].get(k), list) else []
+                  for k in ("success_criteria", "tool_patterns", "checkpoints")}
+        facts = {str(k): v for k, v in obj["known_facts"].items() if isinstance(v, (str, int, float, bool))}
+        return Task(id=task_id, domain=self.domain.name, difficulty=difficulty, template="llm", goal=obj["goal"],
+                    steps=[], subtasks=[], facts=facts, rubric_spec=rubric)
