@@ -466,7 +466,8 @@ def _convert_smollm2(gguf: Path, out_dir: Path) -> None:
     config = copy.deepcopy(quantized.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are dequantized: a plain float32 checkpoint
-    config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    if hasattr(config, "_model_name_or_path"):  # GGUF general.name ("Smollm2 135M 8k Lc100K Mix1 Ep2")
+        config._model_name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     # A GGUF-loaded model refuses save_pretrained: copy its weights into a plain model built from the config.
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

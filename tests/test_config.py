@@ -17,19 +17,32 @@ def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("pipeline, domain, roles, tools", list(itertools.product(
-    options("pipeline"), options("domain"), options("roles"), options("tools"))))
-def test_every_combination_composes(pipeline, domain, roles, tools):
-    extra = ["domain.path=/x.sqlite"] if domain == "sqlite" else []
-    cfg = make_cfg(f"pipeline={pipeline}", f"domain={domain}", f"roles={roles}", f"tools={tools}", *extra)
+# values the user must give (??? in the yaml)
+REQUIRED = {"sqlite": ["domain.path=/x.sqlite"], "synthetic": ["domain.name=pet clinic"],
+            "synthetic_sql": ["domain.name=pet clinic"], "vllm": ["llm.endpoints.default.model=/models/x"],
+            "external": ["llm.endpoints.default.model=m", "llm.endpoints.default.base_url=http://h:1/v1"]}
+
+
+@pytest.mark.parametrize("pipeline, domain, roles, tools, llm", list(itertools.product(
+    options("pipeline"), options("domain"), options("roles"), options("tools"), options("llm"))))
+def test_every_combination_composes(pipeline, domain, roles, tools, llm):
+    extra = REQUIRED.get(domain, []) + REQUIRED.get(llm, [])
+    cfg = make_cfg(f"pipeline={pipeline}", f"domain={domain}", f"roles={roles}", f"tools={tools}", f"llm={llm}",
+                   *extra)
     OmegaConf.resolve(cfg)
-    assert cfg.pipeline.name == pipeline and cfg.tools.mode and cfg.roles.models.assistant
+    assert cfg.pipeline.name == pipeline and cfg.tools.mode
+    for role in ("task_generator", "user", "assistant", "judge"):
+        assert cfg.roles[role].kind in ("rule", "llm")
+        if cfg.roles[role].kind == "llm":
+            assert cfg.roles[role].endpoint in cfg.llm.endpoints
     assert len(cfg.pipeline.tasks_per_dialogue) == 2
 
 
 def test_both_paradigms_exist():
     assert {"task_oriented", "user_oriented"} <= set(options("pipeline"))
-    assert {"retail", "airline", "telecom", "sqlite"} <= set(options("domain"))
+    assert {"retail", "airline", "telecom", "sqlite", "synthetic", "synthetic_sql"} <= set(options("domain"))
+    assert {"rule", "llm", "blueprint"} <= set(options("roles"))
+    assert {"executed", "simulated"} <= set(options("tools"))
 
 
 def test_typo_is_rejected():

@@ -323,6 +323,19 @@ WEATHER_TOOLS = [{"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 
 
+def _weather_call(city: str, i: int) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}]}
+
+
+# Two in-context examples are enough for SmolLM2-135M (greedy) to answer with a well-formed tool call.
+FEW_SHOT = [
+    {"role": "user", "content": "Weather in London?"}, _weather_call("London", 1),
+    {"role": "user", "content": "Weather in Berlin?"}, _weather_call("Berlin", 2),
+    {"role": "user", "content": "Weather in Paris?"},
+]
+
+
 @pytest.mark.slow
 def test_transformers_serve_embedded_smollm2(tmp_path):
     _require_smollm2()
@@ -332,11 +345,9 @@ def test_transformers_serve_embedded_smollm2(tmp_path):
     model_dir = embedded_smollm2_dir()
     t_convert = time.monotonic() - t0
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "What is the weather in Paris?"}]
-    prompt = tok.apply_chat_template(messages, tools=WEATHER_TOOLS, add_generation_prompt=True, tokenize=False)
+    prompt = tok.apply_chat_template(FEW_SHOT, tools=WEATHER_TOOLS, add_generation_prompt=True, tokenize=False)
     assert "<tools>" in prompt and '"name": "get_weather"' in prompt  # our template, not SmolLM2's own
-    prompt_ids = tok.apply_chat_template(messages, tools=WEATHER_TOOLS, add_generation_prompt=True,
+    prompt_ids = tok.apply_chat_template(FEW_SHOT, tools=WEATHER_TOOLS, add_generation_prompt=True,
                                          return_dict=True)["input_ids"]
 
     spec = ServerSpec(kind="transformers", model=str(model_dir), startup_timeout_s=150)
@@ -348,18 +359,28 @@ def test_transformers_serve_embedded_smollm2(tmp_path):
         pid = server.pid
         models = json.loads(urllib.request.urlopen(server.base_url + "/models", timeout=10).read())
         assert server.model_name in [m["id"] for m in models["data"]]
-        body = {"model": server.model_name, "messages": messages, "tools": WEATHER_TOOLS,
-                "max_tokens": 16, "temperature": 0}
+        url = server.base_url + "/chat/completions"
         t0 = time.monotonic()
-        reply = _post(server.base_url + "/chat/completions", body)
+        reply = _post(url, {"model": server.model_name, "messages": FEW_SHOT, "tools": WEATHER_TOOLS,
+                            "max_tokens": 32, "temperature": 0})
         t_gen = time.monotonic() - t0
-    message = reply["choices"][0]["message"]
-    usage = reply["usage"]
-    assert message.get("content") or message.get("tool_calls")
-    assert "<tool_call>" not in (message.get("content") or "")  # tool calls come back parsed, never raw
-    assert 0 < usage["completion_tokens"] <= 16
-    # the server rendered the prompt with our tool-aware template: same token count as ours
-    assert usage["prompt_tokens"] == len(prompt_ids)
+        text = _post(url, {"model": server.model_name, "max_tokens": 8, "temperature": 0,
+                           "messages": [{"role": "user", "content": "Say hello."}]})
     assert _gone(pid, timeout=10) and _group_gone(pid)
+
+    # the server rendered the prompt with our tool-aware template: same token count as ours
+    usage = reply["usage"]
+    assert usage["prompt_tokens"] == len(prompt_ids)
+    assert 0 < usage["completion_tokens"] <= 32
+    # ... and parsed the generated <tool_call> block into native OpenAI tool_calls (our response_template)
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert "<tool_call>" not in (choice["message"].get("content") or "")
+    # a plain request gets a non-empty text reply
+    assert text["choices"][0]["message"]["content"].strip()
+    assert 0 < text["usage"]["completion_tokens"] <= 8 and text["usage"]["prompt_tokens"] > 0
     print(f"\nconvert/cache {t_convert:.1f}s, server start {t_start:.1f}s, "
           f"{usage['completion_tokens']} tokens in {t_gen:.1f}s ({usage['completion_tokens'] / t_gen:.1f} tok/s)")

@@ -1,0 +1,134 @@
+"""The LLM roles end to end through the real client against a scripted OpenAI-compatible server,
+including protocol faults: each is repaired, retried or dropped with a reason; a dead endpoint stops
+the run with a clear message and the run resumes."""
+
+import json
+import threading
+
+import pytest
+
+from conftest import make_cfg
+from llm_world import World
+from mock_openai import Fault, MockServer, completion
+from toolturn.core.errors import ToolturnError
+from toolturn.generate.audit import audit_run
+from toolturn.generate.run import generate
+from toolturn.generate.stats import load_records
+
+
+def llm_cfg(url, out_dir, *extra, n=3, pipeline="user_oriented"):
+    return make_cfg(f"pipeline={pipeline}", "domain=retail", "roles=llm", "llm=external",
+                    f"llm.endpoints.default.base_url={url}", "llm.endpoints.default.model=mock",
+                    "llm.endpoints.default.timeout_s=2", "llm.endpoints.default.max_retries=1",
+                    f"num_dialogues={n}", "concurrency=4", f"out_dir={out_dir}", *extra)
+
+
+def drops(run_dir):
+    return [json.loads(line) for p in (run_dir / "shards").glob("log-*.jsonl") for line in p.read_text().splitlines()
+            if json.loads(line)["drop_reason"]]
+
+
+@pytest.mark.parametrize("pipeline", ["user_oriented", "task_oriented"])
+def test_llm_roles_complete_dialogues(tmp_path, pipeline):
+    with MockServer(World()) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", pipeline=pipeline, n=4))
+    records = load_records(run)
+    assert len(records) == 4
+    for r in records:
+        meta = r["meta"]
+        assert meta["roles"]["user"] == "mock" and meta["judge"]["judgment"] == "valid"
+        assert meta["timing"]["prompt_tokens"] > 0 and meta["timing"]["llm_calls"] >= 4
+        assert all(t["template"] == "llm" and t["rubric"] for t in meta["tasks"])
+        calls = [c for m in r["messages"] for c in m.get("tool_calls") or []]
+        assert calls and calls[0]["function"]["name"] == "get_customer"
+    for r in records:  # a request per task, plus the closing thanks in the user-oriented paradigm
+        counts = r["meta"]["counts"]
+        assert counts["user_turns"] == counts["tasks"] + (pipeline == "user_oriented")
+    assert audit_run(run).ok
+
+
+def test_malformed_json_is_repaired_then_dropped_with_reason(tmp_path):
+    world = World(faults={"user": [completion("not json at all"),  # repaired by the second reply
+                                   None, None,
+                                   completion("{broken"), completion("still {broken")]})  # twice: dropped
+    with MockServer(world) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", "pipeline.tasks_per_dialogue=[1,1]"))
+    assert len(load_records(run)) == 3
+    reasons = [d["drop_reason"] for d in drops(run)]
+    assert reasons == ["user_json"]
+    assert any(r["meta"]["llm_events"].get("user_json_repaired") for r in load_records(run))
+
+
+def test_bad_tool_calls_become_tool_errors(tmp_path):
+    unknown = completion(None, tool_calls=[{"name": "drop_all_tables", "arguments": {}}])
+    bad_args = completion(None, tool_calls=[{"name": "get_customer", "arguments": {"id": "'; DROP TABLE x; --"}}])
+    not_json = completion(None, tool_calls=[{"name": "get_customer", "arguments": "{id: 1"}])
+    world = World(faults={"assistant": [unknown, bad_args, not_json]})
+    with MockServer(world) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", "pipeline.tasks_per_dialogue=[1,1]",
+                               n=1))
+    record = load_records(run)[0]
+    errors = [json.loads(m["content"])["error"] for m in record["messages"] if m["role"] == "tool"
+              and "error" in json.loads(m["content"])]
+    assert any("unknown tool 'drop_all_tables'" in e for e in errors)
+    assert any("must be of type integer" in e for e in errors)
+    assert any("must be a JSON object" in e for e in errors)
+    assert record["meta"]["counts"]["tool_errors"] == 3
+    assert audit_run(run).ok
+
+
+def test_empty_and_truncated_replies_are_retried_then_dropped(tmp_path):
+    empty, cut = completion(""), completion("The email is", finish_reason="length")
+    world = World(faults={"assistant": [empty, None, None, cut, cut]})
+    with MockServer(world) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", "pipeline.tasks_per_dialogue=[1,1]",
+                               n=2))
+    assert len(load_records(run)) == 2
+    assert [d["drop_reason"] for d in drops(run)] == ["assistant_truncated"]
+    events = [r["meta"]["llm_events"] for r in load_records(run)]
+    assert any(e.get("assistant_retried") for e in events)
+
+
+def test_server_error_then_success_is_retried(tmp_path):
+    world = World(faults={"user": [Fault.status(500), Fault.status(503, retry_after=0.01)]})
+    with MockServer(world) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "llm.endpoints.default.max_retries=3", n=2))
+    assert len(load_records(run)) == 2 and not drops(run)
+
+
+def test_hung_requests_stop_the_run_which_then_resumes(tmp_path):
+    world = World(faults={"judge": [Fault.hang(10)] * 2})  # the attempt and its one retry
+    with MockServer(world) as server:
+        with pytest.raises(ToolturnError, match="no response within 2 s.*re-running the same command resumes"):
+            generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", n=3))
+        partial = load_records(tmp_path / "run") if (tmp_path / "run" / "shards").exists() else []
+        assert len(partial) < 3
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", n=3))
+    records = load_records(run)
+    assert len(records) == 3 and len({r["id"] for r in records}) == 3
+    assert not drops(run)  # the stopped dialogue was not written as complete nor as dropped
+
+
+def test_server_dying_mid_run_stops_cleanly_and_resumes(tmp_path):
+    world, dying = World(), threading.Event()
+
+    def handler(request):
+        if sum(world.calls.values()) == 25:
+            dying.set()  # the server goes away after its 25th answer
+        return world(request)
+
+    server = MockServer(handler)
+    url = server.start()
+    threading.Thread(target=lambda: dying.wait() and server.stop(), daemon=True).start()
+    with pytest.raises(ToolturnError, match="Connect call failed.*resumes"):
+        generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
+    assert len(load_records(tmp_path / "run")) < 8
+    restarted = MockServer(World())
+    restarted.start(port=server.port)  # the endpoint comes back at the same address
+    try:
+        run = generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
+    finally:
+        restarted.stop()
+    records = load_records(run)
+    assert len(records) == 8 and len({r["id"] for r in records}) == 8
+    assert audit_run(run).ok
