@@ -40,7 +40,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -159,7 +158,7 @@ def _child_setup(parent_pid: int) -> Callable[[], None]:
     return setup
 
 
-_LIVE: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
+_LIVE: "set[ServerProcess]" = set()  # strong refs: a server dropped without stop() is still stopped at exit
 _HOOKS_LOCK = threading.Lock()
 _HOOKS_INSTALLED = False
 _PREVIOUS_HANDLERS: dict[int, object] = {}
@@ -237,7 +236,7 @@ class ServerProcess:
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self._stopped = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a signal handler may call stop() while stop() runs
 
     @property
     def pid(self) -> int | None:
@@ -331,7 +330,8 @@ class ManagedServer:
                  port: int | None = None, env: dict[str, str] | None = None):
         self.spec = spec
         self.host = host
-        self.port = port
+        self.requested_port = port
+        self.port: int | None = port  # the port actually used, once started
         self.log_dir = Path(log_dir) if log_dir is not None else _default_log_dir()
         self.extra_env = dict(env or {})
         self.base_url: str | None = None
@@ -383,13 +383,21 @@ class ManagedServer:
                 self.api_key = key
             self.base_url = str(self.spec.base_url).rstrip("/")
             return self.base_url
-        port = self.port or free_port(self.host)
-        cmd, env = self._command(port)
-        self.log_path = self.log_dir / f"server-{self.spec.kind}-{port}.log"
-        root = f"http://{self.host}:{port}"
-        self.process = ServerProcess(cmd, root, self.log_path, env=env,
-                                     startup_timeout_s=self.spec.startup_timeout_s)
-        self.process.start()
+        for attempt in range(3):
+            port = self.requested_port or free_port(self.host)
+            cmd, env = self._command(port)
+            self.log_path = self.log_dir / f"server-{self.spec.kind}-{port}.log"
+            root = f"http://{self.host}:{port}"
+            self.process = ServerProcess(cmd, root, self.log_path, env=env,
+                                         startup_timeout_s=self.spec.startup_timeout_s)
+            try:
+                self.process.start()
+            except ToolturnError as e:
+                # Another process took the free port between our probe and the server's bind: pick another.
+                if self.requested_port is None and attempt < 2 and "address already in use" in str(e).lower():
+                    continue
+                raise
+            break
         self.port = port
         self.base_url = root + "/v1"
         return self.base_url

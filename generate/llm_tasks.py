@@ -54,9 +54,11 @@ class LLMTaskGenerator:
             earlier = ("The customer already pursued these goals earlier in the same conversation; write a "
                        "follow-up that extends their results or a related new objective:\n"
                        + "\n".join(f"- {t.goal}" for t in previous) + "\n")
+        view = data_view(sandbox, self.domain.schema, rng) if sandbox is not None else \
+            "(no database: the tools' results are simulated; invent plausible identifiers)"
         prompt = load_prompt("task_generator").format(
-            description=self.domain.description, schema=self.schema_sql,
-            data_view=data_view(sandbox, self.domain.schema, rng), tools=tool_lines(tools), previous=earlier,
+            description=self.domain.description, schema=self.schema_sql or "(tools only)",
+            data_view=view, tools=tool_lines(tools), previous=earlier,
             difficulty=difficulty, difficulty_hint=DIFFICULTY_HINTS[difficulty])
         obj = await model.json([{"role": "user", "content": prompt}],
                                required={"goal": str, "known_facts": dict, "rubric": dict})

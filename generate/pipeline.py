@@ -39,6 +39,7 @@ class Outcome:
     detail: str = ""
     task_rejections: dict[str, int] = field(default_factory=dict)
     fatal: str | None = None  # the run must stop (e.g. the LLM endpoint is gone); nothing is committed
+    attempt: dict | None = None  # {tasks, user_turns} of a dropped dialogue, for statistics over all attempts
 
 
 def record_digest(messages: list[dict], tools: list[dict]) -> str:
@@ -59,6 +60,10 @@ def count_turns(messages: list[dict], start: int) -> dict[str, int]:
             run += 1
     per_request.append(run)
     return {"turns": len(messages) - first, "steps": iterations, "max_steps_per_request": max(per_request)}
+
+
+def _attempt(tasks: list[Task], state: EpisodeState) -> dict:
+    return {"tasks": len(tasks), "user_turns": state.user_turns, "turns": len(state.messages) - state.start}
 
 
 def behaviour_from(p) -> UserBehaviour:
@@ -184,14 +189,14 @@ class DialogueFactory:
             await run_episode(state, user, assistant, executor, max_messages=int(cfg.max_messages))
             end_state = sandbox.state_hash() if sandbox is not None else None
         except EpisodeError as exc:
-            return Outcome(index, None, exc.reason, str(exc), rejections)
+            return Outcome(index, None, exc.reason, str(exc), rejections, attempt=_attempt(tasks, state))
         finally:
             if sandbox is not None:
                 sandbox.close()
         completed = [user.completed(i) for i in range(len(tasks))]
         verdict = await self._judge(tasks, completed, state, end_state, gold, models)
         if not verdict.valid:
-            return Outcome(index, None, verdict.reason, verdict.reasoning, rejections)
+            return Outcome(index, None, verdict.reason, verdict.reasoning, rejections, attempt=_attempt(tasks, state))
         return Outcome(index, self._record(index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0),
                        task_rejections=rejections)
 

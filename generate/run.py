@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
 import hydra
@@ -78,12 +78,13 @@ def _check_or_write_config(cfg: DictConfig, run_dir: Path) -> None:
 
 
 async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, target: int, concurrency: int,
-                   bar: tqdm) -> None:
+                   bar: tqdm, max_drop_streak: int = 200) -> None:
     """Keep `concurrency` dialogues in flight; commit results in index order so that the records of a
     run are the first `target` valid indices whatever the timing, killed or not."""
     pending: dict[int, asyncio.Task] = {}
     finished: dict[int, Outcome] = {}
     order: deque[int] = deque()
+    streak: Counter = Counter()  # reasons of the current run of consecutive drops
 
     async def one(i: int) -> Outcome:
         try:
@@ -110,8 +111,15 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
                 out = finished.pop(order.popleft())
                 if writer.commit(out):
                     bar.update(1)
-                else:
-                    bar.set_postfix_str(f"dropped {out.drop_reason}", refresh=False)
+                    streak.clear()
+                    continue
+                bar.set_postfix_str(f"dropped {out.drop_reason}", refresh=False)
+                streak[out.drop_reason] += 1
+                if sum(streak.values()) >= max_drop_streak:
+                    reason, n = streak.most_common(1)[0]
+                    raise ToolturnError(f"{max_drop_streak} dialogues in a row were dropped (most often {reason}: "
+                                        f"{n}; e.g. {out.detail[:160]!r}); check the model and config. The run "
+                                        f"stopped; finished dialogues are saved and re-running resumes")
     finally:
         for task in pending.values():
             task.cancel()
@@ -150,7 +158,7 @@ async def _generate(cfg: DictConfig, run_dir: Path, prefixes, endpoints: Endpoin
         with tqdm(total=target, initial=writer.valid, unit="dlg", disable=not cfg.progress,
                   desc=f"{cfg.pipeline.name}/{domain.name}", dynamic_ncols=True) as bar:
             try:
-                await _produce(factory, writer, indices, target, int(cfg.concurrency), bar)
+                await _produce(factory, writer, indices, target, int(cfg.concurrency), bar, int(cfg.max_drop_streak))
             finally:
                 writer.close()
                 if domain.env is not None:

@@ -68,7 +68,8 @@ class ShardWriter:
             log.warning("index %d duplicates record %s; not written again", out.index, out.record["id"])
         self._log.write({"index": out.index, "id": out.record["id"] if out.record else None,
                          "drop_reason": None if added else (out.drop_reason or "duplicate_id"),
-                         "detail": out.detail, "task_rejections": out.task_rejections})
+                         "detail": out.detail, "task_rejections": out.task_rejections,
+                         **({"attempt": out.attempt} if out.attempt and not added else {})})
         self.done.add(out.index)
         return added
 

@@ -28,16 +28,27 @@ def compute_stats(run_dir: Path, records: list[dict] | None = None) -> dict:
     records = load_records(run_dir) if records is None else records
     counts = [r["meta"]["counts"] for r in records]
     drops, rejections = Counter(), Counter()
+    attempts = [{"tasks": c["tasks"], "user_turns": c["user_turns"]} for c in counts]
     for path in log_files(run_dir / "shards"):
         for row in read_jsonl(path):
             if row["drop_reason"]:
                 drops[row["drop_reason"]] += 1
+                if row.get("attempt"):
+                    attempts.append(row["attempt"])
             rejections.update(row.get("task_rejections") or {})
+    attempted_tasks = sum(a["tasks"] for a in attempts)
     sessions = [json.loads(line) for line in open(run_dir / "sessions.jsonl")] \
         if (run_dir / "sessions.jsonl").exists() else []
     wall = sum(s["wall_s"] for s in sessions)
     produced = sum(s["produced"] for s in sessions)
     tasks = sum(c["tasks"] for c in counts)
+    events, tokens = Counter(), Counter()
+    for r in records:
+        events.update(r["meta"].get("llm_events") or {})
+        tokens.update({k: r["meta"]["timing"].get(k, 0) for k in ("prompt_tokens", "completion_tokens", "llm_calls")})
+    synthesis = Counter()
+    for path in sorted((run_dir / "domains").glob("*/synthesis.json")):
+        synthesis.update(json.loads(path.read_text()))
     difficulty = Counter(t["difficulty"] for r in records for t in r["meta"]["tasks"])
     first = records[0]["meta"] if records else {}
     return {
@@ -54,11 +65,16 @@ def compute_stats(run_dir: Path, records: list[dict] | None = None) -> dict:
                         "total": sum(c["tool_errors"] for c in counts)},
         "difficulty": dict(sorted(difficulty.items())),
         "drops": {"total": sum(drops.values()), "reasons": dict(drops.most_common())},
+        # every dialogue that ran, kept or dropped: interaction length does not depend on the judge
+        "attempts": {"dialogues": len(attempts), "user_turns_per_task": round(
+            sum(a["user_turns"] for a in attempts) / attempted_tasks, 3) if attempted_tasks else 0.0},
         "task_rejections": dict(rejections.most_common()),
         "throughput": {"wall_s": round(wall, 3), "dialogues": produced,
                        "dialogues_per_s": round(produced / wall, 3) if wall else None,
                        "sessions": len(sessions)},
         "latency_s": _summary([r["meta"]["timing"]["latency_s"] for r in records]),
+        "llm": {**dict(tokens), "events": dict(events.most_common())},
+        "synthesis_rejections": dict(synthesis.most_common()),
     }
 
 
@@ -73,6 +89,8 @@ def format_table(stats: dict) -> str:
         f"tool calls: {stats['tool_calls']['total']} ({stats['tool_calls']['mean']:.2f}/dialogue), "
         f"tool errors: {stats['tool_errors']['total']}",
         f"dropped: {stats['drops']['total']} {stats['drops']['reasons'] or ''}",
+        f"all attempts (kept or dropped): {stats['attempts']['dialogues']} dialogues, "
+        f"{stats['attempts']['user_turns_per_task']:.2f} user turns/task",
         f"throughput: {stats['throughput']['dialogues_per_s']} dialogues/s over {stats['throughput']['wall_s']} s",
     ]
     return "\n".join(lines)

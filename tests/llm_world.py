@@ -36,7 +36,22 @@ def role_of(request: dict) -> str:
         return "tool_simulator"
     if "JSON Schema of its return value" in text:
         return "return_schema"
+    for marker, role in (("planning a realistic tool-using assistant", "questions"),
+                         ("Design the tools an assistant needs", "tool_generation"),
+                         ("find what is missing", "tool_expansion"), ("You write SQL-backed tools", "sql_tools"),
+                         ("Design a small but realistic SQLite database", "schema_synthesis")):
+        if marker in text:
+            return role
     return "other"
+
+
+def tool(name: str, params: dict, required: list[str], description: str = "A tool.") -> dict:
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": {
+        "type": "object", "properties": params, "required": required}}}
+
+
+GET_CUSTOMER = tool("get_customer", {"id": {"type": "integer", "description": "customer id"}}, ["id"],
+                    "Get one customer by id.")
 
 
 class World:
@@ -92,6 +107,39 @@ class World:
     def return_schema(self, request: dict) -> dict:
         return completion(json.dumps({"type": "object", "properties": {"id": {"type": "integer"},
                                                                         "email": {"type": "string"}}}))
+
+    def questions(self, request: dict) -> dict:
+        return completion("Here you go:\n" + json.dumps([f"What is the email of customer {i}?" for i in range(1, 6)]))
+
+    def tool_generation(self, request: dict) -> dict:
+        return completion(json.dumps([GET_CUSTOMER, tool("Bad Name!", {}, []),
+                                      tool("search_customers", {"email": {"type": "string", "description": "e"}}, [])]))
+
+    def tool_expansion(self, request: dict) -> dict:
+        return completion(json.dumps([tool("list_orders", {"customer_id": {"type": "integer"}}, ["customer_id"]),
+                                      tool("get_thing", {"x": {"type": "weird"}}, [])]))
+
+    def sql_tools(self, request: dict) -> dict:
+        one = {"type": "object", "properties": {"limit": {"type": "integer"}}, "required": ["limit"]}
+        none = {"type": "object", "properties": {}}
+        return completion(json.dumps([
+            {"name": "top_customers_by_spend", "description": "Customers ranked by total order value.",
+             "parameters": one, "sql": "SELECT c.id, c.email, SUM(o.total) AS spend FROM customers c JOIN orders o "
+                                       "ON o.customer_id = c.id GROUP BY c.id ORDER BY spend DESC LIMIT :limit"},
+            {"name": "drop_it", "description": "x", "parameters": none, "sql": "DROP TABLE orders"},
+            {"name": "two_statements", "description": "x", "parameters": none, "sql": "SELECT 1; DELETE FROM orders"},
+            {"name": "secret_table", "description": "x", "parameters": none, "sql": "SELECT * FROM secrets"},
+            {"name": "bad_column", "description": "x", "parameters": none, "sql": "SELECT nope FROM orders"}]))
+
+    def schema_synthesis(self, request: dict) -> dict:
+        ddl = ("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, status TEXT NOT NULL); "
+               "CREATE TABLE visits (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id), "
+               "reason TEXT, cost REAL)")
+        rows = {"customers": [{"id": i, "email": f"pet{i}@example.com", "status": "active" if i % 3 else "closed"}
+                              for i in range(1, 160)],
+                "visits": [{"id": i, "customer_id": 1 + i % 150, "reason": "checkup", "cost": 40.0 + i}
+                           for i in range(1, 40)]}
+        return completion(json.dumps({"ddl": ddl, "rows": rows}))
 
     def other(self, request: dict) -> dict:
         return completion("[]")

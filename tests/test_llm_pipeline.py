@@ -132,3 +132,53 @@ def test_server_dying_mid_run_stops_cleanly_and_resumes(tmp_path):
     records = load_records(run)
     assert len(records) == 8 and len({r["id"] for r in records}) == 8
     assert audit_run(run).ok
+
+
+def test_simulated_tools_on_a_builtin_domain(tmp_path):
+    with MockServer(World()) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "tools=simulated", n=3))
+    records = load_records(run)
+    assert len(records) == 3 and all(r["meta"]["tool_mode"] == "simulated" for r in records)
+    schemas = json.loads((run / "domains" / "retail" / "return_schemas.json").read_text())
+    assert schemas["get_customer"]["type"] == "object"
+    report = audit_run(run)
+    assert report.ok and report.simulated == 3 and report.calls == 0
+
+
+def test_synthetic_toolset_domain(tmp_path):
+    with MockServer(World()) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "tools=simulated", "domain=synthetic",
+                               "domain.name=pet clinic", n=2))
+    toolset = json.loads((run / "domains" / "pet_clinic" / "toolset.json").read_text())
+    assert {t["function"]["name"] for t in toolset} == {"get_customer", "search_customers", "list_orders"}
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["synthesis_rejections"] == {"tool_spec:bad_name": 5, "tool_spec:duplicate_name": 8,
+                                             "tool_spec:bad_parameter_type": 1}
+    assert len(load_records(run)) == 2
+
+
+def test_llm_written_sql_tools_are_validated(tmp_path):
+    with MockServer(World()) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "tools.llm_sql_tools=5", n=1))
+    admitted = json.loads((run / "domains" / "retail" / "llm_tools.json").read_text())
+    assert [t["name"] for t in admitted] == ["top_customers_by_spend"]
+    assert "top_customers_by_spend" in {t["name"] for t in json.loads((run / "domains/retail/tools.json").read_text())}
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["synthesis_rejections"] == {"sql_tool:forbidden_statement": 1, "sql_tool:not_one_statement": 1,
+                                             "sql_tool:unknown_table": 1, "sql_tool:unknown_column": 1}
+
+
+def test_llm_synthesized_schema_becomes_a_sqlite_domain(tmp_path):
+    with MockServer(World()) as server:
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "domain=synthetic_sql", "domain.name=pet clinic",
+                               n=2))
+    tools = {t["name"] for t in json.loads((run / "domains" / "pet_clinic" / "tools.json").read_text())}
+    assert {"get_customer", "list_visits_for_customer", "summarize_customers_by_status"} <= tools
+    assert len(load_records(run)) == 2 and audit_run(run).ok
+
+
+def test_a_run_that_only_drops_stops_with_the_reason(tmp_path):
+    invalid = completion(json.dumps({"judgment": "invalid", "reasoning": "the email was never stated"}))
+    with MockServer(World(faults={"judge": [invalid] * 100})) as server:
+        with pytest.raises(ToolturnError, match="5 dialogues in a row were dropped .most often judge_invalid"):
+            generate(llm_cfg(server.base_url, tmp_path / "run", "max_drop_streak=5", "concurrency=1"))

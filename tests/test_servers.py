@@ -210,6 +210,30 @@ def test_health_timeout_quotes_log_and_kills(tmp_path):
     assert _gone(proc.pid) and proc not in servers._LIVE
 
 
+def test_managed_server_lifecycle_and_port_retry(monkeypatch, tmp_path):
+    """ManagedServer end to end with a stand-in command; a port taken between probe and bind is retried."""
+    root = tmp_path / "www"
+    (root / "v1").mkdir(parents=True)
+    (root / "v1" / "models").write_text("{}")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr(servers, "free_port", lambda host="127.0.0.1": next(ports))
+        monkeypatch.setattr(ManagedServer, "_command", lambda self, port: (
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+            dict(os.environ)))
+        with ManagedServer(ServerSpec(kind="vllm", model="m"), log_dir=tmp_path) as server:
+            assert server.port != taken and server.base_url == f"http://127.0.0.1:{server.port}/v1"
+            assert server.log_path == tmp_path / f"server-vllm-{server.port}.log"
+            assert server.model_name == "m"
+            pid = server.pid
+        assert (tmp_path / f"server-vllm-{taken}.log").exists()  # the failed attempt kept its log
+    assert server.base_url is None and _gone(pid) and _group_gone(pid)
+    server.stop()
+
+
 HARNESS = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
