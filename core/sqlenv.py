@@ -110,6 +110,13 @@ def _check_value(tool: str, name: str, spec: dict, value: Any) -> None:
                             f"{spec.get('maximum')}, got {value}")
 
 
+def table_hash(conn: sqlite3.Connection, table: str) -> str:
+    h = hashlib.sha256(table.encode())
+    for row in sorted(repr(row) for row in conn.execute(f"SELECT * FROM {quote_ident(table)}")):
+        h.update(row.encode())
+    return h.hexdigest()
+
+
 class SqlDomain:
     """A domain database loaded once into memory, plus its tools. Opens isolated sandboxes."""
 
@@ -124,6 +131,31 @@ class SqlDomain:
         # Schema objects tools may not read (views, other tables); CTE names are not among them.
         self.forbidden = frozenset(r[0] for r in self._master.execute("SELECT name FROM sqlite_master")) \
             - set(self.tables)
+        self.has_triggers = bool(self._master.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger'").fetchone())
+        self.dependents = self._dependents()
+        self._pristine: dict[str, str] = {}
+
+    def _dependents(self) -> dict[str, set[str]]:
+        """table -> tables a write to it can change through foreign-key actions (children, transitively)."""
+        children: dict[str, set[str]] = {t: set() for t in self.tables}
+        for t in self.tables:
+            for row in self._master.execute("SELECT \"table\" FROM pragma_foreign_key_list(?)", (t,)):
+                children.setdefault(row[0], set()).add(t)
+        closure = {}
+        for t in self.tables:
+            seen, todo = {t}, [t]
+            while todo:
+                for child in children.get(todo.pop(), ()):
+                    if child not in seen:
+                        seen.add(child)
+                        todo.append(child)
+            closure[t] = seen
+        return closure
+
+    def pristine_table_hash(self, table: str) -> str:
+        if table not in self._pristine:
+            self._pristine[table] = table_hash(self._master, table)
+        return self._pristine[table]
 
     def open_sandbox(self) -> "Sandbox":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -163,6 +195,7 @@ class Sandbox:
         self._allowed = frozenset(domain.tables)
         self._writable = False
         self._deadline = float("inf")  # only tool calls are time-bounded
+        self.dirty: set[str] = set()  # tables a write may have changed (see state_hash)
         if domain.enforce_foreign_keys:
             conn.execute("PRAGMA foreign_keys = ON")
         conn.set_authorizer(self._authorize)
@@ -178,7 +211,10 @@ class Sandbox:
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_DENY if (arg2 or "").lower() in DENIED_FUNCTIONS else sqlite3.SQLITE_OK
         if action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE):
-            return sqlite3.SQLITE_OK if self._writable and arg1 in self._allowed else sqlite3.SQLITE_DENY
+            if self._writable and arg1 in self._allowed:
+                self.dirty |= self.domain.dependents.get(arg1, {arg1})
+                return sqlite3.SQLITE_OK
+            return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_DENY  # ATTACH, DETACH, PRAGMA, CREATE/DROP/ALTER, ANALYZE, ...
 
     def _over_time(self) -> int:
@@ -245,13 +281,12 @@ class Sandbox:
             self.conn.execute("RELEASE attempt")
 
     def state_hash(self) -> str:
-        """Digest of every domain table's contents, independent of physical row order."""
+        """Digest of every domain table's contents, independent of physical row order. Tables no
+        write could have reached reuse the domain's cached pristine digests (triggers disable this)."""
         h = hashlib.sha256()
         for table in self.domain.tables:
-            q = quote_ident(table)
-            h.update(table.encode())
-            for row in sorted(repr(row) for row in self.conn.execute(f"SELECT * FROM {q}")):
-                h.update(row.encode())
+            fresh = self.domain.has_triggers or table in self.dirty
+            h.update(table_hash(self.conn, table).encode() if fresh else self.domain.pristine_table_hash(table).encode())
         return h.hexdigest()
 
     def close(self) -> None:

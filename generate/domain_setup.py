@@ -21,7 +21,7 @@ from toolturn.core.errors import ToolturnError
 from toolturn.core.sqlenv import SqlTool
 from toolturn.generate.domains import GENERIC_POLICY, Domain, prepare_domain
 from toolturn.generate.endpoints import Endpoints, sampling
-from toolturn.generate.llm_tasks import data_view
+from toolturn.generate.llm_tasks import data_view, sample_rows
 from toolturn.generate.roles.llm_roles import Meter, RoleModel
 from toolturn.generate.synthesis import (predict_return_schemas, slug, synthesize_schema, synthesize_toolset,
                                          write_sql_tools)
@@ -79,7 +79,7 @@ async def setup_domain(cfg, run_dir: Path, endpoints: Endpoints | None) -> Domai
         extra = _cached(out / "llm_tools.json")
         if extra is None:
             sandbox = domain.env.open_sandbox()
-            view = data_view(sandbox, domain.schema, random.Random(seed))
+            view = data_view(sample_rows(sandbox.conn, domain.schema, random.Random(seed)), random.Random(seed))
             sandbox.close()
             admitted = await write_sql_tools(writer(), domain, domain.schema_sql, view, n_sql, rejections)
             extra = [t.to_dict() for t in admitted]

@@ -37,10 +37,13 @@ def missing_fact(task: Task, said: str) -> str | None:
     return None
 
 
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def rubric_tools(task: Task, available: set[str]) -> list[str]:
     """Tool names that an LLM-written rubric's expected tool-use patterns mention."""
-    patterns = " ".join((task.rubric_spec or {}).get("tool_patterns", []))
-    return [name for name in sorted(available) if re.search(rf"\b{re.escape(name)}\b", patterns)]
+    words = set(IDENTIFIER.findall(" ".join((task.rubric_spec or {}).get("tool_patterns", []))))
+    return sorted(words & available)
 
 
 def successful_calls(messages: list[dict], start: int) -> set[str]:

@@ -18,22 +18,27 @@ from toolturn.generate.roles.llm_roles import RoleModel
 DIFFICULTY_HINTS = {"easy": "one lookup", "medium": "two or three dependent steps: a later step needs a value an "
                     "earlier one returns", "hard": "four or more steps including at least one change to a record"}
 ROWS_PER_TABLE = 3
+RESERVOIR = 64  # rows per table kept for data views
 
 
-def data_view(sandbox, schema: Schema, rng: random.Random, rows: int = ROWS_PER_TABLE) -> str:
-    """A few sampled rows per table: enough to ground goals, far from the whole database."""
-    parts = []
+def sample_rows(conn, schema: Schema, rng: random.Random, per_table: int = RESERVOIR) -> dict[str, list[dict]]:
+    """Up to `per_table` rows of each table, read once (LLM tasks are grounded in the initial state)."""
+    out = {}
     for name, table in sorted(schema.tables.items()):
         if not table.row_count:
             continue
         cols = ", ".join(f"{quote_ident(c.name)} AS {quote_ident(c.param)}" for c in table.columns)
-        offsets = sorted(rng.sample(range(table.row_count), min(rows, table.row_count)))
-        sampled = []
-        for off in offsets:
-            cur = sandbox.conn.execute(f"SELECT {cols} FROM {quote_ident(name)} LIMIT 1 OFFSET ?", (off,))
-            sampled.append(dict(zip([d[0] for d in cur.description], cur.fetchone())))
-        parts.append(f"{table.slug}: " + json.dumps(sampled, ensure_ascii=False, default=str))
-    return "\n".join(parts)
+        offset = rng.randrange(max(1, table.row_count - per_table + 1))
+        cur = conn.execute(f"SELECT {cols} FROM {quote_ident(name)} LIMIT ? OFFSET ?", (per_table, offset))
+        names = [d[0] for d in cur.description]
+        out[table.slug] = [dict(zip(names, row)) for row in cur.fetchall()]
+    return out
+
+
+def data_view(rows_by_table: dict[str, list[dict]], rng: random.Random, rows: int = ROWS_PER_TABLE) -> str:
+    """A few sampled rows per table: enough to ground goals, far from the whole database."""
+    return "\n".join(f"{slug}: " + json.dumps(rng.sample(items, min(rows, len(items))), ensure_ascii=False,
+                                               default=str) for slug, items in rows_by_table.items())
 
 
 def tool_lines(tools: list[dict]) -> str:
@@ -41,12 +46,17 @@ def tool_lines(tools: list[dict]) -> str:
 
 
 class LLMTaskGenerator:
-    def __init__(self, domain, schema_sql: str, weights: dict[str, float]):
+    def __init__(self, domain, schema_sql: str, weights: dict[str, float], seed: int = 0):
         self.domain, self.schema_sql = domain, schema_sql
         self.difficulties = [d for d in ("easy", "medium", "hard") if weights.get(d, 0) > 0]
         self.weights = [float(weights[d]) for d in self.difficulties]
+        self.rows: dict[str, list[dict]] | None = None
+        if domain.env is not None:
+            sandbox = domain.env.open_sandbox()
+            self.rows = sample_rows(sandbox.conn, domain.schema, random.Random(seed))
+            sandbox.close()
 
-    async def generate(self, model: RoleModel, sandbox, rng: random.Random, task_id: str, tools: list[dict],
+    async def generate(self, model: RoleModel, rng: random.Random, task_id: str, tools: list[dict],
                        previous: list[Task]) -> Task:
         difficulty = rng.choices(self.difficulties, weights=self.weights)[0]
         earlier = ""
@@ -54,7 +64,7 @@ class LLMTaskGenerator:
             earlier = ("The customer already pursued these goals earlier in the same conversation; write a "
                        "follow-up that extends their results or a related new objective:\n"
                        + "\n".join(f"- {t.goal}" for t in previous) + "\n")
-        view = data_view(sandbox, self.domain.schema, rng) if sandbox is not None else \
+        view = data_view(self.rows, rng) if self.rows is not None else \
             "(no database: the tools' results are simulated; invent plausible identifiers)"
         prompt = load_prompt("task_generator").format(
             description=self.domain.description, schema=self.schema_sql or "(tools only)",

@@ -90,10 +90,18 @@ class DialogueFactory:
         self.all_tools = {t["function"]["name"]: t for t in domain.toolset}
         self.write_tools = {t.name for t in domain.tools if t.effect == "write"}
         self.llm = llm_roles(cfg)
+        # plain values, read once: OmegaConf access is slow on the per-dialogue path
+        self.samplings = {role: sampling(cfg.roles[role]) for role in self.llm}
+        self.seed, self.max_messages = int(cfg.seed), int(cfg.max_messages)
+        self.tools_per_dialogue, self.prefix_source = int(cfg.tools_per_dialogue), cfg.prefix
+        self.meta_base = {"pipeline": p.name, "tool_mode": cfg.tools.mode, "domain": domain.name, "seed": self.seed}
+        self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0))
+        self.task_oriented = self.behaviour.reveal_per_turn is None
         if r.task_generator.kind == "rule":
             self.taskgen, self.llm_taskgen = TaskGenerator(domain, dict(p.difficulty)), None
         else:
-            self.taskgen, self.llm_taskgen = None, LLMTaskGenerator(domain, domain.schema_sql, dict(p.difficulty))
+            self.taskgen = None
+            self.llm_taskgen = LLMTaskGenerator(domain, domain.schema_sql, dict(p.difficulty), int(cfg.seed))
         self.roles_meta = {role: (self.endpoints.model_name(self.llm[role]) if role in self.llm else RULE_NAMES[role])
                            for role in RULE_NAMES}
         if self.simulated:
@@ -101,7 +109,7 @@ class DialogueFactory:
 
     # ---- pieces ---------------------------------------------------------------------------------
     def _tool_subset(self, rng: random.Random, used: set[str]) -> list[dict]:
-        n = int(self.cfg.tools_per_dialogue)
+        n = self.tools_per_dialogue
         names = sorted(self.all_tools)
         if n > 0 and len(names) > n:
             others = [x for x in names if x not in used]
@@ -116,30 +124,29 @@ class DialogueFactory:
         messages = [dict(m) for m in self.prefixes[k]]
         if messages[0]["role"] != "system":
             messages.insert(0, system)
-        return messages, {"source": self.cfg.prefix, "line": k, "n_messages": len(messages)}
+        return messages, {"source": self.prefix_source, "line": k, "n_messages": len(messages)}
 
     async def _tasks(self, rng, index, models, rejections) -> tuple[list[Task], list[str] | None]:
         """The dialogue's tasks and, for gold plans, the database state after each task."""
         n_tasks = rng.randint(*self.tasks_range)
-        ids = [f"{self.domain.name}-s{self.cfg.seed}-d{index}-t{k}" for k in range(n_tasks)]
-        scratch = self.domain.env.open_sandbox() if self.domain.env else None
-        try:
-            if self.taskgen is not None:
-                tasks, gold = [], []
-                for task_id in ids:
-                    task = self.taskgen.generate(scratch, rng, task_id, rejections)
-                    if task is not None:
-                        tasks.append(task)
-                        gold.append(scratch.state_hash())
-                return tasks, gold
+        ids = [f"{self.domain.name}-s{self.seed}-d{index}-t{k}" for k in range(n_tasks)]
+        if self.taskgen is None:
             tasks = []
             for task_id in ids:
-                tasks.append(await self.llm_taskgen.generate(models["task_generator"], scratch, rng, task_id,
+                tasks.append(await self.llm_taskgen.generate(models["task_generator"], rng, task_id,
                                                              list(self.all_tools.values()), tasks))
             return tasks, None
+        scratch = self.domain.env.open_sandbox()
+        try:
+            tasks, gold = [], []
+            for task_id in ids:
+                task = self.taskgen.generate(scratch, rng, task_id, rejections)
+                if task is not None:
+                    tasks.append(task)
+                    gold.append(scratch.state_hash())
+            return tasks, gold
         finally:
-            if scratch is not None:
-                scratch.close()
+            scratch.close()
 
     def _used_tools(self, tasks: list[Task]) -> set[str]:
         names = {s.tool for t in tasks for s in t.steps}
@@ -155,9 +162,9 @@ class DialogueFactory:
             return Outcome(index, None, fatal=str(exc))
 
     async def _make(self, index: int) -> Outcome:
-        cfg, t0 = self.cfg, time.perf_counter()
-        rng, meter, rejections = random.Random(f"{cfg.seed}:{self.domain.name}:{index}"), Meter(), {}
-        models = {role: RoleModel(role, self.endpoints.client(ep), sampling(cfg.roles[role]), meter)
+        t0 = time.perf_counter()
+        rng, meter, rejections = random.Random(f"{self.seed}:{self.domain.name}:{index}"), Meter(), {}
+        models = {role: RoleModel(role, self.endpoints.client(ep), self.samplings[role], meter)
                   for role, ep in self.llm.items()}
         try:
             tasks, gold = await self._tasks(rng, index, models, rejections)
@@ -178,15 +185,15 @@ class DialogueFactory:
             return task_problem(tasks[k], state.messages, since, available, current, gold[k] if gold else None)
 
         if "user" in models:
-            user = LLMUser(models["user"], tasks, self.behaviour.reveal_per_turn is None, check)
+            user = LLMUser(models["user"], tasks, self.task_oriented, check)
         else:
             user = AgendaUser(tasks, rng, self.behaviour)
         if "assistant" in models:
             assistant = LLMAssistant(models["assistant"])
         else:
-            assistant = OracleAssistant(tasks, rng, self.write_tools, float(cfg.roles.assistant.slip_rate))
+            assistant = OracleAssistant(tasks, rng, self.write_tools, self.slip_rate)
         try:
-            await run_episode(state, user, assistant, executor, max_messages=int(cfg.max_messages))
+            await run_episode(state, user, assistant, executor, max_messages=self.max_messages)
             end_state = sandbox.state_hash() if sandbox is not None else None
         except EpisodeError as exc:
             return Outcome(index, None, exc.reason, str(exc), rejections, attempt=_attempt(tasks, state))
@@ -214,12 +221,10 @@ class DialogueFactory:
         return Judgment(valid, "ok" if valid else "judge_invalid", reasoning)
 
     def _record(self, index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0) -> dict:
-        cfg = self.cfg
         counts = {**count_turns(state.messages, state.start), "tasks": len(tasks), "user_turns": state.user_turns,
                   "tool_calls": state.tool_calls, "tool_errors": state.tool_errors}
         meta = {
-            "index": index, "pipeline": cfg.pipeline.name, "tool_mode": cfg.tools.mode, "domain": self.domain.name,
-            "seed": int(cfg.seed),
+            "index": index, **self.meta_base,
             "tasks": [{"id": t.id, "goal": t.goal, "difficulty": t.difficulty, "template": t.template,
                        "rubric": t.rubric(), "completed": done, "gold": t.to_dict()}
                       for t, done in zip(tasks, completed)],
@@ -233,6 +238,6 @@ class DialogueFactory:
         if prefix_meta:
             meta["prefix"] = prefix_meta
         meta["digest"] = record_digest(state.messages, state.tools)
-        rid = hashlib.sha256(json.dumps([cfg.seed, self.domain.name, [t.id for t in tasks]]).encode()).hexdigest()[:16]
+        rid = hashlib.sha256(json.dumps([self.seed, self.domain.name, [t.id for t in tasks]]).encode()).hexdigest()[:16]
         return {"id": rid, "messages": state.messages, "tools": state.tools, "meta": meta}
 

@@ -266,11 +266,18 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     p.add_argument("--content", default="Hello! How can I help you today?")
+    p.add_argument("--world", action="store_true", help="play every toolturn role (tests/llm_world.py)")
     args = p.parse_args()
     reply = completion(args.content)
+    if args.world:
+        from llm_world import World
+        handler = World()
+    else:
+        def handler(request: dict) -> dict:
+            return reply
 
     async def serve() -> None:
-        server = MockServer(lambda request: reply, args.latency, record=False)
+        server = MockServer(handler, args.latency, record=False)
         print(await server.listen(args.port), flush=True)
         await server._server.serve_forever()
 

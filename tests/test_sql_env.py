@@ -117,3 +117,22 @@ def test_results_are_deterministic_json(retail):
     a, b = retail.env.open_sandbox(), retail.env.open_sandbox()
     for name, args in [("search_orders", {"status": "pending"}), ("summarize_orders_by_status", {})]:
         assert a.call(name, args).content == b.call(name, args).content
+
+
+def test_incremental_state_hash_equals_a_full_recompute(retail):
+    import hashlib
+
+    from toolturn.core.sqlenv import table_hash
+
+    def full(sandbox):
+        h = hashlib.sha256()
+        for t in retail.env.tables:
+            h.update(table_hash(sandbox.conn, t).encode())
+        return h.hexdigest()
+
+    sandbox = retail.env.open_sandbox()
+    assert sandbox.state_hash() == full(sandbox) and not sandbox.dirty
+    cid, _ = first_customer(retail)
+    assert sandbox.call("update_customer", {"id": cid, "first_name": "Zed"}).ok
+    assert "customers" in sandbox.dirty and "orders" in sandbox.dirty  # children can change through FK actions
+    assert sandbox.state_hash() == full(sandbox) != retail.env.open_sandbox().state_hash()

@@ -1,0 +1,121 @@
+"""Orchestration benchmark: the full user-oriented loop with LLM roles against a mock server.
+
+The mock OpenAI-compatible server (tests/mock_openai.py --world, a separate process so that its CPU
+is not charged to the harness) answers every role's request after a fixed latency L (200 ms). With C
+dialogues in flight, each waiting on one LLM call at a time, the ideal rate is C / L calls per second.
+We report the achieved rate in steady state (the middle 60% of the run, when all C slots are busy;
+the whole-run average, ramp-up and tail included, is shown too), the harness's CPU milliseconds per
+LLM call (the figure that says how many dialogues one core can drive), and peak RSS.
+
+    python benchmarks/orchestration.py [--quick] [--latency 0.2] [--levels 64 256 1024]
+
+Last line: ratio@64=... ratio@256=... ratio@1024=... cpu_ms_per_call=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from hydra import compose, initialize_config_module  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from toolturn.generate.domain_setup import setup_domain  # noqa: E402
+from toolturn.generate.endpoints import Endpoints  # noqa: E402
+from toolturn.generate.pipeline import DialogueFactory  # noqa: E402
+from toolturn.generate.run import _produce  # noqa: E402
+from toolturn.generate.shards import ShardWriter  # noqa: E402
+
+
+def start_mock(latency: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mock_openai.py"), "--world", "--port", "0",
+                             "--latency", str(latency)], stdout=subprocess.PIPE, text=True, cwd=ROOT / "tests")
+    return proc, proc.stdout.readline().strip()
+
+
+def config(url: str, concurrency: int, out_dir: Path):
+    with initialize_config_module("toolturn.conf", version_base="1.3"):
+        return compose("generate", overrides=[
+            "pipeline=user_oriented", "domain=retail", "roles=llm", "llm=external",
+            f"llm.endpoints.default.base_url={url}", "llm.endpoints.default.model=mock",
+            f"llm.endpoints.default.max_concurrency={concurrency}", "llm.endpoints.default.timeout_s=60",
+            f"concurrency={concurrency}", f"out_dir={out_dir}", "progress=false"])
+
+
+async def run_level(url: str, concurrency: int, dialogues: int, work: Path) -> dict:
+    cfg = config(url, concurrency, work / f"c{concurrency}")
+    with Endpoints(cfg, work / f"c{concurrency}") as endpoints:
+        domain = await setup_domain(cfg, work / f"c{concurrency}", endpoints)
+        factory = DialogueFactory(domain, cfg, None, endpoints)
+        client = endpoints.client("default")
+        writer = ShardWriter(work / f"c{concurrency}" / "shards", 0, 100_000)
+        samples: list[tuple[float, int]] = []
+
+        async def sampler() -> None:
+            while True:
+                samples.append((time.perf_counter(), client.calls))
+                await asyncio.sleep(0.1)
+
+        sampling = asyncio.create_task(sampler())
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        with tqdm(total=dialogues, disable=True) as bar:
+            await _produce(factory, writer, iter(range(10 ** 12)), dialogues, concurrency, bar, max_drop_streak=10 ** 9)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        sampling.cancel()
+        writer.close()
+        calls = client.calls
+        await endpoints.aclose()
+    lo, hi = t0 + 0.2 * wall, t0 + 0.8 * wall
+    window = [(t, c) for t, c in samples if lo <= t <= hi]
+    steady = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]) if len(window) > 2 else calls / wall
+    return {"calls": calls, "wall": wall, "steady": steady, "average": calls / wall,
+            "cpu_ms": 1000 * cpu / max(1, calls), "dialogues": writer.valid}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--latency", type=float, default=0.2)
+    p.add_argument("--levels", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--rounds", type=float, default=None, help="dialogues per level = rounds x concurrency")
+    args = p.parse_args()
+    rounds = args.rounds or (2 if args.quick else 4)
+    proc, url = start_mock(args.latency)
+    rows, results = [], {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for c in args.levels:
+                r = asyncio.run(run_level(url, c, int(rounds * c), Path(tmp)))
+                ideal = c / args.latency
+                results[c] = r
+                rows.append([c, r["dialogues"], r["calls"], f"{r['wall']:.1f}", f"{ideal:.0f}", f"{r['steady']:.0f}",
+                             f"{r['steady'] / ideal:.3f}", f"{r['average'] / ideal:.3f}", f"{r['cpu_ms']:.3f}"])
+    finally:
+        proc.terminate()
+        proc.wait()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    headers = ["dialogues in flight", "kept", "LLM calls", "wall s", "ideal calls/s", "steady calls/s",
+               "ratio", "ratio (whole run)", "CPU ms/call"]
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    print(f"orchestration benchmark: user-oriented loop, roles=llm, domain=retail, mock latency "
+          f"{args.latency * 1000:.0f} ms, {rounds:g} x concurrency dialogues per level")
+    print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
+    for r in rows:
+        print("  ".join(str(x).rjust(w) for x, w in zip(r, widths)))
+    print(f"peak RSS of the harness: {peak_mib:.0f} MiB")
+    cpu = sum(r["cpu_ms"] * r["calls"] for r in results.values()) / sum(r["calls"] for r in results.values())
+    print(" ".join(f"ratio@{c}={results[c]['steady'] / (c / args.latency):.3f}" for c in args.levels)
+          + f" cpu_ms_per_call={cpu:.3f} peak_rss_mib={peak_mib:.0f}")
+
+
+if __name__ == "__main__":
+    main()
