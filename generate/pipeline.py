@@ -97,6 +97,7 @@ class DialogueFactory:
         self.meta_base = {"pipeline": p.name, "tool_mode": cfg.tools.mode, "domain": domain.name, "seed": self.seed}
         self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0))
         self.task_oriented = self.behaviour.reveal_per_turn is None
+        self.user_prompt = str(cfg.roles.user.get("prompt", "user_simulator"))
         if r.task_generator.kind == "rule":
             self.taskgen, self.llm_taskgen = TaskGenerator(domain, dict(p.difficulty)), None
         else:
@@ -185,7 +186,7 @@ class DialogueFactory:
             return task_problem(tasks[k], state.messages, since, available, current, gold[k] if gold else None)
 
         if "user" in models:
-            user = LLMUser(models["user"], tasks, self.task_oriented, check)
+            user = LLMUser(models["user"], tasks, self.task_oriented, check, self.user_prompt)
         else:
             user = AgendaUser(tasks, rng, self.behaviour)
         if "assistant" in models:
@@ -208,11 +209,10 @@ class DialogueFactory:
                        task_rejections=rejections)
 
     async def _judge(self, tasks, completed, state, end_state, gold, models) -> Judgment:
-        if gold:
-            verdict = judge(tasks, completed, state.messages, state.start, end_state, gold[-1])
-            if not verdict.valid or "judge" not in models:
-                return verdict
-        elif not all(completed):
+        """judge.kind=rule: execution-grounded (gold plans); judge.kind=llm: the rubric validator decides."""
+        if "judge" not in models:
+            return judge(tasks, completed, state.messages, state.start, end_state, gold[-1])
+        if not all(completed):
             return Judgment(False, "incomplete_task", "the user did not accept every task")
         try:
             valid, reasoning = await llm_judge(models["judge"], tasks, state.messages, state.start, state.tools)

@@ -56,3 +56,10 @@ def test_launcher_configs_compose(launcher):
     with initialize_config_module("toolturn.conf", version_base="1.3"):
         cfg = compose("generate", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert "submitit" in cfg.hydra.launcher._target_
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose(experiment):
+    cfg = make_cfg(f"experiment={experiment}")
+    OmegaConf.resolve(cfg)
+    assert cfg.roles.user.kind == "llm" and cfg.llm.endpoints.default.server == "transformers"

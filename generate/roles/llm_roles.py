@@ -19,6 +19,19 @@ from toolturn.generate.prompts import load as load_prompt
 
 TOOL_RESULT_CHARS = 600
 
+# One worked exchange before the real one: small models follow a JSON protocol from a demonstration far
+# more reliably than from instructions alone (SmolLM2-135M: almost never without it, usually with it).
+AGENT = "Assistant: "  # prefixes the agent's turns in the simulator's view: who is talking stays explicit
+GREETING = AGENT + "Hello! How can I help you today?"
+USER_SHOTS = [
+    {"role": "user", "content": GREETING},
+    {"role": "assistant", "content": '{"user_message": "Hi, could you tell me the status of order 3?", '
+                                     '"is_task_complete": false}'},
+    {"role": "user", "content": AGENT + "Order 3 has the status shipped."},
+    {"role": "assistant", "content": '{"user_message": "Great, thanks. That is all.", "is_task_complete": true}'},
+]
+JUDGE_SHOT_REPLY = '{"judgment": "invalid", "reasoning": "The order status was never looked up with a tool."}'
+
 
 @dataclass
 class Meter:
@@ -86,8 +99,9 @@ class LLMUser:
     failure of stopping right after the assistant merely *proposes* an action."""
 
     def __init__(self, model: RoleModel, tasks: list[Task], task_oriented: bool,
-                 check: Callable[[int, int], str | None]):
+                 check: Callable[[int, int], str | None], prompt: str = "user_simulator"):
         self.model, self.tasks, self.task_oriented, self.check = model, tasks, task_oriented, check
+        self.prompt = prompt
         self.k = 0  # current task
         self.task_start = 0  # message index where the current task began
         self.spoke = False
@@ -98,7 +112,7 @@ class LLMUser:
 
     def _system(self, note: str = "") -> dict:
         task = self.tasks[self.k]
-        text = load_prompt("user_simulator").format(goal=task.goal, facts=_facts_text(task))
+        text = load_prompt(self.prompt).format(goal=task.goal, facts=_facts_text(task))
         if self.task_oriented:
             text += ("\n\nIn this conversation, state your whole request at once in your first message, with "
                      "every detail the assistant needs.")
@@ -113,7 +127,7 @@ class LLMUser:
         for m in state.messages[state.start:]:
             if m["role"] == "user":
                 if pending:
-                    out.append({"role": "user", "content": "\n".join(pending)})
+                    out.append({"role": "user", "content": AGENT + "\n".join(pending)})
                     pending = []
                 out.append({"role": "assistant", "content": json.dumps(
                     {"user_message": m["content"], "is_task_complete": False}, ensure_ascii=False)})
@@ -122,21 +136,23 @@ class LLMUser:
             elif m["role"] == "tool":
                 pending.append(f"[tool {m.get('name', '')} returned: {m['content'][:TOOL_RESULT_CHARS]}]")
         if pending:
-            out.append({"role": "user", "content": "\n".join(pending)})
-        if not out or out[-1]["role"] != "user":
-            out.append({"role": "user", "content": "(Write your next message to the assistant.)"})
+            out.append({"role": "user", "content": AGENT + "\n".join(pending)})
+        if not out:
+            out.append({"role": "user", "content": GREETING})
+        elif out[-1]["role"] != "user":  # e.g. the next task starts right after the previous one was accepted
+            out.append({"role": "user", "content": AGENT + "Is there anything else I can help you with?"})
         return out
 
     async def _ask(self, state: EpisodeState, note: str = "") -> dict:
-        obj = await self.model.json([self._system(note), *self._view(state)],
+        obj = await self.model.json([self._system(note), *USER_SHOTS, *self._view(state)],
                                     required={"user_message": str, "is_task_complete": bool})
         if not obj["user_message"].strip() and not obj["is_task_complete"]:
             raise EpisodeError("user_json", "empty user_message")
         return obj
 
     async def respond(self, state: EpisodeState) -> UserTurn:
-        if self.task_oriented and self.spoke:  # the paper's task-oriented pipeline: one request, one answer
-            self._completed[self.k] = self.check(self.k, self.task_start) is None
+        if self.task_oriented and self.spoke:  # the paper's task-oriented pipeline: one request, one answer,
+            self._completed[self.k] = True     # and the judge alone decides whether it is valid
             return UserTurn(None, True)
         obj = await self._ask(state)
         if obj["is_task_complete"] and self.spoke:
@@ -186,7 +202,11 @@ async def llm_judge(model: RoleModel, tasks: list[Task], messages: list[dict], s
     tool_names = ", ".join(t["function"]["name"] for t in tools)
     prompt = load_prompt("judge").format(goal=goal, rubric=rubric or "- (none)", tools=tool_names,
                                          transcript=render_transcript(messages, start))
-    obj = await model.json([{"role": "user", "content": prompt}], required={"judgment": str, "reasoning": str})
+    shot = load_prompt("judge").format(goal="1. You want the status of order 3.", rubric="- call get_order",
+                                       tools="get_order", transcript="USER: What is the status of order 3?\n"
+                                                                     "ASSISTANT: It is probably shipped.")
+    obj = await model.json([{"role": "user", "content": shot}, {"role": "assistant", "content": JUDGE_SHOT_REPLY},
+                            {"role": "user", "content": prompt}], required={"judgment": str, "reasoning": str})
     judgment = obj["judgment"].strip().lower()
     if judgment not in ("valid", "invalid"):
         raise EpisodeError("judge_json", f"judgment must be valid or invalid, got {obj['judgment'][:40]!r}")
