@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 RUN ?= runs/demo
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo demo-llm bench clean
 
 $(BIN)/toolturn-generate: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,16 @@ demo: setup
 	$(BIN)/toolturn-stats $(RUN)/user_oriented
 	$(BIN)/toolturn-stats $(RUN)/task_oriented
 
+# LLM roles on the embedded SmolLM2-135M, served on CPU by the harness (a few minutes; many counted drops)
+demo-llm: setup
+	rm -rf $(RUN)/smollm2
+	$(BIN)/toolturn-generate experiment=smollm2_cpu pipeline=task_oriented num_dialogues=2 out_dir=$(RUN)/smollm2
+	$(BIN)/toolturn-audit $(RUN)/smollm2
+	$(BIN)/toolturn-stats $(RUN)/smollm2
+
 bench: setup
 	$(BIN)/python benchmarks/sql_env.py
+	$(BIN)/python benchmarks/orchestration.py
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info
