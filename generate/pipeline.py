@@ -22,6 +22,7 @@ from toolturn.generate.domains import Domain
 from toolturn.generate.endpoints import Endpoints, llm_roles, sampling
 from toolturn.generate.judge import Judgment, judge, rubric_tools, task_problem
 from toolturn.generate.llm_tasks import LLMTaskGenerator
+from toolturn.generate.prompts import load as load_prompt
 from toolturn.generate.roles.agenda_user import AgendaUser, UserBehaviour
 from toolturn.generate.roles.llm_roles import LLMAssistant, LLMUser, Meter, RoleModel, llm_judge
 from toolturn.generate.roles.oracle_assistant import OracleAssistant
@@ -84,6 +85,7 @@ class DialogueFactory:
                  endpoints: Endpoints | None = None):
         self.domain, self.cfg, self.prefixes, self.endpoints = domain, cfg, prefixes, endpoints
         p, r = cfg.pipeline, cfg.roles
+        self.seed = int(cfg.seed)
         self.behaviour = behaviour_from(p)
         self.tasks_range = (int(p.tasks_per_dialogue[0]), int(p.tasks_per_dialogue[1]))
         self.simulated = cfg.tools.mode == "simulated"
@@ -92,17 +94,19 @@ class DialogueFactory:
         self.llm = llm_roles(cfg)
         # plain values, read once: OmegaConf access is slow on the per-dialogue path
         self.samplings = {role: sampling(cfg.roles[role]) for role in self.llm}
-        self.seed, self.max_messages = int(cfg.seed), int(cfg.max_messages)
+        self.max_messages = int(cfg.max_messages)
         self.tools_per_dialogue, self.prefix_source = int(cfg.tools_per_dialogue), cfg.prefix
         self.meta_base = {"pipeline": p.name, "tool_mode": cfg.tools.mode, "domain": domain.name, "seed": self.seed}
         self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0))
         self.task_oriented = self.behaviour.reveal_per_turn is None
         self.user_prompt = str(cfg.roles.user.get("prompt", "user_simulator"))
+        self.system_prompt = load_prompt("assistant_system").format(policy=domain.policy,
+                                                                    description=domain.description)
         if r.task_generator.kind == "rule":
             self.taskgen, self.llm_taskgen = TaskGenerator(domain, dict(p.difficulty)), None
         else:
             self.taskgen = None
-            self.llm_taskgen = LLMTaskGenerator(domain, domain.schema_sql, dict(p.difficulty), int(cfg.seed))
+            self.llm_taskgen = LLMTaskGenerator(domain, domain.schema_sql, dict(p.difficulty), self.seed)
         self.roles_meta = {role: (self.endpoints.model_name(self.llm[role]) if role in self.llm else RULE_NAMES[role])
                            for role in RULE_NAMES}
         if self.simulated:
@@ -118,7 +122,7 @@ class DialogueFactory:
         return [self.all_tools[x] for x in names]
 
     def _opening(self, index: int) -> tuple[list[dict], dict | None]:
-        system = {"role": "system", "content": f"{self.domain.policy}\n\nYou serve {self.domain.description}."}
+        system = {"role": "system", "content": self.system_prompt}
         if not self.prefixes:
             return [system], None
         k = index % len(self.prefixes)
