@@ -19,12 +19,12 @@ from omegaconf import OmegaConf
 
 from toolturn.core.errors import ToolturnError
 from toolturn.core.sqlenv import SqlTool
+from toolturn.core.sqlschema import slugify
 from toolturn.generate.domains import GENERIC_POLICY, Domain, prepare_domain
 from toolturn.generate.endpoints import Endpoints, sampling
 from toolturn.generate.llm_tasks import data_view, sample_rows
 from toolturn.generate.roles.llm_roles import Meter, RoleModel
-from toolturn.generate.synthesis import (predict_return_schemas, slug, synthesize_schema, synthesize_toolset,
-                                         write_sql_tools)
+from toolturn.generate.synthesis import predict_return_schemas, synthesize_schema, synthesize_toolset, write_sql_tools
 
 
 def _cached(path: Path):
@@ -48,7 +48,7 @@ async def setup_domain(cfg, run_dir: Path, endpoints: Endpoints | None) -> Domai
                          sampling(cfg.roles.task_generator), Meter())
 
     if kind == "synthetic":
-        name = slug(cfg.domain.name)
+        name = slugify(cfg.domain.name) or "domain"
         out = run_dir / "domains" / name
         out.mkdir(parents=True, exist_ok=True)
         toolset = _cached(out / "toolset.json")
@@ -62,7 +62,7 @@ async def setup_domain(cfg, run_dir: Path, endpoints: Endpoints | None) -> Domai
         domain = Domain(name=name, description=cfg.domain.get("description") or f"a {cfg.domain.name} service",
                         policy=GENERIC_POLICY, toolset=toolset)
     elif kind == "synthetic_sql":
-        name = slug(cfg.domain.name)
+        name = slugify(cfg.domain.name) or "domain"
         source = run_dir / "domains" / name / "source.sqlite"
         if not source.exists():
             source.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ Every rejected item is counted by reason.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -195,7 +194,3 @@ async def synthesize_schema(model: RoleModel, domain: str, path: Path, rejection
             rejections[f"schema:{exc.reason}"] += 1
     raise ToolturnError(f"the LLM did not produce a usable schema for '{domain}' in {attempts} attempts "
                         f"(rejections: {dict(rejections)})")
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "domain"

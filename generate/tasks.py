@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from toolturn.core.sqlenv import Sandbox, SqlTool
 from toolturn.core.sqlschema import Column, ForeignKey, Table, quote_ident
-from toolturn.core.types import PlanStep, ReportItem, Subtask, Task, format_value, lookup, resolve_args
+from toolturn.core.types import PlanStep, ReportItem, Subtask, Task, lookup, resolve_args
 from toolturn.generate.roles.phrasing import describe_goal
 from toolturn.generate.tooling import MAX_RESULTS, label, singular
 

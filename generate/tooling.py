@@ -133,7 +133,7 @@ class _TableTools:
 
     def summarize(self, group: Column) -> SqlTool:
         measure = next((c for c in self.t.columns if c.affinity == "real" and not c.pk_index), None)
-        aggs = f", COUNT(*) AS \"count\""
+        aggs = ", COUNT(*) AS \"count\""
         if measure is not None:
             qm, m = quote_ident(measure.name), measure.param
             aggs += f", ROUND(SUM({qm}), 2) AS \"total_{m}\", ROUND(AVG({qm}), 2) AS \"average_{m}\""

@@ -90,7 +90,7 @@ class OracleAssistant:
         return AssistantTurn(" ".join(self.lines), [], list(self.acts))
 
     def _report(self, mode: str, ti: int, si: int) -> str:
-        task, st = self.tasks[ti], self.tasks[ti].subtasks[si]
+        st = self.tasks[ti].subtasks[si]
         results = list(self.results[ti])
         last = st.steps[-1]
         if (ti, last) in self.rerun:
