@@ -57,6 +57,9 @@ def _validate(cfg: DictConfig) -> None:
         if rule:
             raise ToolturnError(f"LLM-written tasks have no gold plan, so the {', '.join(rule)} cannot be rule-based; "
                                 f"use roles=llm")
+    if kinds["user"] != kinds["assistant"]:
+        raise ToolturnError("the rule-based user and oracle assistant talk through dialogue acts, so they come as a "
+                            f"pair: roles.user.kind={kinds['user']} but roles.assistant.kind={kinds['assistant']}")
     if cfg.domain.kind == "synthetic" and cfg.tools.mode != "simulated":
         raise ToolturnError("domain=synthetic has no database; it needs tools=simulated")
 

@@ -38,6 +38,9 @@ def bad_files(tmp_path_factory):
     (["num_dialogues=-5"], "num_dialogues must be a positive integer"),
     (["prefix={d}/prefix.jsonl"], "prefix.jsonl line 2"),
     (["prefix={d}/missing.jsonl"], "prefix file not found"),
+    (["tools=simulated"], "tools=simulated needs LLM-written tasks"),
+    (["roles.user.kind=llm"], "come as a pair"),
+    (["roles=llm", "roles.judge.kind=rule"], "cannot be rule-based"),
 ])
 def test_generate_bad_input(bad_files, tmp_path, args, needle):
     args = [a.format(d=bad_files) for a in args]
