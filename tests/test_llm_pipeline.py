@@ -182,3 +182,14 @@ def test_a_run_that_only_drops_stops_with_the_reason(tmp_path):
     with MockServer(World(faults={"judge": [invalid] * 100})) as server:
         with pytest.raises(ToolturnError, match="5 dialogues in a row were dropped .most often judge_invalid"):
             generate(llm_cfg(server.base_url, tmp_path / "run", "max_drop_streak=5", "concurrency=1"))
+
+
+def test_each_role_can_use_its_own_endpoint(tmp_path):
+    with MockServer(World()) as main_server, MockServer(World()) as user_server:
+        second = (f"+llm.endpoints.users={{server: none, base_url: '{user_server.base_url}', model: other, "
+                  f"max_concurrency: 2, timeout_s: 5, max_retries: 1}}")
+        run = generate(llm_cfg(main_server.base_url, tmp_path / "run", second, "roles.user.endpoint=users", n=2))
+        user_roles = {r for r, n in user_server.handler.calls.items() if n}
+        main_roles = {r for r, n in main_server.handler.calls.items() if n}
+    assert user_roles == {"user"} and "user" not in main_roles and {"assistant", "judge"} <= main_roles
+    assert {r["meta"]["roles"]["user"] for r in load_records(run)} == {"other"}
