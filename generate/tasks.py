@@ -177,7 +177,8 @@ class TaskGenerator:
         return args
 
     def _parent_by_text(self, sandbox, rng, parent: Table, plan: _Plan, where: str = "", args: tuple = ()):
-        """Step 0: find one parent row by a unique text value the user knows."""
+        """Step 0: find one parent row by a unique text value the user knows. Returns the row, the
+        user's slot, and the parameter searched on (not worth reporting back: the user said it)."""
         if not self.unique_text.get(parent.name):
             raise Infeasible(f"{parent.name} has no unique text column")
         col = rng.choice(self.unique_text[parent.name])
@@ -189,7 +190,7 @@ class TaskGenerator:
         found = plan.run(self._tool("search_", parent), {col.param: fact(slot)})
         if len(found) != 1:
             raise Infeasible("lookup value is not unique under substring search")
-        return row, slot
+        return row, slot, col.param
 
     # ---- easy -----------------------------------------------------------------------------------
     def _lookup(self, sandbox, rng, plan):
@@ -205,8 +206,8 @@ class TaskGenerator:
         t = rng.choice([t for t in self.tables.values() if self.unique_text[t.name]] or [None])
         if t is None:
             raise Infeasible("no table with a unique text column")
-        row, slot = self._parent_by_text(sandbox, rng, t, plan)
-        f = self._field(rng, t, row, exclude={slot.split(" ", 1)[-1].replace(" ", "_")})
+        row, slot, searched = self._parent_by_text(sandbox, rng, t, plan)
+        f = self._field(rng, t, row, exclude={searched})
         return [Subtask("find", label(self._entity(t)), [0], id_slots=[slot],
                         report=[plan.report(label(f.param), 0, 0, f.param)])]
 
@@ -267,9 +268,10 @@ class TaskGenerator:
         fc, pc = child.column(fk.columns[0]), parent.column(fk.ref_columns[0])
         having = (f"WHERE {quote_ident(pc.name)} IN (SELECT {quote_ident(fc.name)} FROM {quote_ident(child.name)} "
                   f"GROUP BY 1 HAVING COUNT(*) BETWEEN ? AND ?)")
-        row, slot = self._parent_by_text(sandbox, rng, parent, plan, having, (min_children, MAX_RESULTS - 1))
+        row, slot, searched = self._parent_by_text(sandbox, rng, parent, plan, having,
+                                                   (min_children, MAX_RESULTS - 1))
         plan.run(self._list_tool(child, fk), {fc.param: ref(0, 0, pc.param), "max_results": MAX_RESULTS})
-        g = self._field(rng, parent, row, exclude={slot.split(" ", 1)[-1].replace(" ", "_")})
+        g = self._field(rng, parent, row, exclude={searched})
         pk = child.primary_key[0].param
         children = label(singular(child.slug)) + " records"
         subtasks = [Subtask("find", label(self._entity(parent)), [0], id_slots=[slot],
@@ -297,10 +299,10 @@ class TaskGenerator:
         t = rng.choice([t for t in self.tables.values() if self.unique_text[t.name]] or [None])
         if t is None or len(t.primary_key) != 1:
             raise Infeasible("needs a unique text column and a single key")
-        row, slot = self._parent_by_text(sandbox, rng, t, plan)
+        row, slot, searched = self._parent_by_text(sandbox, rng, t, plan)
         pk = t.primary_key[0].param
         plan.run(self._tool("get_", t), {pk: ref(0, 0, pk)})
-        f = self._field(rng, t, row, exclude={slot.split(" ", 1)[-1].replace(" ", "_")})
+        f = self._field(rng, t, row, exclude={searched})
         return [Subtask("find", label(self._entity(t)), [0], id_slots=[slot], report=[plan.report(label(pk), 0, 0, pk)]),
                 Subtask("lookup", label(self._entity(t)), [1], report=[plan.report(label(f.param), 1, f.param)])]
 
