@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from hydra import compose, initialize_config_module  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
+from toolturn.core.endpoints import Endpoints  # noqa: E402
+from toolturn.core.rundir import RunDir
+from toolturn.generate.dialogue import DialogueFactory  # noqa: E402
 from toolturn.generate.domain_setup import setup_domain  # noqa: E402
-from toolturn.generate.endpoints import Endpoints  # noqa: E402
-from toolturn.generate.pipeline import DialogueFactory  # noqa: E402
 from toolturn.generate.run import _produce  # noqa: E402
 from toolturn.generate.shards import ShardWriter  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 
 def start_mock(latency: float) -> tuple[subprocess.Popen, str]:
@@ -53,11 +53,12 @@ def config(url: str, concurrency: int, out_dir: Path):
 
 async def run_level(url: str, concurrency: int, dialogues: int, work: Path) -> dict:
     cfg = config(url, concurrency, work / f"c{concurrency}")
-    with Endpoints(cfg, work / f"c{concurrency}") as endpoints:
-        domain = await setup_domain(cfg, work / f"c{concurrency}", endpoints)
+    run = RunDir(work / f"c{concurrency}")
+    with Endpoints(cfg.llm.endpoints, ["default"], run.logs) as endpoints:
+        domain = await setup_domain(cfg, run, endpoints)
         factory = DialogueFactory(domain, cfg, None, endpoints)
         client = endpoints.client("default")
-        writer = ShardWriter(work / f"c{concurrency}" / "shards", 0, 100_000)
+        writer = ShardWriter(run, 0, 100_000)
         samples: list[tuple[float, int]] = []
 
         async def sampler() -> None:

@@ -51,15 +51,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
-from tqdm import tqdm
-
+from toolturn.core.domains import Domain, prepare_domain
+from toolturn.core.rundir import RunDir
 from toolturn.core.sqlenv import SqlDomain, SqlTool
 from toolturn.core.sqlschema import Schema, Table, introspect, quote_ident
-from toolturn.generate.domains import Domain, prepare_domain
-from toolturn.generate.pipeline import DialogueFactory
+from toolturn.core.tools.schema_tools import derive_tools
+from toolturn.generate.dialogue import DialogueFactory
 from toolturn.generate.run import _produce
 from toolturn.generate.shards import ShardWriter
-from toolturn.generate.tooling import derive_tools
+from tqdm import tqdm
 
 SEED = 0
 TOOL_MIX = {"get": 0.30, "search": 0.20, "list": 0.20, "summarize": 0.10, "update": 0.20}
@@ -421,9 +421,9 @@ class CountingFactory:
         return out
 
 
-async def produce(factory, shard_dir: Path, n: int, concurrency: int) -> int:
+async def produce(factory, run_dir: Path, n: int, concurrency: int) -> int:
     """Keep n valid dialogues (indices 0, 1, ...) the way `toolturn-generate` does; returns how many it kept."""
-    writer = ShardWriter(shard_dir, 0, 100_000)
+    writer = ShardWriter(RunDir(run_dir), 0, 100_000)
     try:
         with tqdm(total=n, disable=True) as bar:
             await _produce(factory, writer, iter(range(10 ** 12)), n, concurrency, bar)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ToolturnError
+from .files import atomic_write
 
 KINDS = ("transformers", "vllm", "none")
 LORA_NAME = "adapter"
@@ -438,25 +439,19 @@ def _cache_root(cache_dir: Path | None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "toolturn"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _refresh_templates(model_dir: Path) -> None:
     """Make a cached dir carry the current chat/response templates (each file replaced atomically)."""
     from .chat_template import RESPONSE_TEMPLATE, TOOL_CHAT_TEMPLATE
 
     jinja = model_dir / "chat_template.jinja"
     if not jinja.exists() or jinja.read_text(encoding="utf-8") != TOOL_CHAT_TEMPLATE:
-        _atomic_write(jinja, TOOL_CHAT_TEMPLATE)
+        atomic_write(jinja, TOOL_CHAT_TEMPLATE)
     cfg_path = model_dir / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     if cfg.get("response_template") != RESPONSE_TEMPLATE or "chat_template" in cfg:
         cfg.pop("chat_template", None)  # chat_template.jinja is what transformers 5 reads (and writes)
         cfg["response_template"] = RESPONSE_TEMPLATE
-        _atomic_write(cfg_path, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(cfg_path, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 
 def _convert_smollm2(gguf: Path, out_dir: Path) -> None:

@@ -76,6 +76,11 @@ class Table:
         return next(c for c in self.columns if c.name == name)
 
     @property
+    def select_list(self) -> str:
+        """Every column under its parameter name: `"Col A" AS "col_a", ...`."""
+        return ", ".join(f"{quote_ident(c.name)} AS {quote_ident(c.param)}" for c in self.columns)
+
+    @property
     def order_by(self) -> str:
         keys = self.primary_key
         if keys:

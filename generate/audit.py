@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolturn.core.errors import ToolturnError
+from toolturn.core.rundir import RunDir, record_digest
 from toolturn.core.sqlenv import SqlDomain, SqlTool
-from toolturn.generate.pipeline import record_digest
-from toolturn.generate.stats import load_records
 
 
 @dataclass
@@ -27,8 +27,8 @@ class AuditReport:
         return not self.mismatches
 
 
-def load_domain(run_dir: Path, name: str) -> SqlDomain:
-    d = run_dir / "domains" / name
+def load_domain(run: RunDir, name: str) -> SqlDomain:
+    d = run.domain(name)
     info = json.loads((d / "domain.json").read_text())
     tools = [SqlTool.from_dict(t) for t in json.loads((d / "tools.json").read_text())]
     return SqlDomain(d / "db.sqlite", tools, info["tables"], info["enforce_foreign_keys"])
@@ -63,12 +63,12 @@ def audit_record(record: dict, domain: SqlDomain | None, report: AuditReport) ->
         sandbox.close()
 
 
-def audit_run(run_dir: Path) -> AuditReport:
+def audit_run(run: RunDir) -> AuditReport:
     report, domains = AuditReport(), {}
-    for record in load_records(run_dir):
+    for record in run.records():
         name = record["meta"]["domain"]
         if name not in domains and record["meta"].get("tool_mode") != "simulated":
-            domains[name] = load_domain(run_dir, name)
+            domains[name] = load_domain(run, name)
         audit_record(record, domains.get(name), report)
     for d in domains.values():
         d.close()
@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Replay and verify every tool call of a generation run.")
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
-    if not (args.run_dir / "shards").is_dir():
-        print(f"error: {args.run_dir} is not a generation run dir (no shards/)", file=sys.stderr)
+    try:
+        report = audit_run(RunDir.existing(args.run_dir))
+    except ToolturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    report = audit_run(args.run_dir)
     for line in report.mismatches[:50]:
         print(f"MISMATCH {line}")
     simulated = f" ({report.simulated} with simulated tools: digest only)" if report.simulated else ""

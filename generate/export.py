@@ -6,7 +6,9 @@ import json
 import logging
 from pathlib import Path
 
-from toolturn.generate.stats import compute_stats, format_table, load_records
+from toolturn.core.files import atomic_write
+from toolturn.core.rundir import RunDir
+from toolturn.generate.stats import compute_stats, format_table
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +76,14 @@ ds = load_from_disk("{dataset_path}")
 """
 
 
-def export_run(run_dir: Path) -> dict:
+def export_run(run: RunDir) -> dict:
     from datasets import Dataset
-    records = load_records(run_dir)
-    stats = compute_stats(run_dir, records)
-    (run_dir / "stats.json").write_text(json.dumps(stats, indent=1))
-    Dataset.from_list([to_arrow_row(r) for r in records]).save_to_disk(str(run_dir / "dataset"))
-    _plots(records, run_dir / "plots")
-    (run_dir / "README.md").write_text(CARD.format(
+    records = run.records()
+    stats = compute_stats(run, records)
+    atomic_write(run.stats, json.dumps(stats, indent=1))
+    Dataset.from_list([to_arrow_row(r) for r in records]).save_to_disk(str(run.dataset))
+    _plots(records, run.plots)
+    atomic_write(run.card, CARD.format(
         pipeline=stats["pipeline"], domains=", ".join(stats["domain"]), n=len(records), tool_mode=stats["tool_mode"],
-        table=format_table(stats), dataset_path=run_dir / "dataset"))
+        table=format_table(stats), dataset_path=run.dataset))
     return stats

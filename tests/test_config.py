@@ -4,11 +4,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
-
 import toolturn.conf
 from conftest import make_cfg
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 CONF = Path(toolturn.conf.__file__).parent
 

@@ -4,10 +4,9 @@ import re
 import sqlite3
 
 import pytest
-
 from conftest import make_cfg, sha256
+from toolturn.core.domains import BUILTIN, prepare_domain
 from toolturn.core.errors import ToolturnError
-from toolturn.generate.domains import BUILTIN, prepare_domain
 
 
 def table_dump(path):

@@ -3,12 +3,11 @@
 import json
 
 import pytest
-from datasets import load_from_disk
-
 from conftest import make_cfg
+from datasets import load_from_disk
+from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
-from toolturn.generate.stats import load_records
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def test_user_oriented_dialogues_are_dense(runs, run):
     assert stats["dialogues"] == 50
     assert stats["tasks"]["mean"] >= 2.0
     assert stats["user_turns_per_task"] >= 2.0
-    assert audit_run(runs[run]).ok
+    assert audit_run(RunDir(runs[run])).ok
 
 
 @pytest.mark.parametrize("run", ["task_retail", "task_classic"])
@@ -38,7 +37,7 @@ def test_task_oriented_dialogues_are_short(runs, run):
     stats = json.loads((runs[run] / "stats.json").read_text())
     assert stats["dialogues"] == 50
     assert stats["user_turns_per_task"] <= 1.5
-    assert audit_run(runs[run]).ok
+    assert audit_run(RunDir(runs[run])).ok
 
 
 def test_the_efficiency_trap_shows_in_the_stats(runs):
@@ -66,7 +65,7 @@ def test_export_is_trl_ready(runs):
 
 
 def test_records_follow_the_contract(runs):
-    records = load_records(runs["user_retail"])
+    records = RunDir(runs["user_retail"]).records()
     assert len({r["id"] for r in records}) == 50
     r = records[0]
     assert r["messages"][0]["role"] == "system"
@@ -86,8 +85,8 @@ def test_records_follow_the_contract(runs):
 def test_same_seed_same_dialogues(runs, tmp_path):
     again = generate(make_cfg("pipeline=user_oriented", "domain=retail", "num_dialogues=50", "concurrency=1",
                               f"out_dir={tmp_path / 'again'}"))
-    a = [(r["id"], r["messages"]) for r in load_records(runs["user_retail"])]
-    b = [(r["id"], r["messages"]) for r in load_records(again)]
+    a = [(r["id"], r["messages"]) for r in RunDir(runs["user_retail"]).records()]
+    b = [(r["id"], r["messages"]) for r in RunDir(again).records()]
     assert a == b
 
 
@@ -105,7 +104,7 @@ def test_audit_catches_hand_edits(runs, tmp_path):
     rec2["messages"][1]["content"] += " (edited)"
     lines[7] = json.dumps(rec2)
     part.write_text("\n".join(lines) + "\n")
-    report = audit_run(run)
+    report = audit_run(RunDir(run))
     assert not report.ok
     text = "\n".join(report.mismatches)
     assert rec["id"] in text and rec2["id"] in text and "digest" in text

@@ -7,9 +7,16 @@ import time
 
 import pytest
 from mock_openai import Fault, MockServer, Script, completion
-
-from toolturn.core.llm import (ChatResult, Endpoint, LLMClient, LLMError, Sampling, chat_json,
-                               extract_json_object, parse_text_tool_calls)
+from toolturn.core.llm import (
+    ChatResult,
+    Endpoint,
+    LLMClient,
+    LLMError,
+    Sampling,
+    chat_json,
+    extract_json_object,
+    parse_text_tool_calls,
+)
 
 MSGS = [{"role": "user", "content": "hi"}]
 

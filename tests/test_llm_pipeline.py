@@ -6,14 +6,13 @@ import json
 import threading
 
 import pytest
-
 from conftest import make_cfg
 from llm_world import World
 from mock_openai import Fault, MockServer, completion
 from toolturn.core.errors import ToolturnError
+from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
-from toolturn.generate.stats import load_records
 
 
 def llm_cfg(url, out_dir, *extra, n=3, pipeline="user_oriented"):
@@ -32,7 +31,7 @@ def drops(run_dir):
 def test_llm_roles_complete_dialogues(tmp_path, pipeline):
     with MockServer(World()) as server:
         run = generate(llm_cfg(server.base_url, tmp_path / "run", pipeline=pipeline, n=4))
-    records = load_records(run)
+    records = RunDir(run).records()
     assert len(records) == 4
     for r in records:
         meta = r["meta"]
@@ -44,7 +43,7 @@ def test_llm_roles_complete_dialogues(tmp_path, pipeline):
     for r in records:  # a request per task, plus the closing thanks in the user-oriented paradigm
         counts = r["meta"]["counts"]
         assert counts["user_turns"] == counts["tasks"] + (pipeline == "user_oriented")
-    assert audit_run(run).ok
+    assert audit_run(RunDir(run)).ok
 
 
 def test_malformed_json_is_repaired_then_dropped_with_reason(tmp_path):
@@ -53,10 +52,10 @@ def test_malformed_json_is_repaired_then_dropped_with_reason(tmp_path):
                                    completion("{broken"), completion("still {broken")]})  # twice: dropped
     with MockServer(world) as server:
         run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", "pipeline.tasks_per_dialogue=[1,1]"))
-    assert len(load_records(run)) == 3
+    assert len(RunDir(run).records()) == 3
     reasons = [d["drop_reason"] for d in drops(run)]
     assert reasons == ["user_json"]
-    assert any(r["meta"]["llm_events"].get("user_json_repaired") for r in load_records(run))
+    assert any(r["meta"]["llm_events"].get("user_json_repaired") for r in RunDir(run).records())
 
 
 def test_bad_tool_calls_become_tool_errors(tmp_path):
@@ -67,14 +66,14 @@ def test_bad_tool_calls_become_tool_errors(tmp_path):
     with MockServer(world) as server:
         run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", "pipeline.tasks_per_dialogue=[1,1]",
                                n=1))
-    record = load_records(run)[0]
+    record = RunDir(run).records()[0]
     errors = [json.loads(m["content"])["error"] for m in record["messages"] if m["role"] == "tool"
               and "error" in json.loads(m["content"])]
     assert any("unknown tool 'drop_all_tables'" in e for e in errors)
     assert any("must be of type integer" in e for e in errors)
     assert any("must be a JSON object" in e for e in errors)
     assert record["meta"]["counts"]["tool_errors"] == 3
-    assert audit_run(run).ok
+    assert audit_run(RunDir(run)).ok
 
 
 def test_empty_and_truncated_replies_are_retried_then_dropped(tmp_path):
@@ -83,9 +82,9 @@ def test_empty_and_truncated_replies_are_retried_then_dropped(tmp_path):
     with MockServer(world) as server:
         run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", "pipeline.tasks_per_dialogue=[1,1]",
                                n=2))
-    assert len(load_records(run)) == 2
+    assert len(RunDir(run).records()) == 2
     assert [d["drop_reason"] for d in drops(run)] == ["assistant_truncated"]
-    events = [r["meta"]["llm_events"] for r in load_records(run)]
+    events = [r["meta"]["llm_events"] for r in RunDir(run).records()]
     assert any(e.get("assistant_retried") for e in events)
 
 
@@ -93,7 +92,7 @@ def test_server_error_then_success_is_retried(tmp_path):
     world = World(faults={"user": [Fault.status(500), Fault.status(503, retry_after=0.01)]})
     with MockServer(world) as server:
         run = generate(llm_cfg(server.base_url, tmp_path / "run", "llm.endpoints.default.max_retries=3", n=2))
-    assert len(load_records(run)) == 2 and not drops(run)
+    assert len(RunDir(run).records()) == 2 and not drops(run)
 
 
 def test_hung_requests_stop_the_run_which_then_resumes(tmp_path):
@@ -101,10 +100,10 @@ def test_hung_requests_stop_the_run_which_then_resumes(tmp_path):
     with MockServer(world) as server:
         with pytest.raises(ToolturnError, match="no response within 2 s.*re-running the same command resumes"):
             generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", n=3))
-        partial = load_records(tmp_path / "run") if (tmp_path / "run" / "shards").exists() else []
+        partial = RunDir(tmp_path / "run").records() if (tmp_path / "run" / "shards").exists() else []
         assert len(partial) < 3
         run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", n=3))
-    records = load_records(run)
+    records = RunDir(run).records()
     assert len(records) == 3 and len({r["id"] for r in records}) == 3
     assert not drops(run)  # the stopped dialogue was not written as complete nor as dropped
 
@@ -122,26 +121,26 @@ def test_server_dying_mid_run_stops_cleanly_and_resumes(tmp_path):
     threading.Thread(target=lambda: dying.wait() and server.stop(), daemon=True).start()
     with pytest.raises(ToolturnError, match="Connect call failed.*resumes"):
         generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
-    assert len(load_records(tmp_path / "run")) < 8
+    assert len(RunDir(tmp_path / "run").records()) < 8
     restarted = MockServer(World())
     restarted.start(port=server.port)  # the endpoint comes back at the same address
     try:
         run = generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
     finally:
         restarted.stop()
-    records = load_records(run)
+    records = RunDir(run).records()
     assert len(records) == 8 and len({r["id"] for r in records}) == 8
-    assert audit_run(run).ok
+    assert audit_run(RunDir(run)).ok
 
 
 def test_simulated_tools_on_a_builtin_domain(tmp_path):
     with MockServer(World()) as server:
         run = generate(llm_cfg(server.base_url, tmp_path / "run", "tools=simulated", n=3))
-    records = load_records(run)
+    records = RunDir(run).records()
     assert len(records) == 3 and all(r["meta"]["tool_mode"] == "simulated" for r in records)
     schemas = json.loads((run / "domains" / "retail" / "return_schemas.json").read_text())
     assert schemas["get_customer"]["type"] == "object"
-    report = audit_run(run)
+    report = audit_run(RunDir(run))
     assert report.ok and report.simulated == 3 and report.calls == 0
 
 
@@ -154,7 +153,7 @@ def test_synthetic_toolset_domain(tmp_path):
     stats = json.loads((run / "stats.json").read_text())
     assert stats["synthesis_rejections"] == {"tool_spec:bad_name": 5, "tool_spec:duplicate_name": 8,
                                              "tool_spec:bad_parameter_type": 1}
-    assert len(load_records(run)) == 2
+    assert len(RunDir(run).records()) == 2
 
 
 def test_llm_written_sql_tools_are_validated(tmp_path):
@@ -174,7 +173,7 @@ def test_llm_synthesized_schema_becomes_a_sqlite_domain(tmp_path):
                                n=2))
     tools = {t["name"] for t in json.loads((run / "domains" / "pet_clinic" / "tools.json").read_text())}
     assert {"get_customer", "list_visits_for_customer", "summarize_customers_by_status"} <= tools
-    assert len(load_records(run)) == 2 and audit_run(run).ok
+    assert len(RunDir(run).records()) == 2 and audit_run(RunDir(run)).ok
 
 
 def test_a_run_that_only_drops_stops_with_the_reason(tmp_path):
@@ -192,4 +191,4 @@ def test_each_role_can_use_its_own_endpoint(tmp_path):
         user_roles = {r for r, n in user_server.handler.calls.items() if n}
         main_roles = {r for r, n in main_server.handler.calls.items() if n}
     assert user_roles == {"user"} and "user" not in main_roles and {"assistant", "judge"} <= main_roles
-    assert {r["meta"]["roles"]["user"] for r in load_records(run)} == {"other"}
+    assert {r["meta"]["roles"]["user"] for r in RunDir(run).records()} == {"other"}

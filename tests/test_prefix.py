@@ -3,9 +3,9 @@
 import json
 
 from conftest import make_cfg
+from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
-from toolturn.generate.stats import load_records
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi, what are your opening hours?"},
@@ -20,7 +20,7 @@ def test_prefix_is_kept_verbatim_and_continued(tmp_path):
     prefix = tmp_path / "prefix.jsonl"
     prefix.write_text("\n".join(json.dumps({"messages": c}) for c in CONVERSATIONS) + "\n")
     run = generate(make_cfg("domain=retail", "num_dialogues=6", f"prefix={prefix}", f"out_dir={tmp_path / 'r'}"))
-    records = load_records(run)
+    records = RunDir(run).records()
     assert len(records) == 6
     for r in records:
         meta = r["meta"]["prefix"]
@@ -32,4 +32,4 @@ def test_prefix_is_kept_verbatim_and_continued(tmp_path):
             assert kept[0]["role"] == "system" and n == len(source) + 1
         new = r["messages"][n:]
         assert new[0]["role"] == "user" and any(m.get("tool_calls") for m in new)
-    assert audit_run(run).ok
+    assert audit_run(RunDir(run)).ok

@@ -7,13 +7,12 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import BIN, make_cfg
 from toolturn.core.errors import ToolturnError
-from toolturn.core.jsonl import repair_tail
+from toolturn.core.files import repair_tail
+from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
-from toolturn.generate.stats import load_records
 
 N = 300
 
@@ -52,7 +51,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     done = subprocess.run(command(run), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert check_run(run, N) == expected  # same records as the uninterrupted run, nothing lost or doubled
-    assert audit_run(run).ok
+    assert audit_run(RunDir(run)).ok
     sessions = (run / "sessions.jsonl").read_text().splitlines()
     assert len(sessions) >= 1
 
@@ -70,7 +69,7 @@ def test_torn_lines_are_repaired_on_resume(tmp_path):
     log.write_text("\n".join(log_lines[:8]) + "\n" + log_lines[8][:10])
     generate(cfg(10))
     assert [json.loads(x)["id"] for x in part.read_text().splitlines()] == [json.loads(x)["id"] for x in good]
-    assert len(load_records(out)) == 10
+    assert len(RunDir(out).records()) == 10
 
 
 def test_repair_tail_cuts_only_the_torn_line(tmp_path):
@@ -90,12 +89,12 @@ def test_workers_shard_one_run_deterministically(tmp_path):
     for i in (1, 0):
         generate(make_cfg("domain=telecom", "num_dialogues=30", "workers=2", f"worker_index={i}",
                           f"out_dir={sharded}"))
-    records = load_records(sharded)
+    records = RunDir(sharded).records()
     assert len(records) == 30 and len({r["id"] for r in records}) == 30
     for path in (sharded / "shards").glob("part-*.jsonl"):
         worker = int(path.name.split("-")[1])
         assert all(json.loads(line)["meta"]["index"] % 2 == worker for line in path.read_text().splitlines())
-    assert {r["id"] for r in records} == {r["id"] for r in load_records(single)}
+    assert {r["id"] for r in records} == {r["id"] for r in RunDir(single).records()}
     assert (sharded / "stats.json").exists()  # the last worker to finish exported the whole run
 
 
@@ -104,4 +103,4 @@ def test_resume_with_different_settings_is_refused(tmp_path):
     with pytest.raises(ToolturnError, match="different seed"):
         generate(make_cfg("domain=retail", "num_dialogues=3", "seed=1", f"out_dir={tmp_path}"))
     generate(make_cfg("domain=retail", "num_dialogues=3", "concurrency=2", f"out_dir={tmp_path}"))  # resumes
-    assert len(load_records(tmp_path)) == 3
+    assert len(RunDir(tmp_path).records()) == 3

@@ -4,14 +4,13 @@ import asyncio
 import random
 
 import pytest
-
 from conftest import make_cfg
 from toolturn.core.episode import EpisodeState, run_episode
-from toolturn.generate.pipeline import DialogueFactory
-from toolturn.generate.roles import phrasing as P
-from toolturn.generate.roles.agenda_user import AgendaUser, UserBehaviour
-from toolturn.generate.roles.oracle_assistant import OracleAssistant
-from toolturn.generate.tasks import TaskGenerator
+from toolturn.core.roles import phrasing as P
+from toolturn.core.roles.agenda_user import AgendaUser, UserBehaviour
+from toolturn.core.roles.oracle_assistant import OracleAssistant
+from toolturn.core.tasks.programmatic import TaskGenerator
+from toolturn.generate.dialogue import DialogueFactory
 
 USER_ORIENTED = UserBehaviour(reveal_per_turn=(1, 2), withhold_ids=0.5, confirm_prob=0.3, feedback=True,
                               close_message=True)

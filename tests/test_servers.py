@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from toolturn.core import servers
 from toolturn.core.errors import ToolturnError
 from toolturn.core.servers import (

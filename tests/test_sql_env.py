@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import sha256
 from toolturn.core.sqlenv import SqlDomain, SqlTool
 

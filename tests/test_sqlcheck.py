@@ -1,7 +1,6 @@
 """Admission checks for LLM-written SQL tools: every rejection has its reason, the database is untouched."""
 
 import pytest
-
 from toolturn.generate.sqlcheck import Rejected, check_sql_tool
 
 NO_PARAMS = {"type": "object", "properties": {}}

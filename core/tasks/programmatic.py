@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 from toolturn.core.sqlenv import Sandbox, SqlTool
 from toolturn.core.sqlschema import Column, ForeignKey, Table, quote_ident
-from toolturn.core.types import PlanStep, ReportItem, Subtask, Task, lookup, resolve_args
-from toolturn.generate.roles.phrasing import describe_goal
-from toolturn.generate.tooling import MAX_RESULTS, label, singular
+from toolturn.core.tasks.types import PlanStep, ReportItem, Subtask, Task, lookup, resolve_args
+from toolturn.core.tasks.wording import describe_goal
+from toolturn.core.tools.schema_tools import MAX_RESULTS, label, singular
 
 DIFFICULTIES = ("easy", "medium", "hard")
 MAX_ATTEMPTS = 40
@@ -133,8 +133,7 @@ class TaskGenerator:
         n = sandbox.conn.execute(f"SELECT COUNT(*) FROM {q} {where}", args).fetchone()[0]
         if n == 0:
             raise Infeasible(f"no rows in {t.name}")
-        select = ", ".join(f"{quote_ident(c.name)} AS {quote_ident(c.param)}" for c in t.columns)
-        cur = sandbox.conn.execute(f"SELECT {select} FROM {q} {where} ORDER BY {t.order_by} LIMIT 1 OFFSET ?",
+        cur = sandbox.conn.execute(f"SELECT {t.select_list} FROM {q} {where} ORDER BY {t.order_by} LIMIT 1 OFFSET ?",
                                    (*args, rng.randrange(n)))
         return dict(zip([d[0] for d in cur.description], cur.fetchone()))
 

@@ -14,12 +14,12 @@ import json
 import random
 
 import jsonschema
-
 from toolturn.core.errors import ToolCallError
 from toolturn.core.llm import extract_json_value
+from toolturn.core.prompts import load as load_prompt
+from toolturn.core.role_model import RoleModel
 from toolturn.core.sqlenv import ToolResult, check_parameters, dump_json
-from toolturn.generate.prompts import load as load_prompt
-from toolturn.generate.roles.llm_roles import RoleModel, render_transcript
+from toolturn.core.transcript import render_transcript
 
 ENTITY_KEYS = ("id", "name", "email", "number", "code", "date")
 MAX_ENTITIES = 40

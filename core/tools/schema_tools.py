@@ -68,7 +68,7 @@ class _TableTools:
         self.many = plural(entity)
         self.q = quote_ident(table.name)
         self.fk_columns = {c for fk in table.foreign_keys for c in fk.columns}
-        self.select = ", ".join(f"{quote_ident(c.name)} AS {quote_ident(c.param)}" for c in table.columns)
+        self.select = table.select_list
 
     def param(self, col: Column, description: str | None = None) -> dict:
         spec: dict = {"type": col.json_type, "description": description or f"{label(col.param)} of the {self.one}"}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import random
 
+from toolturn.core.prompts import load as load_prompt
+from toolturn.core.role_model import RoleModel
 from toolturn.core.sqlschema import Schema, quote_ident
-from toolturn.core.types import Task
-from toolturn.generate.prompts import load as load_prompt
-from toolturn.generate.roles.llm_roles import RoleModel
+from toolturn.core.tasks.types import Task
 
 DIFFICULTY_HINTS = {"easy": "one lookup", "medium": "two or three dependent steps: a later step needs a value an "
                     "earlier one returns", "hard": "four or more steps including at least one change to a record"}
@@ -27,9 +27,8 @@ def sample_rows(conn, schema: Schema, rng: random.Random, per_table: int = RESER
     for name, table in sorted(schema.tables.items()):
         if not table.row_count:
             continue
-        cols = ", ".join(f"{quote_ident(c.name)} AS {quote_ident(c.param)}" for c in table.columns)
         offset = rng.randrange(max(1, table.row_count - per_table + 1))
-        cur = conn.execute(f"SELECT {cols} FROM {quote_ident(name)} LIMIT ? OFFSET ?", (per_table, offset))
+        cur = conn.execute(f"SELECT {table.select_list} FROM {quote_ident(name)} LIMIT ? OFFSET ?", (per_table, offset))
         names = [d[0] for d in cur.description]
         out[table.slug] = [dict(zip(names, row)) for row in cur.fetchall()]
     return out

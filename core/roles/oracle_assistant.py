@@ -14,8 +14,8 @@ from collections import deque
 from typing import Any
 
 from toolturn.core.episode import AssistantTurn, EpisodeState
-from toolturn.core.types import Task, format_value, lookup, resolve_args
-from toolturn.generate.roles import phrasing as P
+from toolturn.core.roles import phrasing as P
+from toolturn.core.tasks.types import Task, format_value, lookup, resolve_args
 
 
 class OracleAssistant:

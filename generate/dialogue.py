@@ -1,4 +1,4 @@
-"""One dialogue, end to end: tasks -> roles -> episode -> judge -> record.
+"""One dialogue of a generation run, end to end: tasks -> roles -> episode -> judge -> record.
 
 The two paradigms differ only in the user's behaviour and the number of chained tasks, both read from
 the `pipeline` config group: task-oriented users state everything at once; user-oriented users reveal
@@ -15,19 +15,24 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from toolturn.core.domains import Domain
+from toolturn.core.endpoints import Endpoints, sampling
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
+from toolturn.core.judges.execution import Judgment, judge, rubric_tools, task_problem
+from toolturn.core.judges.rubric import llm_judge
 from toolturn.core.llm import LLMError
-from toolturn.core.types import Task
-from toolturn.generate.domains import Domain
-from toolturn.generate.endpoints import Endpoints, llm_roles, sampling
-from toolturn.generate.judge import Judgment, judge, rubric_tools, task_problem
-from toolturn.generate.llm_tasks import LLMTaskGenerator
-from toolturn.generate.prompts import load as load_prompt
-from toolturn.generate.roles.agenda_user import AgendaUser, UserBehaviour
-from toolturn.generate.roles.llm_roles import LLMAssistant, LLMUser, Meter, RoleModel, llm_judge
-from toolturn.generate.roles.oracle_assistant import OracleAssistant
-from toolturn.generate.tasks import TaskGenerator
-from toolturn.generate.tool_simulator import ToolSimulator
+from toolturn.core.prompts import load as load_prompt
+from toolturn.core.role_model import Meter, RoleModel
+from toolturn.core.roles.agenda_user import AgendaUser, UserBehaviour
+from toolturn.core.roles.llm_assistant import LLMAssistant
+from toolturn.core.roles.llm_user import LLMUser
+from toolturn.core.roles.oracle_assistant import OracleAssistant
+from toolturn.core.rundir import record_digest
+from toolturn.core.tasks.llm_goals import LLMTaskGenerator
+from toolturn.core.tasks.programmatic import TaskGenerator
+from toolturn.core.tasks.types import Task
+from toolturn.core.tools.simulator import ToolSimulator
+from toolturn.generate.config import llm_roles
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +46,6 @@ class Outcome:
     task_rejections: dict[str, int] = field(default_factory=dict)
     fatal: str | None = None  # the run must stop (e.g. the LLM endpoint is gone); nothing is committed
     attempt: dict | None = None  # {tasks, user_turns} of a dropped dialogue, for statistics over all attempts
-
-
-def record_digest(messages: list[dict], tools: list[dict]) -> str:
-    """Content hash stored in meta.digest; the audit recomputes it to catch hand edits."""
-    blob = json.dumps({"messages": messages, "tools": tools}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def count_turns(messages: list[dict], start: int) -> dict[str, int]:
@@ -91,9 +90,10 @@ class DialogueFactory:
         self.simulated = cfg.tools.mode == "simulated"
         self.all_tools = {t["function"]["name"]: t for t in domain.toolset}
         self.write_tools = {t.name for t in domain.tools if t.effect == "write"}
-        self.llm = llm_roles(cfg)
+        specs = llm_roles(cfg)
+        self.llm = {role: spec.endpoint for role, spec in specs.items()}
         # plain values, read once: OmegaConf access is slow on the per-dialogue path
-        self.samplings = {role: sampling(cfg.roles[role]) for role in self.llm}
+        self.samplings = {role: sampling(spec) for role, spec in specs.items()}
         self.max_messages = int(cfg.max_messages)
         self.tools_per_dialogue, self.prefix_source = int(cfg.tools_per_dialogue), cfg.prefix
         self.meta_base = {"pipeline": p.name, "tool_mode": cfg.tools.mode, "domain": domain.name, "seed": self.seed}
@@ -103,10 +103,10 @@ class DialogueFactory:
         self.system_prompt = load_prompt("assistant_system").format(policy=domain.policy,
                                                                     description=domain.description)
         if r.task_generator.kind == "rule":
-            self.taskgen, self.llm_taskgen = TaskGenerator(domain, dict(p.difficulty)), None
+            self.taskgen, self.llm_taskgen = TaskGenerator(domain, dict(cfg.tasks.difficulty)), None
         else:
             self.taskgen = None
-            self.llm_taskgen = LLMTaskGenerator(domain, domain.schema_sql, dict(p.difficulty), self.seed)
+            self.llm_taskgen = LLMTaskGenerator(domain, domain.schema_sql, dict(cfg.tasks.difficulty), self.seed)
         self.roles_meta = {role: (self.endpoints.model_name(self.llm[role]) if role in self.llm else RULE_NAMES[role])
                            for role in RULE_NAMES}
         if self.simulated:

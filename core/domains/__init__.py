@@ -16,7 +16,7 @@ from pathlib import Path
 from toolturn.core.errors import ToolturnError
 from toolturn.core.sqlenv import SqlDomain, SqlTool, load_into_memory
 from toolturn.core.sqlschema import Schema, introspect, slugify
-from toolturn.generate.tooling import derive_tools
+from toolturn.core.tools.schema_tools import derive_tools
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Domain:
 
 
 def _builtin_module(name: str):
-    return importlib.import_module(f"toolturn.generate.domains.{name}")
+    return importlib.import_module(f"toolturn.core.domains.{name}")
 
 
 def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:

@@ -1,9 +1,11 @@
-"""Append-only JSONL files that survive SIGKILL: one write + flush per record, torn tails repaired."""
+"""Files that survive SIGKILL: append-only JSONL (one write + flush per record, torn tails repaired)
+and atomic whole-file writes (temp file + rename)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -51,3 +53,14 @@ class Appender:
 
     def close(self) -> None:
         self._f.close()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename: a reader or a killed writer never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, value) -> None:
+    atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False))

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from toolturn.core.types import Task, format_value
+from toolturn.core.tasks.types import Task, format_value
 
 
 @dataclass

@@ -8,13 +8,13 @@ from pathlib import Path
 from ._seed import (
     days_since_reference,
     digits,
-    email_for,
     iso_datetime,
     iso_day,
     iso_moment,
     make_generators,
-    money,
     moment,
+    money,
+    people,
     unique,
     us_phone,
     weighted,
@@ -142,28 +142,17 @@ _TICKET_SUBJECTS = {
     "roaming": ["Roaming not working abroad", "Unexpected roaming charges", "Enable roaming for trip"],
     "account": ["Update billing address", "Add authorised user", "Close a line", "Port-in number request"],
 }
-_EMAIL_DOMAINS = ["example.com", "mail.example.org", "inbox.example.net"]
 _PERIODS = ["2025-10", "2025-11", "2025-12"]  # the three full months before the reference date
 
 N_CUSTOMERS = 150
 N_TICKETS = 110
 
 
-def _customers(fake, rng):
-    seen: set[str] = set()
-    rows = []
-    for cid in range(1, N_CUSTOMERS + 1):
-        first, last = fake.first_name(), fake.last_name()
-        state = fake.state_abbr(include_territories=False)
-        address = f"{fake.street_address()}, {fake.city()}, {state} {fake.postcode()}"
-        rows.append((
-            cid, email_for(rng, first, last, _EMAIL_DOMAINS, seen), first, last,
-            iso_day(rng, -85 * 365, -18 * 365),
-            weighted(rng, {"active": 88, "suspended": 8, "closed": 4}),
-            weighted(rng, {"A": 55, "B": 30, "C": 15}),
-            address, iso_datetime(rng, -3000, -120),
-        ))
-    return rows
+def _customer_details(fake, rng):
+    state = fake.state_abbr(include_territories=False)
+    address = f"{fake.street_address()}, {fake.city()}, {state} {fake.postcode()}"
+    return (iso_day(rng, -85 * 365, -18 * 365), weighted(rng, {"active": 88, "suspended": 8, "closed": 4}),
+            weighted(rng, {"A": 55, "B": 30, "C": 15}), address, iso_datetime(rng, -3000, -120))
 
 
 def _plans():
@@ -286,7 +275,7 @@ def _support_tickets(rng, customers, lines):
 def build(path: Path, seed: int) -> None:
     """Create the telecom database at ``path`` (must not exist) from ``seed``."""
     fake, rng = make_generators("telecom", seed)
-    customers = _customers(fake, rng)
+    customers = people(fake, rng, N_CUSTOMERS, _customer_details)
     plans = _plans()
     devices, lines = _devices_and_lines(rng, customers, plans)
     write_database(path, SCHEMA, {

@@ -16,9 +16,9 @@ import random
 from dataclasses import dataclass
 
 from toolturn.core.episode import EpisodeState, UserTurn
-from toolturn.core.types import Task, format_value
-from toolturn.generate.roles import phrasing as P
-
+from toolturn.core.roles import phrasing as P
+from toolturn.core.tasks.types import Task, format_value
+from toolturn.core.tasks.wording import clause
 
 CONFIRMABLE = ("lookup", "find", "summary", "parent", "related")  # read results worth double-checking
 
@@ -62,8 +62,8 @@ class AgendaUser:
         if self.open:
             if not parts:  # the assistant did not address what is outstanding: ask again
                 key = next(iter(self.open))
-                clause = P.clause(self.tasks[key[0]].subtasks[key[1]], self.tasks[key[0]], reveal_ids=True)
-                parts.append(P.pick(self.rng, P.USER_REQUESTS, c=clause))
+                wanted = clause(self.tasks[key[0]].subtasks[key[1]], self.tasks[key[0]], reveal_ids=True)
+                parts.append(P.pick(self.rng, P.USER_REQUESTS, c=wanted))
                 acts.append({"act": "request", "task": key[0], "subtask": key[1],
                              "ids": self._slots(self.tasks[key[0]].subtasks[key[1]], True)})
             return UserTurn(" ".join(parts), False, acts)
@@ -113,7 +113,7 @@ class AgendaUser:
         for si in range(self.next_subtask, self.next_subtask + k):
             st = task.subtasks[si]
             reveal = self.b.reveal_per_turn is None or self.rng.random() >= self.b.withhold_ids
-            clauses.append(P.clause(st, task, reveal_ids=reveal))
+            clauses.append(clause(st, task, reveal_ids=reveal))
             acts.append({"act": "request", "task": self.task_index, "subtask": si, "ids": self._slots(st, reveal)})
             self.open[(self.task_index, si)] = "requested"
         self.next_subtask += k

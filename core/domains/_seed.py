@@ -108,10 +108,23 @@ def unique(make: Callable[[], str], seen: set[str]) -> str:
     raise RuntimeError("could not generate a unique value")
 
 
+EMAIL_DOMAINS = ("example.com", "mail.example.org", "inbox.example.net")
+
+
 def email_for(rng: random.Random, first: str, last: str, domains: Sequence[str], seen: set[str]) -> str:
     """A unique, lowercase ``first.lastNN@domain`` address."""
     local = re.sub(r"[^a-z]", "", first.lower()) + "." + re.sub(r"[^a-z]", "", last.lower())
     return unique(lambda: f"{local}{rng.randint(1, 99)}@{rng.choice(domains)}", seen)
+
+
+def people(fake: Faker, rng: random.Random, n: int, details: Callable[[Faker, random.Random], tuple]) -> list[tuple]:
+    """Rows ``(id, email, first_name, last_name, *details(fake, rng))`` for ids 1..n, e-mails unique."""
+    seen: set[str] = set()
+    rows = []
+    for pid in range(1, n + 1):
+        first, last = fake.first_name(), fake.last_name()
+        rows.append((pid, email_for(rng, first, last, EMAIL_DOMAINS, seen), first, last, *details(fake, rng)))
+    return rows
 
 
 def digits(rng: random.Random, count: int) -> str:

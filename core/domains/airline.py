@@ -8,13 +8,13 @@ from pathlib import Path
 from ._seed import (
     days_since_reference,
     digits,
-    email_for,
     iso_datetime,
     iso_day,
     iso_moment,
     make_generators,
     moment,
     money,
+    people,
     unique,
     us_phone,
     weighted,
@@ -145,7 +145,6 @@ _CABINS = {  # cabin -> (booking weight, seat rows, fare multiplier)
     "business": (11, range(3, 8), 3.4),
     "first": (4, range(1, 3), 5.5),
 }
-_EMAIL_DOMAINS = ["example.com", "mail.example.org", "inbox.example.net"]
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _NATIONALITIES = {"US": 70, "CA": 8, "GB": 7, "MX": 6, "FR": 4, "JP": 5}
 
@@ -220,17 +219,8 @@ def _flights(rng, routes, aircraft):
     return [(fid, *row[1:]) for fid, row in enumerate(rows, start=1)]
 
 
-def _passengers(fake, rng):
-    seen: set[str] = set()
-    rows = []
-    for pid in range(1, N_PASSENGERS + 1):
-        first, last = fake.first_name(), fake.last_name()
-        rows.append((
-            pid, email_for(rng, first, last, _EMAIL_DOMAINS, seen), first, last,
-            iso_day(rng, -80 * 365, -18 * 365), us_phone(rng),
-            weighted(rng, _NATIONALITIES),
-        ))
-    return rows
+def _passenger_details(fake, rng):
+    return iso_day(rng, -80 * 365, -18 * 365), us_phone(rng), weighted(rng, _NATIONALITIES)
 
 
 def _loyalty_accounts(rng, passengers):
@@ -308,7 +298,7 @@ def build(path: Path, seed: int) -> None:
     airports = _airports()
     aircraft = _aircraft(rng)
     flights = _flights(rng, _routes(rng, airports), aircraft)
-    passengers = _passengers(fake, rng)
+    passengers = people(fake, rng, N_PASSENGERS, _passenger_details)
     loyalty = _loyalty_accounts(rng, passengers)
     bookings = _bookings(rng, passengers, flights)
     write_database(path, SCHEMA, {

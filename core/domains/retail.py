@@ -7,10 +7,10 @@ from pathlib import Path
 from ._seed import (
     days_since_reference,
     digits,
-    email_for,
     iso_datetime,
     make_generators,
     money,
+    people,
     unique,
     us_phone,
     weighted,
@@ -116,26 +116,15 @@ _CATALOGUE = {
     "toys": ((5, 150), ["Puzzle", "Building Set", "Plush Bear", "Board Game", "Kite", "Robot Kit"]),
 }
 _ADJECTIVES = ["Classic", "Compact", "Deluxe", "Eco", "Essential", "Pro", "Smart", "Ultra", "Vintage", "Wireless"]
-_EMAIL_DOMAINS = ["example.com", "mail.example.org", "inbox.example.net"]
 
 N_CUSTOMERS = 150
 N_PRODUCTS = 80
 N_ORDERS = 300
 
 
-def _customers(fake, rng):
-    seen: set[str] = set()
-    rows = []
-    for cid in range(1, N_CUSTOMERS + 1):
-        first, last = fake.first_name(), fake.last_name()
-        rows.append((
-            cid, email_for(rng, first, last, _EMAIL_DOMAINS, seen), first, last,
-            us_phone(rng),
-            weighted(rng, {"standard": 60, "silver": 22, "gold": 13, "platinum": 5}),
-            weighted(rng, {"active": 90, "suspended": 6, "closed": 4}),
-            iso_datetime(rng, -1500, -60),
-        ))
-    return rows
+def _customer_details(fake, rng):
+    return (us_phone(rng), weighted(rng, {"standard": 60, "silver": 22, "gold": 13, "platinum": 5}),
+            weighted(rng, {"active": 90, "suspended": 6, "closed": 4}), iso_datetime(rng, -1500, -60))
 
 
 def _addresses(fake, rng, customers):
@@ -229,7 +218,7 @@ def _returns(rng, orders, items):
 def build(path: Path, seed: int) -> None:
     """Create the retail database at ``path`` (must not exist) from ``seed``."""
     fake, rng = make_generators("retail", seed)
-    customers = _customers(fake, rng)
+    customers = people(fake, rng, N_CUSTOMERS, _customer_details)
     addresses = _addresses(fake, rng, customers)
     products = _products(rng)
     orders, items = _orders_and_items(rng, customers, addresses, products)

@@ -1,0 +1,86 @@
+"""A run's LLM endpoints: managed servers started once per run, one async client per endpoint.
+
+Each endpoint is a config node (`llm.endpoints.<name>`: server, model, base_url, api_key_env, ...).
+Only the endpoints a run names are started; servers are stopped on exit, error or signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from toolturn.core.errors import ToolturnError
+from toolturn.core.llm import Endpoint, LLMClient, Sampling
+from toolturn.core.servers import ManagedServer, ServerSpec, embedded_smollm2_dir
+
+
+def sampling(spec) -> Sampling:
+    return Sampling(temperature=float(spec.get("temperature", 0.7)), top_p=float(spec.get("top_p", 1.0)),
+                    max_tokens=int(spec.get("max_tokens", 512)))
+
+
+def _resolve_model(model: str) -> str:
+    if model == "embedded:smollm2":
+        return str(embedded_smollm2_dir())
+    return model
+
+
+@dataclass
+class _Live:
+    server: ManagedServer
+    endpoint: Endpoint
+
+
+class Endpoints:
+    """Context manager: starts what the config needs; `client(name)` inside the event loop."""
+
+    def __init__(self, specs: Mapping[str, Any], names: Iterable[str], log_dir: Path):
+        self.specs, self.log_dir = specs, log_dir
+        self.needed = sorted(set(names))
+        self.live: dict[str, _Live] = {}
+        self.clients: dict[str, LLMClient] = {}
+        unknown = [n for n in self.needed if n not in specs]
+        if unknown:
+            raise ToolturnError(f"roles name endpoint(s) {unknown} that llm.endpoints does not define "
+                                f"(defined: {sorted(specs)})")
+
+    def __enter__(self) -> "Endpoints":
+        try:
+            for name in self.needed:
+                e = self.specs[name]
+                try:
+                    spec = ServerSpec(kind=e.server, model=_resolve_model(e.model) if e.server != "none" else e.model,
+                                      base_url=e.get("base_url"), api_key_env=e.get("api_key_env"),
+                                      lora=e.get("lora"), extra_args=list(e.get("extra_args") or []))
+                    if e.server != "none":
+                        self.log_dir.mkdir(parents=True, exist_ok=True)
+                    server = ManagedServer(spec, log_dir=self.log_dir)
+                    base_url = server.start()
+                except ToolturnError as exc:
+                    raise ToolturnError(f"endpoint '{name}': {exc}") from None
+                self.live[name] = _Live(server, Endpoint(
+                    base_url=base_url, model=server.model_name, api_key=server.api_key,
+                    max_concurrency=int(e.max_concurrency), timeout_s=float(e.timeout_s),
+                    max_retries=int(e.max_retries)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def client(self, name: str) -> LLMClient:
+        if name not in self.clients:
+            self.clients[name] = LLMClient(self.live[name].endpoint)
+        return self.clients[name]
+
+    def model_name(self, name: str) -> str:
+        return self.live[name].endpoint.model
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+
+    def __exit__(self, *exc) -> None:
+        for live in self.live.values():
+            live.server.stop()

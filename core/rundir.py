@@ -1,0 +1,113 @@
+"""The run-dir format of the generation stage: every path in it, the record's content digest, and
+reading records back.
+
+Writers (the generator, the shard writer, domain set-up, export) take their paths from `RunDir`;
+readers (audit, stats, export, training) import only this module and the JSONL helpers, nothing
+that loads roles, LLM clients, servers or torch.
+
+    config.yaml  stats.json  README.md  plots/  sessions.jsonl  logs/  .hydra_runs/
+    domains/<name>/  db.sqlite (pristine) schema.sql tools.json domain.json skipped.json ...
+    shards/part-<worker>-<n>.jsonl  one record per kept dialogue
+    shards/log-<worker>.jsonl       one line per finished index: kept, or the drop reason
+    dataset/                        HF datasets built from the shards
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from toolturn.core.errors import ToolturnError
+from toolturn.core.files import read_jsonl
+
+
+def record_digest(messages: list[dict], tools: list[dict]) -> str:
+    """Content hash stored in meta.digest; the audit recomputes it to catch hand edits."""
+    blob = json.dumps({"messages": messages, "tools": tools}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def existing(cls, path: str | Path) -> "RunDir":
+        """A run dir that must already hold shards (one-line error otherwise)."""
+        run = cls(Path(path))
+        if not run.shards.is_dir():
+            raise ToolturnError(f"{path} is not a generation run dir (no shards/)")
+        return run
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "README.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def sessions(self) -> Path:
+        return self.root / "sessions.jsonl"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    @property
+    def domains(self) -> Path:
+        return self.root / "domains"
+
+    def domain(self, name: str) -> Path:
+        return self.domains / name
+
+    def lock(self, name: str) -> Path:
+        return self.root / f".{name}.lock"
+
+    def part_file(self, worker: int, n: int) -> Path:
+        return self.shards / f"part-{worker:04d}-{n:05d}.jsonl"
+
+    def log_file(self, worker: int) -> Path:
+        return self.shards / f"log-{worker:04d}.jsonl"
+
+    def part_files(self, worker: int | None = None) -> list[Path]:
+        pattern = f"part-{worker:04d}-*.jsonl" if worker is not None else "part-*.jsonl"
+        return sorted(self.shards.glob(pattern))
+
+    def log_files(self) -> list[Path]:
+        return sorted(self.shards.glob("log-*.jsonl"))
+
+    def iter_records(self) -> Iterator[dict]:
+        for path in self.part_files():
+            yield from read_jsonl(path)
+
+    def records(self) -> list[dict]:
+        """Every kept record, in dialogue-index order."""
+        return sorted(self.iter_records(), key=lambda r: r["meta"]["index"])
+
+    def log_rows(self) -> Iterator[dict]:
+        for path in self.log_files():
+            yield from read_jsonl(path)
+
+    def session_rows(self) -> list[dict]:
+        return [json.loads(line) for line in open(self.sessions)] if self.sessions.exists() else []
