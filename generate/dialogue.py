@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from toolturn.core.domains import Domain
 from toolturn.core.endpoints import Endpoints, sampling
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
-from toolturn.core.judges.execution import Judgment, judge, rubric_tools, task_problem
+from toolturn.core.judges.execution import Judgment, judge, task_problem
 from toolturn.core.judges.rubric import llm_judge
+from toolturn.core.judges.structural import check_structure, rubric_tools
 from toolturn.core.llm import LLMError
 from toolturn.core.prompts import load as load_prompt
 from toolturn.core.role_model import Meter, RoleModel
@@ -213,7 +214,11 @@ class DialogueFactory:
                        task_rejections=rejections)
 
     async def _judge(self, tasks, completed, state, end_state, gold, models) -> Judgment:
-        """judge.kind=rule: execution-grounded (gold plans); judge.kind=llm: the rubric validator decides."""
+        """Structural checks first, whatever the judge; then judge.kind=rule: execution-grounded (gold
+        plans), or judge.kind=llm: the rubric validator decides."""
+        problem = check_structure(tasks, state.messages, state.start, state.tools)
+        if problem is not None:
+            return Judgment(False, problem.reason, problem.detail)
         if "judge" not in models:
             return judge(tasks, completed, state.messages, state.start, end_state, gold[-1])
         if not all(completed):

@@ -102,3 +102,17 @@ def test_every_act_has_five_phrasings_and_dialogues_differ(tmp_path, retail):
     factory = DialogueFactory(retail, make_cfg("domain=retail"))
     firsts = [asyncio.run(factory.make(i)).record["messages"][1]["content"] for i in range(30)]
     assert len(set(firsts)) == 30
+
+
+def test_user_oriented_without_feedback_completes_multi_round_dialogues(tmp_path):
+    """Regression: with feedback off, every request round after the first raised KeyError."""
+    from toolturn.core.rundir import RunDir
+    from toolturn.generate.run import generate
+    run = RunDir(generate(make_cfg("pipeline=user_oriented", "pipeline.user.feedback=false", "num_dialogues=12",
+                                   f"out_dir={tmp_path / 'run'}")))
+    assert not [row for row in run.log_rows() if row["drop_reason"]]
+    rounds = [r["meta"]["counts"]["user_turns"] for r in run.records()]
+    assert max(rounds) >= 4
+    for record in run.records():
+        said = " ".join(m["content"] for m in record["messages"] if m["role"] == "user")
+        assert not any(phrase.split("{")[0] in said for phrase in P.USER_NEXT + P.USER_CHAIN)

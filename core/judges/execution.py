@@ -8,10 +8,10 @@ it returns None.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 
+from toolturn.core.judges.facts import mentions
+from toolturn.core.judges.structural import called_tools, rubric_tools
 from toolturn.core.tasks.types import Task, format_value
 
 
@@ -32,31 +32,9 @@ def assistant_text(messages: list[dict], start: int) -> str:
 def missing_fact(task: Task, said: str) -> str | None:
     for st in task.subtasks:
         for item in st.report:
-            if format_value(item.expected) not in said:
+            if not mentions(said, item.expected):
                 return f"{item.label} = {format_value(item.expected)}"
     return None
-
-
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def rubric_tools(task: Task, available: set[str]) -> list[str]:
-    """Tool names that an LLM-written rubric's expected tool-use patterns mention."""
-    words = set(IDENTIFIER.findall(" ".join((task.rubric_spec or {}).get("tool_patterns", []))))
-    return sorted(words & available)
-
-
-def successful_calls(messages: list[dict], start: int) -> set[str]:
-    ok = set()
-    for m in messages[start:]:
-        if m["role"] == "tool":
-            try:
-                failed = isinstance(value := json.loads(m["content"]), dict) and set(value) == {"error"}
-            except json.JSONDecodeError:
-                failed = False
-            if not failed:
-                ok.add(m.get("name", ""))
-    return ok
 
 
 def task_problem(task: Task, messages: list[dict], since: int, available: set[str],
@@ -67,7 +45,7 @@ def task_problem(task: Task, messages: list[dict], since: int, available: set[st
             return "a requested change has not been made in the database yet"
         missing = missing_fact(task, assistant_text(messages, since))
         return f"the assistant has not yet told you the {missing}" if missing else None
-    done = successful_calls(messages, since)
+    done = called_tools(messages, since)[1]
     required = rubric_tools(task, available) or []
     todo = [name for name in required if name not in done]
     if todo:

@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 
 from toolturn.core.episode import EpisodeState, UserTurn
+from toolturn.core.judges.facts import mentions
 from toolturn.core.roles import phrasing as P
 from toolturn.core.tasks.types import Task, format_value
 from toolturn.core.tasks.wording import clause
@@ -69,17 +70,17 @@ class AgendaUser:
             return UserTurn(" ".join(parts), False, acts)
         task = self.tasks[self.task_index]
         if self.next_subtask < len(task.subtasks):
-            return self._request(P.USER_NEXT if self.b.feedback else P.USER_REQUESTS[:1], parts, acts)
+            return self._request(P.USER_NEXT if self.b.feedback else None, parts, acts)
         if self.task_index + 1 < len(self.tasks):
             self.task_index, self.next_subtask = self.task_index + 1, 0
-            return self._request(P.USER_CHAIN if self.b.feedback else P.USER_REQUESTS[:1], parts, acts)
+            return self._request(P.USER_CHAIN if self.b.feedback else None, parts, acts)
         if not self.b.close_message:
             return UserTurn(" ".join(parts) or None, True, acts + [{"act": "bye"}])
         return UserTurn(" ".join(parts + [P.pick(self.rng, P.USER_CLOSE)]), True, acts + [{"act": "bye"}])
 
     def _review(self, key: tuple[int, int], text: str, parts: list[str], acts: list[dict]) -> None:
         st = self.tasks[key[0]].subtasks[key[1]]
-        wrong = next((r for r in st.report if format_value(r.expected) not in text), None)
+        wrong = next((r for r in st.report if not mentions(text, r.expected)), None)
         if wrong is not None:
             self.corrections[key] = self.corrections.get(key, 0) + 1
             if self.corrections[key] > self.b.max_corrections:
@@ -100,8 +101,9 @@ class AgendaUser:
     def _slots(self, st, reveal_ids: bool) -> list[str]:
         return (list(st.id_slots) if reveal_ids else []) + list(st.value_slots)
 
-    def _request(self, frame: tuple[str, ...], parts: list[str] | None = None,
+    def _request(self, frame: tuple[str, ...] | None, parts: list[str] | None = None,
                  acts: list[dict] | None = None) -> UserTurn:
+        """Reveal the next subtasks; `frame` wraps the request (opener, feedback), None: the bare request."""
         parts, acts = parts or [], acts or []
         task = self.tasks[self.task_index]
         remaining = len(task.subtasks) - self.next_subtask
@@ -118,7 +120,7 @@ class AgendaUser:
             self.open[(self.task_index, si)] = "requested"
         self.next_subtask += k
         request = P.pick(self.rng, P.USER_REQUESTS, c=", and then ".join(clauses))
-        if frame is P.USER_REQUESTS[:1]:
+        if frame is None:
             parts.append(request)
         else:
             parts.append(P.pick(self.rng, frame, r=request))

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any
 
 from toolturn.core.episode import AssistantTurn, EpisodeState
+from toolturn.core.judges.facts import mentions
 from toolturn.core.roles import phrasing as P
 from toolturn.core.tasks.types import Task, format_value, lookup, resolve_args
 
@@ -113,6 +114,6 @@ class OracleAssistant:
         i = self.rng.choice(numeric)
         label, value = items[i]
         wrong = value + self.rng.randint(1, 9) if isinstance(value, int) else round(value * 1.5 + 1, 2)
-        if format_value(value) in format_value(wrong):
+        if mentions(format_value(wrong), value):
             return items
         return items[:i] + [(label, wrong)] + items[i + 1:]

@@ -1,0 +1,40 @@
+"""Whether a value was stated in text: the one test shared by the judges and the rule-based users.
+
+A value counts as stated only as a whole token, never inside a longer one: an expected `1` is not
+found in `10` or `ORD-1001`, `pending` not in `pendings`. Numbers are compared by value, so
+`12.5` is stated by `12.50` and `1200` by `1,200`. Strings match case-insensitively. A list is
+stated when every element is.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from toolturn.core.tasks.types import format_value
+
+# A number standing alone: not glued to a word, an id like ORD-64 or another number's digits.
+_NUMBER = re.compile(r"(?<![\w.,\-])-?\d+(?:,\d{3})*(?:\.\d+)?(?!\w|[.,]\d)")
+
+
+def _number(text: str) -> Decimal | None:
+    try:
+        return Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def numbers_in(text: str) -> set[Decimal]:
+    return {n for m in _NUMBER.finditer(text) if (n := _number(m.group())) is not None}
+
+
+def mentions(text: str, value: Any) -> bool:
+    if isinstance(value, list):
+        return all(mentions(text, v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(format_value(value)) in numbers_in(text)
+    token = format_value(value)
+    if not token.strip():
+        return True
+    return re.search(rf"(?<!\w){re.escape(token)}(?!\w)", text, re.IGNORECASE) is not None
