@@ -6,6 +6,7 @@ Only the endpoints a run names are started; servers are stopped on exit, error o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -24,6 +25,24 @@ def _resolve_model(model: str) -> str:
     if model == "embedded:smollm2":
         return str(embedded_smollm2_dir())
     return model
+
+
+# endpoint knobs with defaults in `Endpoint`: (type, smallest allowed value)
+OPTIONAL_KNOBS = {"backoff_s": (float, 0), "max_wait_s": (float, 0), "max_reply_bytes": (int, 1),
+                  "max_content_chars": (int, 1)}
+
+
+def _optional_knobs(name: str, e) -> dict:
+    out = {}
+    for key, (kind, low) in OPTIONAL_KNOBS.items():
+        value = e.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < math.inf
+        if not number or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ToolturnError(f"llm.endpoints.{name}.{key} must be a {kind.__name__} >= {low}, got {value!r}")
+        out[key] = kind(value)
+    return out
 
 
 @dataclass
@@ -62,7 +81,7 @@ class Endpoints:
                 self.live[name] = _Live(server, Endpoint(
                     base_url=base_url, model=server.model_name, api_key=server.api_key,
                     max_concurrency=int(e.max_concurrency), timeout_s=float(e.timeout_s),
-                    max_retries=int(e.max_retries)))
+                    max_retries=int(e.max_retries), name=name, **_optional_knobs(name, e)))
         except BaseException:
             self.__exit__()
             raise

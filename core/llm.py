@@ -6,10 +6,12 @@ concurrent requests, while a lean client on raw asyncio streams reaches 0.97
 a keep-alive pool, orjson bodies and plain dicts.
 
 - `LLMClient.chat(...) -> ChatResult`: one completion, with a concurrency cap, a per-attempt
-  timeout, retries with backoff, and token accounting.
+  timeout, retries with backoff (honouring a bounded Retry-After), a byte cap on the reply, and token
+  accounting.
 - `parse_text_tool_calls(text)`: Qwen3-style `<tool_call>` blocks in raw text -> tool calls.
 - `chat_json(client, messages, required=...)`: a JSON-object reply, checked and repaired once.
-- `LLMError`: a request that failed for good; `reason` says why.
+- `LLMError`: a request that failed for good; `reason` says why, `fatal` whether the endpoint (and so
+  the run) is unusable or only this request was bad.
 
 A client belongs to the event loop that first uses it: its pool holds that loop's sockets.
 """
@@ -17,18 +19,21 @@ A client belongs to the event loop that first uses it: its pool holds that loop'
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import math
 import random
 import re
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import timezone
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import orjson
 
-MAX_WAIT_S = 30.0  # cap on Retry-After and on the exponential backoff
+from toolturn.core.errors import ToolturnError
 
 
 @dataclass
@@ -40,6 +45,10 @@ class Endpoint:
     timeout_s: float = 120.0  # per attempt, connecting included
     max_retries: int = 4
     backoff_s: float = 0.5
+    max_wait_s: float = 60.0  # cap on one wait between attempts (Retry-After or backoff)
+    max_reply_bytes: int = 1 << 20  # one response body; reading stops there (reply_too_large)
+    max_content_chars: int = 1 << 17  # the content, reasoning or one tool call's arguments of a reply
+    name: str = ""  # the config name (llm.endpoints.<name>), for messages
 
 
 @dataclass
@@ -61,17 +70,28 @@ class ChatResult:
     reasoning_content: str | None = None  # set by servers that run a reasoning parser
 
 
-class LLMError(Exception):
+class LLMError(ToolturnError):
     """A chat request that failed for good. `reason`: timeout | connection | http_<status> |
-    bad_response | closed."""
+    bad_response | reply_too_large | closed.
 
-    def __init__(self, reason: str, message: str):
+    `fatal` (all but a 4xx that blames the request, and reply_too_large): the endpoint is unusable
+    (wrong key, URL or model, rate-limited, down, hung, not speaking the API), so the run must stop;
+    otherwise only this request was bad and only its dialogue is lost.
+    """
+
+    def __init__(self, reason: str, message: str, *, fatal: bool = True):
         super().__init__(message)
-        self.reason = reason
+        self.reason, self.fatal = reason, fatal
 
 
 class _BadResponse(Exception):
-    """The server's bytes are not HTTP we understand."""
+    """The server's bytes are not HTTP or not a chat completion."""
+
+
+_RETRIED_STATUS = {408, 429}  # and every 5xx
+_ENDPOINT_STATUS = {401, 403, 404, 405, 407}  # a 4xx that says the endpoint config is wrong
+_HINTS = {401: " (check the API key)", 403: " (check the API key)", 404: " (check base_url and model)",
+          429: " (rate limited)"}
 
 
 # ---------------------------------------------------------------------------------- tool calls
@@ -105,21 +125,34 @@ def _decode_block(body: str) -> list[dict]:
         name = _NAME.search(body)
         return [{"name": name.group(1) if name else "", "arguments": body,
                  "error": "tool call is not valid JSON"}]
-    calls = []
-    for item in obj if isinstance(obj, list) else [obj]:
-        if isinstance(item, dict) and isinstance(item.get("function"), dict):
-            item = item["function"]  # OpenAI-shaped {"type": "function", "function": {...}}
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            calls.append({"name": "", "arguments": orjson.dumps(item).decode(),
-                          "error": "tool call has no name"})
-            continue
-        args = item["arguments"] if "arguments" in item else item.get("parameters")
-        calls.append({"name": item["name"], **_decode_arguments(args)})
-    return calls
+    return [_decode_call(item) for item in (obj if isinstance(obj, list) else [obj])]
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _decode_call(item: Any) -> dict:
+    """`{"name": str, "arguments": dict | str}` (+ "error") from one call as the model wrote it.
+
+    Whatever the model wrote, the name is a string and the arguments an object or a string, so that
+    records keep one type per field (Arrow needs it). A name that is not a string becomes its JSON
+    text, which names no tool: the executor answers it as an unknown tool.
+    """
+    if isinstance(item, dict) and isinstance(item.get("function"), dict):
+        item = item["function"]  # OpenAI-shaped {"type": "function", "function": {...}}
+    if not isinstance(item, dict):
+        return {"name": "", "arguments": _json_text(item), "error": "tool call is not a JSON object"}
+    name = item.get("name")
+    call = {"name": name if isinstance(name, str) else "" if name is None else _json_text(name),
+            **_decode_arguments(item["arguments"] if "arguments" in item else item.get("parameters"))}
+    if not isinstance(name, str):
+        call["error"] = "tool call has no name" if name is None else "tool name is not a string"
+    return call
 
 
 def _decode_arguments(args: Any) -> dict:
-    """`{"arguments": dict}`, or the raw value plus an "error" when it is not a JSON object."""
+    """`{"arguments": dict}`, or the arguments as a string plus an "error" when not a JSON object."""
     if isinstance(args, dict):
         return {"arguments": args}
     if args is None or (isinstance(args, str) and not args.strip()):
@@ -131,16 +164,13 @@ def _decode_arguments(args: Any) -> dict:
             return {"arguments": args, "error": "arguments are not valid JSON"}
         if isinstance(decoded, dict):
             return {"arguments": decoded}
-    return {"arguments": args, "error": "arguments are not a JSON object"}
+    return {"arguments": args if isinstance(args, str) else _json_text(args),
+            "error": "arguments are not a JSON object"}
 
 
 def _native_tool_calls(raw: list) -> list[dict]:
-    calls = []
-    for i, tc in enumerate(raw):
-        fn = tc.get("function") or {}
-        calls.append({"id": tc.get("id") or f"call_{i}", "name": fn.get("name") or "",
-                      **_decode_arguments(fn.get("arguments"))})
-    return calls
+    return [{"id": tc["id"] if isinstance(tc, dict) and isinstance(tc.get("id"), str) and tc["id"] else f"call_{i}",
+             **_decode_call(tc)} for i, tc in enumerate(raw)]
 
 
 def _wire_messages(messages: list[dict]) -> list[dict]:
@@ -167,12 +197,18 @@ def _wire_messages(messages: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------- HTTP/1.1
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes, bool]:
-    """Status, lower-cased headers, body, and whether the connection can carry another request."""
+async def _read_response(reader: asyncio.StreamReader,
+                         limit: int) -> tuple[int, dict[str, str], bytes | None, bool]:
+    """Status, lower-cased headers, body, and whether the connection can carry another request.
+
+    The body is None when it is over `limit` bytes, however it is framed: reading stops at the cap
+    (the connection is then unusable).
+    """
     head = (await reader.readuntil(b"\r\n\r\n"))[:-4].decode("latin-1").split("\r\n")
     version, _, rest = head[0].partition(" ")
     if not version.startswith("HTTP/") or not rest[:3].isdigit():
         raise _BadResponse(f"not an HTTP response: {head[0][:80]!r}")
+    status = int(rest[:3])
     headers = {}
     for line in head[1:]:
         name, _, value = line.partition(":")
@@ -180,29 +216,69 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
     conn = headers.get("connection", "").lower()
     reusable = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
-        while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
-            parts.append((await reader.readexactly(size + 2))[:-2])
-        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-            pass
-        body = b"".join(parts)
+        body = await _read_chunked(reader, limit)
     elif "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
+        length = int(headers["content-length"])
+        body = await reader.readexactly(length) if length <= limit else None
     else:  # framed by the server closing the connection
-        body, reusable = await reader.read(), False
-    return int(rest[:3]), headers, body, reusable
+        body, reusable = await _read_to_eof(reader, limit), False
+    return status, headers, body, reusable and body is not None
 
 
-def _snippet(data: bytes, n: int = 300) -> str:
-    return data[:n].decode("utf-8", "replace")
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    parts, total = [], 0
+    while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
+        total += size
+        if total > limit:
+            return None
+        parts.append((await reader.readexactly(size + 2))[:-2])
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers count against the cap too
+        total += len(line)
+        if total > limit:
+            return None
+    return b"".join(parts)
+
+
+async def _read_to_eof(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    parts, total = [], 0
+    while total <= limit and (part := await reader.read(limit + 1 - total)):
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts) if total <= limit else None
+
+
+def _snippet(data: bytes | None, n: int = 300) -> str:
+    return "(body over the size cap)" if data is None else data[:n].decode("utf-8", "replace")
+
+
+def _tokens(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
+
+
+def _retry_after_s(value: str) -> float | None:
+    """A Retry-After header (delta-seconds or an HTTP-date) as seconds from now; None if unreadable."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC without a claim about the sender's zone
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 # ---------------------------------------------------------------------------------- client
 
 class LLMClient:
-    """Async chat-completions client for one endpoint; see the module docstring."""
+    """Async chat-completions client for one endpoint; see the module docstring.
 
-    def __init__(self, endpoint: Endpoint):
+    `sleep` waits between attempts (tests pass one that records the delay and returns at once).
+    """
+
+    def __init__(self, endpoint: Endpoint, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
         self.endpoint = endpoint
         url = urlsplit(endpoint.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -211,6 +287,7 @@ class LLMClient:
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
+        self._sleep = sleep
         host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
         host += f":{url.port}" if url.port else ""
         auth = f"Authorization: Bearer {endpoint.api_key}\r\n" if endpoint.api_key else ""
@@ -255,57 +332,64 @@ class LLMClient:
         try:
             async with self._sem:
                 t0 = time.perf_counter()
-                data = await self._post_with_retries(body)
-            return self._result(data, time.perf_counter() - t0)
+                result = await self._request(body)
+                result.latency_s = time.perf_counter() - t0
+            return result
         except LLMError:
             self.failures += 1
             raise
 
     def _message(self, detail: str) -> str:
-        return f"LLM endpoint {self._url} (model {self.endpoint.model!r}): {detail}"
+        name = f"'{self.endpoint.name}' " if self.endpoint.name else ""
+        return " ".join(f"LLM endpoint {name}{self._url} (model {self.endpoint.model!r}): {detail}".split())
 
-    async def _post_with_retries(self, body: bytes) -> bytes:
+    async def _request(self, body: bytes) -> ChatResult:
+        """Post until a usable completion, retrying what may pass (timeouts, resets, 408/429/5xx,
+        malformed replies) up to `max_retries` times; raise LLMError for the rest."""
         ep = self.endpoint
         for attempt in range(ep.max_retries + 1):
             retry_after = None
             try:
                 async with asyncio.timeout(ep.timeout_s):
                     status, headers, data = await self._post(body)
+                if 200 <= status < 300:
+                    if data is None:
+                        raise LLMError("reply_too_large", self._message(
+                            f"reply body over max_reply_bytes={ep.max_reply_bytes}"), fatal=False)
+                    return self._result(data)
             except TimeoutError:  # before OSError: TimeoutError is one
                 reason, detail = "timeout", f"no response within {ep.timeout_s:g} s"
             except (OSError, EOFError) as e:  # EOFError: the server closed mid-response
                 reason, detail = "connection", f"{type(e).__name__}: {e}"
             except (_BadResponse, ValueError, asyncio.LimitOverrunError) as e:
-                raise LLMError("bad_response", self._message(f"malformed HTTP response: {e}")) from None
+                reason, detail = "bad_response", f"malformed response: {e}"
             else:
-                if 200 <= status < 300:
-                    return data
-                reason, detail = f"http_{status}", f"HTTP {status}: {_snippet(data)}"
-                if status != 429 and status < 500:
-                    raise LLMError(reason, self._message(detail))
+                reason, detail = f"http_{status}", f"HTTP {status}{_HINTS.get(status, '')}: {_snippet(data)}"
+                if status < 500 and status not in _RETRIED_STATUS:
+                    blames_request = 400 <= status < 500 and status not in _ENDPOINT_STATUS
+                    raise LLMError(reason, self._message(detail), fatal=not blames_request)
                 retry_after = headers.get("retry-after")
             if attempt == ep.max_retries:
                 raise LLMError(reason, self._message(f"{detail} (gave up after {attempt + 1} attempts)"))
             if self._closed:
                 raise LLMError("closed", self._message(f"client closed while retrying ({detail})"))
             self.retries += 1
-            await asyncio.sleep(self._delay(attempt, retry_after))
+            await self._sleep(self._delay(attempt, retry_after))
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(max(float(retry_after), 0.0), MAX_WAIT_S)
-            except ValueError:  # an HTTP date: fall back to backoff
-                pass
-        return min(self.endpoint.backoff_s * 2 ** attempt, MAX_WAIT_S) * random.random()
+        """The server's Retry-After if readable, else exponential backoff with full jitter; capped."""
+        wait = _retry_after_s(retry_after) if retry_after else None
+        if wait is None:
+            wait = self.endpoint.backoff_s * 2.0 ** min(attempt, 32) * random.random()
+        return min(wait, self.endpoint.max_wait_s)
 
-    async def _post(self, body: bytes) -> tuple[int, dict, bytes]:
+    async def _post(self, body: bytes) -> tuple[int, dict, bytes | None]:
         reader, writer = await self._connection()
         try:
             writer.write(self._head + b"%d\r\n\r\n" % len(body) + body)
             await writer.drain()
-            status, headers, data, reusable = await _read_response(reader)
+            status, headers, data, reusable = await _read_response(reader, self.endpoint.max_reply_bytes)
         except BaseException:  # includes the timeout's cancellation: the stream is now unusable
             writer.close()
             raise
@@ -323,25 +407,37 @@ class LLMClient:
             writer.close()
         return await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
 
-    def _result(self, data: bytes, latency_s: float) -> ChatResult:
+    def _result(self, data: bytes) -> ChatResult:
+        """The completion in `data`; _BadResponse if it is not one, LLMError if a field is over the cap."""
         try:
             resp = orjson.loads(data)
             choice = resp["choices"][0]
             msg = choice["message"]
             content = msg.get("content") or ""
-            tool_calls = _native_tool_calls(msg.get("tool_calls") or [])
+            raw_calls = msg.get("tool_calls") or []
+            reasoning = msg.get("reasoning_content") or msg.get("reasoning") or None
+            usage = resp.get("usage") or {}
+            prompt, completion = _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-            detail = f"not a chat completion: {_snippet(data)}"
-            raise LLMError("bad_response", self._message(detail)) from None
+            raise _BadResponse(f"not a chat completion: {_snippet(data)}") from None
+        if not (isinstance(content, str) and isinstance(raw_calls, list) and isinstance(reasoning, (str, type(None)))):
+            raise _BadResponse(f"not a chat completion (a field has the wrong type): {_snippet(data)}")
+        cap = self.endpoint.max_content_chars
+        longest = max((len(tc["function"]["arguments"]) for tc in raw_calls if isinstance(tc, dict)
+                       and isinstance(tc.get("function"), dict) and isinstance(tc["function"].get("arguments"), str)),
+                      default=0)
+        if max(len(content), len(reasoning or ""), longest) > cap:
+            raise LLMError("reply_too_large", self._message(f"reply content over max_content_chars={cap}"),
+                           fatal=False)
+        tool_calls = _native_tool_calls(raw_calls)
         if "<tool_call>" in content:
             content, text_calls = parse_text_tool_calls(content, first_id=len(tool_calls))
             tool_calls += text_calls
-        usage = resp.get("usage") or {}
-        prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
         self.prompt_tokens += prompt
         self.completion_tokens += completion
-        return ChatResult(content, tool_calls, choice.get("finish_reason"), prompt, completion,
-                          latency_s, msg.get("reasoning_content") or msg.get("reasoning"))
+        finish = choice.get("finish_reason")
+        return ChatResult(content, tool_calls, finish if isinstance(finish, str) else None, prompt, completion,
+                          0.0, reasoning)
 
 
 # ---------------------------------------------------------------------------------- JSON replies

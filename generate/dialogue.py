@@ -163,9 +163,9 @@ class DialogueFactory:
         try:
             return await self._make(index)
         except LLMError as exc:
-            if exc.reason.startswith("http_4"):  # this request was bad (e.g. too long): drop the dialogue
-                return Outcome(index, None, f"llm_{exc.reason}", str(exc)[:300])
-            return Outcome(index, None, fatal=str(exc))
+            if exc.fatal:  # the endpoint is unusable (key, URL, rate limit, down): stop without burning the index
+                return Outcome(index, None, fatal=str(exc))
+            return Outcome(index, None, f"llm_{exc.reason}", str(exc)[:300])  # e.g. a request too long
 
     async def _make(self, index: int) -> Outcome:
         t0 = time.perf_counter()

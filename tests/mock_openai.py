@@ -29,14 +29,20 @@ import orjson
 class Fault:
     """Something other than a normal answer. Build with the class methods."""
 
-    kind: str  # status | hang | close | truncated
+    kind: str  # status | hang | close | raw | endless | stall
     code: int = 500
     body: str = '{"error": {"message": "mock fault", "type": "server_error"}}'
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     seconds: float = 0.0
+    data: bytes = b""
+    framing: str = "length"  # length | chunked | close
+    declared: int | None = None
+    keep: bool = False
 
     @classmethod
-    def status(cls, code: int, body: str | None = None, retry_after: float | None = None) -> Fault:
+    def status(cls, code: int, body: str | None = None, retry_after: float | str | None = None) -> Fault:
+        """An error status; `retry_after` goes out as the Retry-After header (seconds, or a string
+        such as an HTTP-date)."""
         return cls("status", code=code, retry_after=retry_after,
                    **({"body": body} if body is not None else {}))
 
@@ -53,7 +59,25 @@ class Fault:
     @classmethod
     def truncated_body(cls) -> Fault:
         """Send headers whose Content-Length exceeds the body, then close."""
-        return cls("truncated")
+        body = orjson.dumps(completion("this body is cut short"))
+        return cls.raw(body, declared=len(body) + 100)
+
+    @classmethod
+    def raw(cls, data: bytes, framing: str = "length", declared: int | None = None, keep: bool = False) -> Fault:
+        """A 200 whose body is `data` (any bytes), framed by Content-Length, as one chunk, or by closing
+        the connection. `declared` replaces the length that the header or the chunk announces (the
+        terminating chunk then is not sent). `keep`: leave the connection open afterwards."""
+        return cls("raw", data=data, framing=framing, declared=declared, keep=keep and framing != "close")
+
+    @classmethod
+    def endless(cls, framing: str = "length") -> Fault:
+        """A 200 whose body never ends (Content-Length 2**62, endless chunks, or endless until close)."""
+        return cls("endless", framing=framing)
+
+    @classmethod
+    def stall(cls, seconds: float) -> Fault:
+        """Send the headers of a 200, then nothing for `seconds`, then close."""
+        return cls("stall", seconds=seconds)
 
 
 Reply = dict | Fault
@@ -93,8 +117,8 @@ class Script:
         return step(request) if callable(step) else step
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            413: "Content Too Large", 422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
             503: "Service Unavailable"}
 
 
@@ -234,16 +258,39 @@ class MockServer:
 
     async def _fault(self, writer: asyncio.StreamWriter, fault: Fault, keep: bool) -> bool:
         if fault.kind == "status":
-            extra = f"Retry-After: {fault.retry_after:g}\r\n" if fault.retry_after is not None else ""
+            after = fault.retry_after
+            extra = "" if after is None else f"Retry-After: {after if isinstance(after, str) else f'{after:g}'}\r\n"
             self._respond(writer, fault.code, fault.body.encode(), keep, extra)
             return keep
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         if fault.kind == "hang":
             await asyncio.sleep(fault.seconds)
-        elif fault.kind == "truncated":
-            body = orjson.dumps(completion("this body is cut short"))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n" % (len(body) + 100) + body)
+        elif fault.kind == "stall":
+            writer.write(head + b"Content-Length: 100\r\n\r\n")
             await writer.drain()
+            await asyncio.sleep(fault.seconds)
+        elif fault.kind == "raw":
+            size = len(fault.data) if fault.declared is None else fault.declared
+            if fault.framing == "chunked":
+                end = b"0\r\n\r\n" if fault.declared is None else b""
+                body = b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%s" % (size, fault.data, end)
+            elif fault.framing == "close":
+                body = b"Connection: close\r\n\r\n" + fault.data
+            else:
+                body = b"Content-Length: %d\r\n\r\n%s" % (size, fault.data)
+            writer.write(head + body)
+            await writer.drain()
+            return fault.keep and keep
+        elif fault.kind == "endless":
+            piece = b"x" * 65536
+            writer.write(head + {"length": b"Content-Length: %d\r\n\r\n" % 2 ** 62,
+                                 "chunked": b"Transfer-Encoding: chunked\r\n\r\n",
+                                 "close": b"Connection: close\r\n\r\n"}[fault.framing])
+            if fault.framing == "chunked":
+                piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+            while not writer.is_closing():  # until the client goes away (drain then raises)
+                writer.write(piece)
+                await writer.drain()
         elif fault.kind != "close":
             raise ValueError(f"unknown fault kind {fault.kind!r}")
         return False
