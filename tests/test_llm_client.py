@@ -234,12 +234,9 @@ def test_throughput_smoke_256_concurrent():
             rs = await asyncio.gather(*(c.chat(MSGS) for _ in range(256)))
             return rs, c
     with MockServer(lambda r: completion("ok"), latency_s=0.05) as s:
-        t0 = time.perf_counter()
         rs, c = asyncio.run(go(s.base_url))
-        elapsed = time.perf_counter() - t0
     assert all(r.content == "ok" for r in rs) and c.failures == 0 and c.calls == 256
-    assert s.connections <= 64 and s.max_in_flight <= 64
-    assert elapsed < 10  # ideal is 0.2 s; only a sanity bound
+    assert s.connections <= 64 and s.max_in_flight <= 64  # speed lives in benchmarks/orchestration.py
 
 
 # ---------------------------------------------------------------------------------- chat_json

@@ -126,8 +126,7 @@ def test_kind_none_reads_api_key(monkeypatch):
 
 def test_free_port_is_bindable():
     port = free_port()
-    assert 0 < port < 65536
-    with socket.socket() as s:
+    with socket.socket() as s:  # raises if anything holds the port
         s.bind(("127.0.0.1", port))
 
 
