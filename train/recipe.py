@@ -1,0 +1,347 @@
+"""toolturn-train: one recipe that reads top to bottom (setup, train, save_checkpoint, merge, cleanup).
+
+    toolturn-train model=tiny_qwen3 train=lora data.paths=[RUN_DIR,...] max_steps=30 seed=0 out_dir=OUT
+
+OUT ends up holding:
+
+    config.yaml          the resolved config (a re-run with other settings is refused)
+    data_manifest.json   the dataset's content hash, sources, filter options and the ids of each split
+    metrics.json         loss/eval-loss/learning-rate/tokens-per-s/padding history, data-filter counts, best step
+    checkpoints/         HF Trainer checkpoints (the best by validation loss and the latest are kept)
+    adapter/             train=lora: the best LoRA adapter (vLLM --lora-modules)
+    merged/              a standalone HF model dir (LoRA merged in) with our chat template in its tokenizer
+    wandb_run_id, wandb/ the W&B run (offline by default)
+
+Re-running the same command resumes from the last complete checkpoint (same step, same data order, same W&B
+run); re-running a finished run only prints where its outputs are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import toolturn.conf
+from toolturn.core.errors import ToolturnError
+
+from .data import DataOptions, PreparedData, dataset_dir, prepare, to_hf
+from .lineage import make_tracker
+from .models import ModelSpec, load_model, save_tokenizer, tokenizer_for
+
+BATCHING = ("padding", "padding_free", "packing")
+IGNORED_ON_RESUME = ("progress", "out_dir")  # may differ between a run and its resumption (a run dir can move)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What `conf/train/<name>.yaml` says about the training method."""
+
+    name: str
+    lora: LoraSpec | None
+    optimizer: str = "adamw_torch"
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    epochs: float = 1
+    batch_size: int = 2
+    grad_accum: int = 1
+    batching: str = "padding_free"
+    gradient_checkpointing: bool = False
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "MethodSpec":
+        d = OmegaConf.to_container(cfg, resolve=True)
+        lora = d.pop("lora", None)
+        spec = cls(lora=LoraSpec(**lora) if lora else None, **d)
+        if spec.batching not in BATCHING:
+            raise ToolturnError(f"train.batching={spec.batching!r}; expected one of {', '.join(BATCHING)}")
+        return spec
+
+
+@dataclass
+class Outputs:
+    out_dir: Path
+    best: Path | None
+    merged: Path
+    adapter: Path | None
+    wandb: Path | None
+
+    def line(self) -> str:
+        parts = {"config": self.out_dir / "config.yaml", "metrics": self.out_dir / "metrics.json", "best": self.best,
+                 "merged": self.merged, "adapter": self.adapter, "wandb": self.wandb}
+        return "done: " + " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The highest-step checkpoint that was written completely (trainer_state.json is saved last)."""
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+class TrainRecipe:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.model_spec = ModelSpec.from_cfg(cfg.model)
+        self.method = MethodSpec.from_cfg(cfg.train)
+        self.data_options = DataOptions.from_cfg(cfg.data, cfg.seed)
+        self.out = Path(cfg.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.tracker = None
+
+    # ---------------------------------------------------------------------------------------------- setup
+
+    def finished(self) -> Outputs | None:
+        """The outputs of a run that already completed in out_dir, if any."""
+        metrics = self.out / "metrics.json"
+        if self._check_config() and metrics.exists():
+            m = json.loads(metrics.read_text())
+            if m.get("complete"):
+                return self._outputs(m["best"]["checkpoint"], m.get("wandb_dir"))
+        return None
+
+    def _check_config(self) -> bool:
+        """True if out_dir holds a run with the same config, False if it is new; a different config is refused."""
+        saved = self.out / "config.yaml"
+        current = OmegaConf.to_container(self.cfg, resolve=True)
+        if not saved.exists():
+            return False
+        previous = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        differ = sorted(k for k in set(current) | set(previous)
+                        if k not in IGNORED_ON_RESUME and current.get(k) != previous.get(k))
+        if differ:
+            raise ToolturnError(f"{self.out} holds a run with different settings ({', '.join(differ)}); "
+                                f"re-run with the same settings to resume, or choose another out_dir")
+        return True
+
+    def setup(self) -> None:
+        new_run = not self._check_config()
+        for path in self.data_options.paths:  # bad paths fail before anything heavy is loaded
+            dataset_dir(path)
+        self.tokenizer = tokenizer_for(self.model_spec)
+        self.data: PreparedData = prepare(self.data_options, self.tokenizer)
+        self.model = load_model(self.model_spec, self.tokenizer)
+        manifest = self.out / "data_manifest.json"
+        if _is_main_process():
+            self.out.mkdir(parents=True, exist_ok=True)
+            if new_run:  # written once the inputs are known to be good, so a failed start never blocks a retry
+                OmegaConf.save(self.cfg, self.out / "config.yaml", resolve=True)
+            manifest.write_text(json.dumps(self.data.manifest(self.data_options), indent=1) + "\n")
+        self._setup_peft()
+        config = {**OmegaConf.to_container(self.cfg, resolve=True), "data_report": self.data.report.as_dict()}
+        if _is_main_process():
+            self.tracker = make_tracker(self.cfg.logger, self.out, config, name=self.out.name)
+            self.tracker.summary({f"data/{k}": v for k, v in self.data.report.flat().items()})
+            self.tracker.use_dataset(manifest, self.data.report.content_sha256,
+                                     {"sources": self.data.report.sources, "train_rows": self.data.report.train_rows,
+                                      "val_rows": self.data.report.val_rows})
+        self.trainer = self._setup_trainer()
+
+    def _setup_peft(self) -> None:
+        from transformers import set_seed
+
+        set_seed(int(self.cfg.seed))  # LoRA's initial weights
+        if self.method.lora is None:
+            return
+        from peft import LoraConfig, get_peft_model
+
+        lora = self.method.lora
+        target = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+        self.model = get_peft_model(self.model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target, task_type="CAUSAL_LM"))
+
+    def _sft_config(self):
+        import torch
+        from trl import SFTConfig
+
+        m, cfg = self.method, self.cfg
+        has_eval = bool(self.data.val)
+        return SFTConfig(
+            output_dir=str(self.ckpt_dir),
+            seed=int(cfg.seed), data_seed=int(cfg.seed),
+            max_steps=int(cfg.max_steps), num_train_epochs=float(m.epochs),
+            per_device_train_batch_size=m.batch_size, per_device_eval_batch_size=m.batch_size,
+            gradient_accumulation_steps=m.grad_accum,
+            optim=m.optimizer, learning_rate=m.learning_rate, lr_scheduler_type=m.lr_scheduler,
+            warmup_steps=m.warmup_ratio,  # a float below 1 is a ratio of the total steps
+            weight_decay=m.weight_decay, max_grad_norm=m.max_grad_norm,
+            gradient_checkpointing=m.gradient_checkpointing,
+            bf16=self.model_spec.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
+            logging_steps=int(cfg.logging_steps),
+            eval_strategy="steps" if has_eval else "no", eval_steps=int(cfg.eval_steps),
+            save_strategy="steps", save_steps=int(cfg.eval_steps), save_total_limit=cfg.save_total_limit,
+            load_best_model_at_end=has_eval, metric_for_best_model="eval_loss", greater_is_better=False,
+            report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+            # Rows arrive tokenized, with assistant masks from our template, and already fit max_length.
+            assistant_only_loss=False, completion_only_loss=False,
+            padding_free=m.batching == "padding_free",
+            packing=m.batching == "packing", packing_strategy="bfd",
+            max_length=self.data_options.max_length if m.batching == "packing" else None,
+        )
+
+    def _setup_trainer(self):
+        from transformers import PrinterCallback
+
+        from .monitor import FinalEvalSave, MeteredSFTTrainer, Progress, RelocateBest, StepTimer, TrackerCallback
+
+        trainer = MeteredSFTTrainer(
+            model=self.model, args=self._sft_config(), processing_class=self.tokenizer,
+            train_dataset=to_hf(self.data.train), eval_dataset=to_hf(self.data.val) if self.data.val else None,
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(StepTimer(trainer))
+        trainer.add_callback(RelocateBest(self.ckpt_dir))
+        trainer.add_callback(FinalEvalSave(bool(self.data.val)))
+        trainer.add_callback(Progress(str(self.cfg.progress)))
+        if self.tracker is not None:
+            trainer.add_callback(TrackerCallback(self.tracker))
+        return trainer
+
+    # ---------------------------------------------------------------------------------------------- train
+
+    def train(self) -> None:
+        resume = last_checkpoint(self.ckpt_dir)
+        if resume is not None:
+            print(f"resuming from {resume}", flush=True)
+        self.trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    # ---------------------------------------------------------------------------------------------- save
+
+    def save_checkpoint(self) -> Outputs:
+        """Write adapter/ (LoRA), merged/ and metrics.json from the best checkpoint (loaded at the end of training)."""
+        state = self.trainer.state
+        best = state.best_model_checkpoint or (str(last_checkpoint(self.ckpt_dir)) if last_checkpoint(self.ckpt_dir) else None)
+        wandb_dir = str(self.tracker.run_dir) if self.tracker is not None and self.tracker.run_dir else None
+        if not self.trainer.is_world_process_zero():
+            return self._outputs(best, wandb_dir)
+        merged = self.out / "merged"
+        if self.method.lora is not None:
+            adapter = self.out / "adapter"
+            self.trainer.model.save_pretrained(str(adapter))
+            self.merge(merged)
+            self.tracker and self.tracker.log_model(adapter, "adapter", {"base": self._base_name(), "best": best})
+        else:
+            self.trainer.save_model(str(merged))
+            save_tokenizer(self.tokenizer, merged, self.model_spec.max_length)
+            self.tracker and self.tracker.log_model(merged, "model", {"base": self._base_name(), "best": best})
+        metrics = self._metrics(best, wandb_dir)
+        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        if self.tracker is not None:
+            self.tracker.summary({"best/eval_loss": metrics["best"]["eval_loss"], "best/step": metrics["best"]["step"]})
+        return self._outputs(best, wandb_dir)
+
+    def merge(self, merged: Path) -> None:
+        """Fold the LoRA weights into the base model and save a standalone HF model dir with our template."""
+        model = self.trainer.model.merge_and_unload()
+        model.save_pretrained(str(merged))
+        save_tokenizer(self.tokenizer, merged, self.model_spec.max_length)
+
+    def _base_name(self) -> str:
+        return self.model_spec.path or self.model_spec.name
+
+    def _metrics(self, best: str | None, wandb_dir: str | None) -> dict[str, Any]:
+        history = self.trainer.state.log_history
+        train = [{k: v for k, v in h.items() if k in ("step", "epoch", "loss", "learning_rate", "grad_norm",
+                                                       "tokens", "step_time_s", "tokens_per_s", "padding_fraction")}
+                 for h in history if "loss" in h]
+        evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h]
+        best_eval = min(evals, key=lambda e: e["eval_loss"]) if evals else None
+        tokens = sum(h.get("tokens", 0) for h in train)
+        seconds = sum(h.get("step_time_s", 0) for h in train)
+        positions = sum(h.get("tokens", 0) / (1 - h["padding_fraction"]) for h in train if "padding_fraction" in h)
+        return {
+            "complete": True,
+            "model": self.model_spec.name, "method": self.method.name, "batching": self.method.batching,
+            "steps": self.trainer.state.global_step,
+            "train_loss": train[-1]["loss"] if train else None,
+            "history": train, "eval": evals,
+            "best": {"step": best_eval["step"] if best_eval else self.trainer.state.global_step,
+                     "eval_loss": best_eval["eval_loss"] if best_eval else None, "checkpoint": best},
+            "tokens_per_s": round(tokens / seconds, 2) if seconds else None,
+            "padding_fraction": round(1 - tokens / positions, 6) if positions else None,
+            "train_tokens": tokens,
+            "data": self.data.report.as_dict(),
+            "wandb_dir": wandb_dir,
+        }
+
+    def _outputs(self, best: str | None, wandb_dir: str | None) -> Outputs:
+        return Outputs(out_dir=self.out, best=Path(best) if best else None, merged=self.out / "merged",
+                       adapter=self.out / "adapter" if self.method.lora is not None else None,
+                       wandb=Path(wandb_dir) if wandb_dir else None)
+
+    def cleanup(self) -> None:
+        if self.tracker is not None:
+            self.tracker.finish()
+            self.tracker = None
+
+
+def train(cfg: DictConfig) -> Outputs:
+    recipe = TrainRecipe(cfg)
+    done = recipe.finished()
+    if done is not None:
+        print(f"{recipe.out} already holds a finished run", flush=True)
+        return done
+    try:
+        recipe.setup()
+        recipe.train()
+        return recipe.save_checkpoint()
+    finally:
+        recipe.cleanup()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://toolturn.conf", config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    for name in ("transformers", "trl", "peft", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        outputs = train(cfg)
+    except ToolturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(outputs.line(), flush=True)
+
+
+GROUPS = ("model", "train", "logger")
+
+
+def _precheck_group_choices(argv: list[str]) -> None:
+    """One-line errors for unknown config-group options, before Hydra prints its multi-line message."""
+    conf = Path(toolturn.conf.__file__).parent
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key in GROUPS and value and "," not in value and not (conf / key / f"{value}.yaml").exists():
+            options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+            print(f"error: unknown {key} config '{value}'; choose one of {', '.join(options)}", file=sys.stderr)
+            sys.exit(2)
+
+
+def main() -> None:
+    _precheck_group_choices(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
