@@ -1,0 +1,55 @@
+"""The import rules of docs/architecture.md §2, checked on the source tree."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"core": "toolturn.core", "generate": "toolturn.generate", "train": "toolturn.train",
+            "evaluate": "toolturn.evaluate"}
+
+
+def imports(folder: str) -> list[tuple[Path, str]]:
+    """(file, imported module) for every absolute and relative import in a top-level folder."""
+    out = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        package = PACKAGES[folder] + "." + ".".join(path.relative_to(ROOT / folder).with_suffix("").parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                out += [(path, alias.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.rstrip(".").split(".")
+                    base = base[:len(base) - node.level + 1]
+                    out.append((path, ".".join(base + ([node.module] if node.module else []))))
+                else:
+                    out.append((path, node.module or ""))
+    return out
+
+
+@pytest.mark.parametrize("folder", sorted(PACKAGES))
+def test_stages_import_core_never_each_other(folder):
+    foreign = [f"{path.relative_to(ROOT)} imports {module}" for path, module in imports(folder)
+               if module.startswith("toolturn.") and module.split(".")[1] in PACKAGES
+               and module.split(".")[1] not in (folder, "core")]
+    assert not foreign
+
+
+def test_the_scan_sees_a_foreign_import(tmp_path, monkeypatch):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "bad.py").write_text("from toolturn.generate.run import main\nfrom ..generate import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert [m for _, m in imports("core")] == ["toolturn.generate.run", "toolturn.generate"]
+
+
+def test_run_dir_readers_load_nothing_heavy():
+    probe = ("import sys\n"
+             "import toolturn.generate.audit, toolturn.generate.stats, toolturn.generate.export\n"
+             "heavy = ('torch', 'transformers', 'datasets', 'toolturn.core.llm', 'toolturn.core.servers',\n"
+             "         'toolturn.core.roles', 'toolturn.core.endpoints', 'toolturn.generate.dialogue')\n"
+             "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
