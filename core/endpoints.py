@@ -40,7 +40,8 @@ def _optional_knobs(name: str, e) -> dict:
             continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < math.inf
         if not number or (kind is int and isinstance(value, float) and not value.is_integer()):
-            raise ToolturnError(f"llm.endpoints.{name}.{key} must be a {kind.__name__} >= {low}, got {value!r}")
+            what = "whole number" if kind is int else "number"
+            raise ToolturnError(f"llm.endpoints.{name}.{key} must be a {what} >= {low}, got {value!r}")
         out[key] = kind(value)
     return out
 

@@ -26,13 +26,13 @@ import random
 import re
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-
 from toolturn.core.errors import ToolturnError
 
 
@@ -265,7 +265,7 @@ def _retry_after_s(value: str) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:  # "-0000": UTC without a claim about the sender's zone
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - time.time()
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 

@@ -66,7 +66,8 @@ class Fault:
     def raw(cls, data: bytes, framing: str = "length", declared: int | None = None, keep: bool = False) -> Fault:
         """A 200 whose body is `data` (any bytes), framed by Content-Length, as one chunk, or by closing
         the connection. `declared` replaces the length that the header or the chunk announces (the
-        terminating chunk then is not sent). `keep`: leave the connection open afterwards."""
+        terminating chunk then is not sent). `keep`: leave the connection open afterwards (else the
+        reply says Connection: close)."""
         return cls("raw", data=data, framing=framing, declared=declared, keep=keep and framing != "close")
 
     @classmethod
@@ -271,11 +272,12 @@ class MockServer:
             await asyncio.sleep(fault.seconds)
         elif fault.kind == "raw":
             size = len(fault.data) if fault.declared is None else fault.declared
+            head += b"" if fault.keep else b"Connection: close\r\n"
             if fault.framing == "chunked":
                 end = b"0\r\n\r\n" if fault.declared is None else b""
                 body = b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%s" % (size, fault.data, end)
             elif fault.framing == "close":
-                body = b"Connection: close\r\n\r\n" + fault.data
+                body = b"\r\n" + fault.data
             else:
                 body = b"Content-Length: %d\r\n\r\n%s" % (size, fault.data)
             writer.write(head + body)
