@@ -57,6 +57,9 @@ class Sampling:
     top_p: float = 1.0
     max_tokens: int = 512
     seed: int | None = None
+    # `transformers serve` only: a JSON string that replaces the model's generation config (the only way to
+    # switch sampling on for a model whose generation_config.json lacks do_sample); other servers never get it
+    generation_config: str | None = None
 
 
 @dataclass
@@ -72,9 +75,9 @@ class ChatResult:
 
 class LLMError(ToolturnError):
     """A chat request that failed for good. `reason`: timeout | connection | http_<status> |
-    bad_response | reply_too_large | closed.
+    bad_response | reply_too_large | model_output (the server could not parse the model's reply) | closed.
 
-    `fatal` (all but a 4xx that blames the request, and reply_too_large): the endpoint is unusable
+    `fatal` (all but a 4xx that blames the request, reply_too_large and model_output): the endpoint is unusable
     (wrong key, URL or model, rate-limited, down, hung, not speaking the API), so the run must stop;
     otherwise only this request was bad and only its dialogue is lost.
     """
@@ -90,6 +93,10 @@ class _BadResponse(Exception):
 
 _RETRIED_STATUS = {408, 429}  # and every 5xx
 _ENDPOINT_STATUS = {401, 403, 404, 405, 407}  # a 4xx that says the endpoint config is wrong
+# A 5xx whose body says the server could not parse the model's own output (`transformers serve` on a
+# malformed <tool_call> block): a property of this completion, so not retried (a greedy or seeded
+# resample is the same) and not fatal; the caller counts it as the model's failure.
+_MODEL_OUTPUT_ERRORS = ("could not parse region as JSON", "could not parse after dialect transforms")
 _HINTS = {401: " (check the API key)", 403: " (check the API key)", 404: " (check base_url and model)",
           429: " (rate limited)"}
 
@@ -252,7 +259,9 @@ def _snippet(data: bytes | None, n: int = 300) -> str:
 
 
 def _tokens(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
+    if type(value) is int:
+        return value
+    return int(value) if isinstance(value, float) and math.isfinite(value) else 0
 
 
 def _retry_after_s(value: str) -> float | None:
@@ -324,7 +333,7 @@ class LLMClient:
                                    "temperature": s.temperature, "top_p": s.top_p,
                                    "max_tokens": s.max_tokens}
         for key, value in (("seed", s.seed), ("tools", tools or None), ("tool_choice", tool_choice),
-                           ("response_format", response_format)):
+                           ("response_format", response_format), ("generation_config", s.generation_config)):
             if value is not None:
                 payload[key] = value
         body = orjson.dumps(payload)
@@ -365,6 +374,8 @@ class LLMClient:
                 reason, detail = "bad_response", f"malformed response: {e}"
             else:
                 reason, detail = f"http_{status}", f"HTTP {status}{_HINTS.get(status, '')}: {_snippet(data)}"
+                if status >= 500 and data is not None and any(m.encode() in data for m in _MODEL_OUTPUT_ERRORS):
+                    raise LLMError("model_output", self._message(detail), fatal=False)
                 if status < 500 and status not in _RETRIED_STATUS:
                     blames_request = 400 <= status < 500 and status not in _ENDPOINT_STATUS
                     raise LLMError(reason, self._message(detail), fatal=not blames_request)
@@ -423,13 +434,12 @@ class LLMClient:
         if not (isinstance(content, str) and isinstance(raw_calls, list) and isinstance(reasoning, (str, type(None)))):
             raise _BadResponse(f"not a chat completion (a field has the wrong type): {_snippet(data)}")
         cap = self.endpoint.max_content_chars
-        longest = max((len(tc["function"]["arguments"]) for tc in raw_calls if isinstance(tc, dict)
-                       and isinstance(tc.get("function"), dict) and isinstance(tc["function"].get("arguments"), str)),
-                      default=0)
-        if max(len(content), len(reasoning or ""), longest) > cap:
+        if len(content) > cap or (reasoning and len(reasoning) > cap) or (raw_calls and any(
+                isinstance(tc, dict) and isinstance(fn := tc.get("function"), dict)
+                and isinstance(args := fn.get("arguments"), str) and len(args) > cap for tc in raw_calls)):
             raise LLMError("reply_too_large", self._message(f"reply content over max_content_chars={cap}"),
                            fatal=False)
-        tool_calls = _native_tool_calls(raw_calls)
+        tool_calls = _native_tool_calls(raw_calls) if raw_calls else []
         if "<tool_call>" in content:
             content, text_calls = parse_text_tool_calls(content, first_id=len(tool_calls))
             tool_calls += text_calls
