@@ -47,7 +47,7 @@ class Endpoint:
     backoff_s: float = 0.5
     max_wait_s: float = 60.0  # cap on one wait between attempts (Retry-After or backoff)
     max_reply_bytes: int = 1 << 20  # one response body; reading stops there (reply_too_large)
-    max_content_chars: int = 1 << 17  # the content, reasoning or one tool call's arguments of a reply
+    max_content_chars: int = 1 << 17  # the content or one tool call's arguments of a reply
     name: str = ""  # the config name (llm.endpoints.<name>), for messages
 
 
@@ -434,7 +434,7 @@ class LLMClient:
         if not (isinstance(content, str) and isinstance(raw_calls, list) and isinstance(reasoning, (str, type(None)))):
             raise _BadResponse(f"not a chat completion (a field has the wrong type): {_snippet(data)}")
         cap = self.endpoint.max_content_chars
-        if len(content) > cap or (reasoning and len(reasoning) > cap) or (raw_calls and any(
+        if len(content) > cap or (raw_calls and any(  # what roles read; reasoning only counts in the byte cap
                 isinstance(tc, dict) and isinstance(fn := tc.get("function"), dict)
                 and isinstance(args := fn.get("arguments"), str) and len(args) > cap for tc in raw_calls)):
             raise LLMError("reply_too_large", self._message(f"reply content over max_content_chars={cap}"),

@@ -136,13 +136,20 @@ def test_reply_at_the_byte_cap_passes_one_byte_more_does_not(framing):
 @pytest.mark.parametrize("reply", [
     completion("y" * 101),
     completion(None, tool_calls=[{"name": "get", "arguments": {"q": "z" * 100}}]),
-    {**completion("ok"), "choices": [{"index": 0, "finish_reason": "stop", "message": {
-        "role": "assistant", "content": "ok", "reasoning_content": "r" * 101}}]},
-], ids=["content", "arguments", "reasoning"])
+    completion("<tool_call>" + json.dumps({"name": "get", "arguments": {"q": "z" * 100}}) + "</tool_call>"),
+], ids=["content", "arguments", "text-call"])
 def test_content_fields_over_the_cap_are_reply_too_large(reply):
     with MockServer(Script(reply)) as s:
         _, (e,), waits = run_calls(s.base_url, max_content_chars=100)
     assert isinstance(e, LLMError) and e.reason == "reply_too_large" and not e.fatal and waits == []
+
+
+def test_content_fields_at_the_cap_pass():
+    reply = completion("y" * 100, tool_calls=[{"name": "get", "arguments": "{" + " " * 98 + "}"}])
+    reply["choices"][0]["message"]["reasoning_content"] = "r" * 1000  # not read by roles: only the byte cap
+    with MockServer(Script(reply)) as s:
+        _, (r,), _ = run_calls(s.base_url, max_content_chars=100)
+    assert r.content == "y" * 100 and r.tool_calls[0]["arguments"] == {} and len(r.reasoning_content) == 1000
 
 
 # ---------------------------------------------------------------------------------- broken replies
