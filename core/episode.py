@@ -3,12 +3,15 @@
 Roles only see an `EpisodeState`. Rule-based roles may also exchange structured dialogue acts (the
 classic agenda-based simulation setup: a user emits acts plus their surface text); LLM roles read the
 text. Tool errors are tool messages, never exceptions; a role that breaks the protocol ends the
-episode with an `EpisodeError` whose reason is counted by the caller.
+episode with an `EpisodeError` whose reason is counted by the caller. Every message is recorded as
+standard JSON in UTF-8 (a message that is not: `unencodable_message`), and the dialogue's JSON stays
+under `max_dialogue_bytes` (`dialogue_too_large`).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Protocol
 
@@ -45,6 +48,7 @@ class EpisodeState:
     user_turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0
+    bytes: int = 0  # UTF-8 JSON size of the messages so far (kept by run_episode)
 
 
 class User(Protocol):
@@ -60,13 +64,38 @@ class ToolExecutor(Protocol):
     def call(self, name: str, arguments: Any) -> ToolResult | Awaitable[ToolResult]: ...
 
 
+MAX_DIALOGUE_BYTES = 2 * 1024 * 1024
+
+
+def message_bytes(message: dict) -> int:
+    try:
+        return len(json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except (ValueError, TypeError) as exc:  # NaN, a lone surrogate, a value JSON cannot hold
+        raise EpisodeError("unencodable_message", f"a {message.get('role')} message is not JSON in UTF-8: "
+                                                  f"{str(exc)[:120]!r}") from None
+
+
+def tool_name(name: Any) -> str:
+    """What a tool call's name is recorded (and executed) as: a string, whatever the assistant sent."""
+    return name if isinstance(name, str) else repr(name)
+
+
 async def run_episode(state: EpisodeState, user: User, assistant: Assistant, tools: ToolExecutor,
-                      max_messages: int = 400, max_steps_per_turn: int = 32) -> None:
+                      max_messages: int = 400, max_steps_per_turn: int = 32,
+                      max_dialogue_bytes: int = MAX_DIALOGUE_BYTES) -> None:
     """Alternate user and assistant turns until the user is done; mutates `state.messages`."""
+    state.bytes = sum(message_bytes(m) for m in state.messages)
+
+    def append(message: dict) -> None:
+        state.bytes += message_bytes(message)
+        if state.bytes > max_dialogue_bytes:
+            raise EpisodeError("dialogue_too_large", f"dialogue exceeded {max_dialogue_bytes} bytes")
+        state.messages.append(message)
+
     while True:
         turn = await user.respond(state)
         if turn.text:
-            state.messages.append({"role": "user", "content": turn.text})
+            append({"role": "user", "content": turn.text})
             state.user_turns += 1
         state.user_acts = turn.acts
         if turn.done:
@@ -75,23 +104,23 @@ async def run_episode(state: EpisodeState, user: User, assistant: Assistant, too
             reply = await assistant.respond(state)
             message: dict[str, Any] = {"role": "assistant", "content": reply.content}
             if not reply.tool_calls:
-                state.messages.append(message)
+                append(message)
                 state.assistant_acts = reply.acts
                 break
             calls = []
             for call in reply.tool_calls:
                 state.tool_calls += 1
                 calls.append({"id": f"call_{state.tool_calls}", "type": "function",
-                              "function": {"name": call["name"], "arguments": call["arguments"]}})
+                              "function": {"name": tool_name(call.get("name")), "arguments": call.get("arguments")}})
             message["tool_calls"] = calls
-            state.messages.append(message)
+            append(message)
             for call in calls:
                 result = tools.call(call["function"]["name"], call["function"]["arguments"])
                 if inspect.isawaitable(result):
                     result = await result
                 state.tool_errors += not result.ok
-                state.messages.append({"role": "tool", "tool_call_id": call["id"],
-                                       "name": call["function"]["name"], "content": result.content})
+                append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
+                        "content": result.content})
         else:
             raise EpisodeError("max_steps_per_turn", f"assistant made {max_steps_per_turn} tool calls in one turn")
         if len(state.messages) - state.start > max_messages:

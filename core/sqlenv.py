@@ -4,13 +4,19 @@ Every dialogue gets its own in-memory copy of the domain database (SQLite backup
 persist across turns and never leak into another dialogue. Arguments are type-checked against the
 tool's JSON Schema and always bound, never formatted into SQL. An authorizer denies anything outside
 the domain's tables (ATTACH, PRAGMA, DDL, load_extension, sqlite_master) and denies writes to read
-tools; a progress handler bounds each call's run time. Errors come back as `{"error": ...}` content.
+tools, and transaction control inside a tool; a progress handler bounds each call's run time, also
+inside one long SQLite operation, and SQLite's own limits bound what one call may build: no value
+longer than the result cap exists during a call. A result is JSON in UTF-8 with finite numbers, at
+most `max_result_bytes` long; a larger one is a tool error naming the cap (not a truncated result:
+a cut list would read as complete data). Errors come back as `{"error": ...}` content, and a failed
+call is rolled back whatever went wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -23,6 +29,16 @@ from toolturn.core.sqlschema import quote_ident
 
 MAX_STRING_CHARS = 1000
 DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+MAX_RESULT_BYTES = 64 * 1024  # one tool result, as UTF-8 JSON
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # SQLite's INTEGER
+TOOL_SQL_PREFIX = ("/* read tool */ ", "/* write tool */ ")
+FETCH_ROWS = 64  # rows decoded at a time, so an oversized result stops early
+# SQLite's own limits on every sandbox connection (defaults are 1e9 bytes, 500 terms, 1000 levels);
+# SQLITE_LIMIT_LENGTH is lowered further to the result cap while a tool runs.
+CONNECTION_LIMITS = {sqlite3.SQLITE_LIMIT_SQL_LENGTH: 1_000_000, sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 100,
+                     sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 200, sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 10_000,
+                     sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 100, sqlite3.SQLITE_LIMIT_ATTACHED: 0,
+                     sqlite3.SQLITE_LIMIT_TRIGGER_DEPTH: 100}
 
 
 @dataclass(frozen=True)
@@ -55,14 +71,106 @@ class ToolResult:
 
 
 def dump_json(value: Any) -> str:
-    """The one serialization of tool results; the audit compares its output byte for byte."""
-    return json.dumps(value, ensure_ascii=False)
+    """The one serialization of tool results; the audit compares its output byte for byte.
+    Non-finite numbers are refused (ValueError): they are not JSON."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def encode_result(value: Any, max_bytes: int) -> str:
+    """`dump_json(value)`, or a ToolCallError if it is not JSON in UTF-8 or longer than `max_bytes`."""
+    text, size = _encode(value)
+    if size > max_bytes:
+        raise ToolCallError(_too_large(max_bytes))
+    return text
+
+
+def _encode(value: Any) -> tuple[str, int]:
+    try:
+        text = dump_json(value)
+        return text, len(text.encode("utf-8"))
+    except ValueError as exc:  # a non-finite number, or a lone surrogate (UnicodeEncodeError)
+        raise ToolCallError(f"the tool result cannot be encoded as JSON in UTF-8: {_clean(str(exc))[:120]}") from None
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"the tool result exceeds the limit of {max_bytes} bytes; ask for fewer rows or fields"
+
+
+def _clean(text: str) -> str:
+    """Text safe to encode as UTF-8: lone surrogates become backslash escapes."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_result(message: str) -> ToolResult:
+    return ToolResult(json.dumps({"error": _clean(message)}, ensure_ascii=False), ok=False, value=None)
 
 
 def _json_value(v: Any) -> Any:
     if isinstance(v, bytes):
         return f"<{len(v)} bytes>"
     return v
+
+
+def value_problem(value: Any) -> str | None:
+    """Why `value` cannot travel as a tool argument (standard JSON, UTF-8 text, integers in SQLite's
+    signed 64-bit range), or None. Walks nested lists and objects without recursion."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if not INT64_MIN <= v <= INT64_MAX:
+                return "an integer outside the signed 64-bit range"
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return f"a non-finite number ({v})"
+        elif isinstance(v, str):
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "text that is not valid UTF-8 (a lone surrogate)"
+        elif isinstance(v, list):
+            todo.extend(v)
+        elif isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                return "an object key that is not a string"
+            todo.extend(v)
+            todo.extend(v.values())
+        else:
+            return f"a {type(v).__name__}, which is not a JSON value"
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and value_problem(v) is None
+
+
+def parameters_problem(parameters: Any) -> str | None:
+    """Why a tool's parameter spec is unusable (the JSON-Schema subset `check_parameters` reads), or None."""
+    if not isinstance(parameters, dict):
+        return "parameters must be a JSON-Schema object"
+    props, required = parameters.get("properties", {}), parameters.get("required", [])
+    if not isinstance(props, dict) or not all(isinstance(k, str) for k in props):
+        return "properties must be an object of named parameter specs"
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        return "required must be a list of parameter names"
+    for name, spec in props.items():
+        if not isinstance(spec, dict):
+            return f"the spec of parameter '{name}' must be an object"
+        kind = spec.get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        if kind is not None and not all(isinstance(k, str) for k in kinds):
+            return f"the type of parameter '{name}' must be a type name or a list of them"
+        if "enum" in spec and not (isinstance(spec["enum"], list) and value_problem(spec["enum"]) is None):
+            return f"the enum of parameter '{name}' must be a list of JSON values"
+        for bound in ("minimum", "maximum"):
+            if bound in spec and not _is_number(spec[bound]):
+                return f"the {bound} of parameter '{name}' must be a finite number"
+        if value_problem(spec.get("default")) is not None:
+            return f"the default of parameter '{name}' is not a JSON value"
+    return None
 
 
 def check_arguments(tool: SqlTool, args: Any) -> dict[str, Any]:
@@ -72,13 +180,22 @@ def check_arguments(tool: SqlTool, args: Any) -> dict[str, Any]:
 
 def check_parameters(tool: str, parameters: dict, args: Any) -> dict[str, Any]:
     """The argument check shared by executed and simulated tools (JSON-Schema subset: types, enums,
-    ranges, required, no unknown keys, bounded strings)."""
+    ranges, required, no unknown keys, bounded strings, values SQLite and JSON can carry)."""
+    problem = parameters_problem(parameters)
+    if problem is not None:
+        raise ToolCallError(f"tool {tool} has a malformed parameter spec: {problem}")
     if not isinstance(args, dict):
         raise ToolCallError(f"arguments for {tool} must be a JSON object, got {type(args).__name__}")
+    if not all(isinstance(k, str) for k in args):
+        raise ToolCallError(f"argument names for {tool} must be strings")
     props: dict = parameters.get("properties", {})
     unknown = sorted(set(args) - set(props))
     if unknown:
         raise ToolCallError(f"unknown argument(s) {unknown} for {tool}; expected a subset of {sorted(props)}")
+    for name, value in args.items():
+        problem = value_problem(value)
+        if problem is not None:
+            raise ToolCallError(f"argument '{name}' of {tool} contains {problem}")
     missing = [p for p in parameters.get("required", []) if args.get(p) is None]
     if missing:
         raise ToolCallError(f"missing required argument(s) {missing} for {tool}")
@@ -91,13 +208,17 @@ def check_parameters(tool: str, parameters: dict, args: Any) -> dict[str, Any]:
     return binds
 
 
+TYPE_CHECKS = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+               "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+               "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+               "array": lambda v: isinstance(v, list), "object": lambda v: isinstance(v, dict),
+               "null": lambda v: v is None}
+
+
 def _check_value(tool: str, name: str, spec: dict, value: Any) -> None:
     kind = spec.get("type")
-    ok = {"integer": isinstance(value, int) and not isinstance(value, bool),
-          "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-          "string": isinstance(value, str),
-          "boolean": isinstance(value, bool)}.get(kind, True)
-    if not ok:
+    kinds = kind if isinstance(kind, list) else [kind]
+    if kind is not None and not any(TYPE_CHECKS.get(k, lambda v: True)(value) for k in kinds):
         raise ToolCallError(f"argument '{name}' of {tool} must be of type {kind}, got {type(value).__name__} "
                             f"{json.dumps(value)[:40]}")
     if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
@@ -105,7 +226,8 @@ def _check_value(tool: str, name: str, spec: dict, value: Any) -> None:
                             f"at most {MAX_STRING_CHARS})")
     if "enum" in spec and value not in spec["enum"]:
         raise ToolCallError(f"argument '{name}' of {tool} must be one of {spec['enum']}, got {value!r}")
-    if "minimum" in spec and value < spec["minimum"] or "maximum" in spec and value > spec["maximum"]:
+    if ("minimum" in spec or "maximum" in spec) and _is_number(value) and \
+            not spec.get("minimum", -math.inf) <= value <= spec.get("maximum", math.inf):
         raise ToolCallError(f"argument '{name}' of {tool} must be between {spec.get('minimum')} and "
                             f"{spec.get('maximum')}, got {value}")
 
@@ -121,12 +243,13 @@ class SqlDomain:
     """A domain database loaded once into memory, plus its tools. Opens isolated sandboxes."""
 
     def __init__(self, db_path: Path, tools: list[SqlTool], tables: list[str], enforce_foreign_keys: bool = True,
-                 time_limit_s: float = 2.0):
+                 time_limit_s: float = 2.0, max_result_bytes: int = MAX_RESULT_BYTES):
         self.db_path = Path(db_path)
         self.tools = {t.name: t for t in tools}
         self.tables = sorted(tables)
         self.enforce_foreign_keys = enforce_foreign_keys
         self.time_limit_s = time_limit_s
+        self.max_result_bytes = max_result_bytes
         self._master = load_into_memory(self.db_path)
         # Schema objects tools may not read (views, other tables); CTE names are not among them.
         self.forbidden = frozenset(r[0] for r in self._master.execute("SELECT name FROM sqlite_master")) \
@@ -187,24 +310,30 @@ def load_into_memory(db_path: Path) -> sqlite3.Connection:
 
 
 class Sandbox:
-    """One dialogue's private database. `call` never raises for a bad call: it returns an error result."""
+    """One dialogue's private database. `call` never raises for a bad call: it returns an error result,
+    and the database is as it was before the call."""
 
     def __init__(self, conn: sqlite3.Connection, domain: SqlDomain):
         self.conn = conn
         self.domain = domain
         self._allowed = frozenset(domain.tables)
+        self._in_tool = False  # the authorizer's rules for tool SQL apply
         self._writable = False
         self._deadline = float("inf")  # only tool calls are time-bounded
+        self._length = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)  # outside tool calls
         self.dirty: set[str] = set()  # tables a write may have changed (see state_hash)
+        for limit, value in CONNECTION_LIMITS.items():
+            conn.setlimit(limit, value)
         if domain.enforce_foreign_keys:
             conn.execute("PRAGMA foreign_keys = ON")
         conn.set_authorizer(self._authorize)
         conn.set_progress_handler(self._over_time, 1000)
 
     def _authorize(self, action: int, arg1, arg2, _db, _source) -> int:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT,
-                      sqlite3.SQLITE_RECURSIVE):
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
             return sqlite3.SQLITE_OK
+        if action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):  # only the sandbox's own
+            return sqlite3.SQLITE_DENY if self._in_tool else sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ:
             hidden = arg1 in self.domain.forbidden or (arg1 or "").lower().startswith("sqlite_")
             return sqlite3.SQLITE_DENY if hidden else sqlite3.SQLITE_OK
@@ -220,53 +349,85 @@ class Sandbox:
     def _over_time(self) -> int:
         return 1 if time.perf_counter() > self._deadline else 0
 
-    def call(self, name: str, arguments: Any) -> ToolResult:
+    def call(self, name: Any, arguments: Any) -> ToolResult:
+        if not isinstance(name, str):
+            return error_result(f"the tool name must be a string, got {type(name).__name__}")
         tool = self.domain.tools.get(name)
         if tool is None:
-            error = f"unknown tool '{name}'; available tools: {sorted(self.domain.tools)}"
-            return ToolResult(dump_json({"error": error}), ok=False, value=None)
+            return error_result(f"unknown tool '{name}'; available tools: {sorted(self.domain.tools)}")
         return self.run(tool, arguments)
 
     def run(self, tool: SqlTool, arguments: Any) -> ToolResult:
         """Execute any tool (also one not registered with the domain, e.g. a candidate being checked)."""
         try:
-            value = self._execute(tool, arguments)
+            value, content = self._execute(tool, arguments)
         except ToolCallError as exc:
-            return ToolResult(dump_json({"error": str(exc)}), ok=False, value=None)
-        return ToolResult(dump_json(value), ok=True, value=value)
+            return error_result(str(exc))
+        return ToolResult(content, ok=True, value=value)
 
-    def _execute(self, tool: SqlTool, arguments: Any) -> Any:
+    def _execute(self, tool: SqlTool, arguments: Any) -> tuple[Any, str]:
         binds = check_arguments(tool, arguments)
-        self._writable = tool.effect == "write"
-        self._deadline = time.perf_counter() + self.domain.time_limit_s
         self.conn.execute("SAVEPOINT tool_call")
+        done = False
         try:
-            cur = self.conn.execute(tool.sql, binds)
-            names = [d[0] for d in cur.description or ()]
-            rows = [{k: _json_value(v) for k, v in zip(names, row)} for row in cur.fetchall()]
-        except sqlite3.Error as exc:
-            self.conn.execute("ROLLBACK TO tool_call")
-            self.conn.execute("RELEASE tool_call")
+            self._in_tool, self._writable = True, tool.effect == "write"
+            self._deadline = time.perf_counter() + self.domain.time_limit_s
+            self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.domain.max_result_bytes)
+            cur = self.conn.cursor()
+            try:
+                # The prefix keeps a tool's statement out of the statement cache entries of the sandbox's
+                # own statements and of tools with another effect: a cached statement is not authorized again.
+                result = self._collect(tool, cur.execute(TOOL_SQL_PREFIX[tool.effect == "write"] + tool.sql, binds), binds)
+            finally:
+                cur.close()
+                self._in_tool = self._writable = False
+                self._deadline = float("inf")
+                self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._length)
+            done = True
+        except (sqlite3.Error, ValueError, OverflowError) as exc:  # ValueError: SQL text not UTF-8
             raise ToolCallError(self._describe(exc)) from None
-        finally:
-            self._writable, self._deadline = False, float("inf")
-        self.conn.execute("RELEASE tool_call")
-        if cur.description is None:  # a write without RETURNING
-            return {"changed_rows": cur.rowcount}
-        if tool.returns == "rows":
-            return rows
-        if not rows:
-            shown = {k: v for k, v in binds.items() if v is not None}
-            raise ToolCallError(f"no {tool.table} record found for {dump_json(shown)}")
-        return rows[0]
+        finally:  # any failure, also an unexpected one, leaves no trace and no open transaction
+            if not done:
+                self.conn.execute("ROLLBACK TO tool_call")
+            self.conn.execute("RELEASE tool_call")
+        return result
 
-    def _describe(self, exc: sqlite3.Error) -> str:
+    def _collect(self, tool: SqlTool, cur: sqlite3.Cursor, binds: dict) -> tuple[Any, str]:
+        """The result and its encoding, stopping as soon as it exceeds the cap."""
+        cap = self.domain.max_result_bytes
+        if cur.description is None:  # a write without RETURNING
+            value = {"changed_rows": cur.rowcount}
+            return value, encode_result(value, cap)
+        names = [d[0] for d in cur.description]
+        if tool.returns == "row":
+            row = cur.fetchone()
+            if row is None:
+                shown = {k: v for k, v in binds.items() if v is not None}
+                raise ToolCallError(f"no {tool.table} record found for {dump_json(shown)}")
+            value = {k: _json_value(v) for k, v in zip(names, row)}
+            return value, encode_result(value, cap)
+        rows, parts, size = [], [], 0
+        while batch := cur.fetchmany(FETCH_ROWS):
+            chunk = [{k: _json_value(v) for k, v in zip(names, row)} for row in batch]
+            # json.dumps of a list is "[" + ", ".join(items) + "]": chunks join to the same bytes, and
+            # their sizes add up (one chunk's brackets become the ", " between two)
+            text, n = _encode(chunk)
+            size += n
+            if size > cap:
+                raise ToolCallError(_too_large(cap))
+            rows += chunk
+            parts.append(text[1:-1])
+        return rows, "[" + ", ".join(parts) + "]"
+
+    def _describe(self, exc: Exception) -> str:
         text = str(exc)
         if text == "interrupted":
             return f"query exceeded the time limit of {self.domain.time_limit_s:g} s"
+        if text == "string or blob too big":
+            return f"a value in the query exceeds the limit of {self.domain.max_result_bytes} bytes"
         if "not authorized" in text or "prohibited" in text:
             return f"operation not permitted: {text}"
-        return f"database error: {text}"
+        return f"database error: {_clean(text)[:300]}"
 
     @contextmanager
     def attempt(self) -> Iterator[None]:

@@ -95,7 +95,7 @@ class DialogueFactory:
         self.llm = {role: spec.endpoint for role, spec in specs.items()}
         # plain values, read once: OmegaConf access is slow on the per-dialogue path
         self.samplings = {role: sampling(spec) for role, spec in specs.items()}
-        self.max_messages = int(cfg.max_messages)
+        self.max_messages, self.max_dialogue_bytes = int(cfg.max_messages), int(cfg.max_dialogue_bytes)
         self.tools_per_dialogue, self.prefix_source = int(cfg.tools_per_dialogue), cfg.prefix
         self.meta_base = {"pipeline": p.name, "tool_mode": cfg.tools.mode, "domain": domain.name, "seed": self.seed}
         self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0))
@@ -199,7 +199,8 @@ class DialogueFactory:
         else:
             assistant = OracleAssistant(tasks, rng, self.write_tools, self.slip_rate)
         try:
-            await run_episode(state, user, assistant, executor, max_messages=self.max_messages)
+            await run_episode(state, user, assistant, executor, max_messages=self.max_messages,
+                              max_dialogue_bytes=self.max_dialogue_bytes)
             end_state = sandbox.state_hash() if sandbox is not None else None
         except EpisodeError as exc:
             return Outcome(index, None, exc.reason, str(exc), rejections, attempt=_attempt(tasks, state))

@@ -3,8 +3,9 @@
 A candidate `{name, description, parameters, sql}` becomes a `SqlTool` only if the SQL parses with
 sqlglot as exactly one SELECT / INSERT / UPDATE / DELETE, touches only the domain's tables and
 columns, its :binds match the declared parameters, and a dry run with sample arguments succeeds
-inside the sandbox (authorizer and time limit on) and is rolled back. Each rejection has a reason
-that the caller counts.
+inside the sandbox (authorizer, time limit and result cap on) and is rolled back. Transaction control
+(BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE, END) is no statement a tool may be. A parameter spec of
+any shape is checked, never trusted. Each rejection has a reason that the caller counts.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 from toolturn.core.errors import ToolCallError
-from toolturn.core.sqlenv import Sandbox, SqlTool, check_arguments
+from toolturn.core.sqlenv import Sandbox, SqlTool, check_arguments, parameters_problem, value_problem
 from toolturn.core.sqlschema import Schema
 
 NAME = re.compile(r"[a-z][a-z0-9_]{2,63}")
 JSON_TYPES = {"string", "integer", "number", "boolean"}
+TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"}
 STATEMENTS = {exp.Select: "read", exp.Union: "read", exp.Insert: "write", exp.Update: "write", exp.Delete: "write"}
 
 
@@ -30,9 +32,13 @@ class Rejected(Exception):
 
 
 def _sample_value(spec: dict) -> Any:
-    if "enum" in spec and spec["enum"]:
+    if spec.get("enum"):
         return spec["enum"][0]
-    return {"integer": 1, "number": 1.0, "boolean": True}.get(spec.get("type"), "a")
+    kind = spec["type"]
+    if kind in ("integer", "number") and ("minimum" in spec or "maximum" in spec):
+        value = spec.get("minimum", spec.get("maximum"))
+        return int(value) if kind == "integer" and float(value).is_integer() else value
+    return {"integer": 1, "number": 1.0, "boolean": True}.get(kind, "a")
 
 
 def check_sql_tool(candidate: Any, schema: Schema, sandbox: Sandbox, taken: set[str]) -> SqlTool:
@@ -41,18 +47,27 @@ def check_sql_tool(candidate: Any, schema: Schema, sandbox: Sandbox, taken: set[
         raise Rejected("malformed", "needs name, description, parameters and sql")
     name, sql, params = candidate["name"], candidate["sql"], candidate["parameters"]
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise Rejected("bad_name", str(name)[:60])
+        raise Rejected("bad_name", name[:60] if isinstance(name, str) else f"a {type(name).__name__}")
     if name in taken:
         raise Rejected("duplicate_name", name)
-    if not isinstance(sql, str) or not isinstance(params, dict) or params.get("type") != "object":
-        raise Rejected("malformed", "sql must be a string and parameters a JSON-Schema object")
+    description = candidate["description"]
+    texts_ok = isinstance(sql, str) and isinstance(description, str) and not value_problem([sql, description])
+    if not texts_ok or "\0" in sql or not isinstance(params, dict) or params.get("type") != "object":
+        raise Rejected("malformed", "sql and description must be UTF-8 text and parameters a JSON-Schema object")
+    problem = parameters_problem(params)
+    if problem is not None:
+        raise Rejected("bad_parameters", problem)
     props = params.get("properties") or {}
-    if not all(isinstance(s, dict) and s.get("type") in JSON_TYPES for s in props.values()):
+    if not all(isinstance(s.get("type"), str) and s["type"] in JSON_TYPES for s in props.values()):
         raise Rejected("bad_parameters", "every parameter needs a type among " + ", ".join(sorted(JSON_TYPES)))
     required = [r for r in params.get("required", []) if r in props]
     try:
+        tokens = sqlglot.tokenize(sql, read="sqlite")
+        if any(t.text.upper() in TRANSACTION_CONTROL for i, t in enumerate(tokens)
+               if i == 0 or tokens[i - 1].token_type == sqlglot.TokenType.SEMICOLON):
+            raise Rejected("transaction_control", "a tool cannot begin, commit or roll back a transaction")
         statements = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
-    except sqlglot.errors.ParseError as exc:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
         raise Rejected("parse_error", str(exc).splitlines()[0][:120]) from None
     if len(statements) != 1:
         raise Rejected("not_one_statement", f"{len(statements)} statements")
@@ -65,7 +80,7 @@ def check_sql_tool(candidate: Any, schema: Schema, sandbox: Sandbox, taken: set[
     if binds != set(props):
         raise Rejected("parameter_mismatch", f"sql binds {sorted(binds)} vs parameters {sorted(props)}")
     tables = [t.name for t in tree.find_all(exp.Table)]
-    tool = SqlTool(name=name, description=str(candidate["description"])[:500],
+    tool = SqlTool(name=name, description=description[:500],
                    parameters={"type": "object", "properties": props, "required": required}, sql=sql,
                    effect=effect, returns="rows", table=tables[0] if tables else "")
     _dry_run(tool, sandbox)

@@ -18,7 +18,7 @@ from toolturn.core.errors import ToolCallError
 from toolturn.core.llm import extract_json_value
 from toolturn.core.prompts import load as load_prompt
 from toolturn.core.role_model import RoleModel
-from toolturn.core.sqlenv import ToolResult, check_parameters, dump_json
+from toolturn.core.sqlenv import MAX_RESULT_BYTES, ToolResult, check_parameters, encode_result, error_result
 from toolturn.core.transcript import render_transcript
 
 ENTITY_KEYS = ("id", "name", "email", "number", "code", "date")
@@ -32,8 +32,9 @@ def random_reference_time(rng: random.Random) -> str:
 
 class ToolSimulator:
     def __init__(self, model: RoleModel, tools: list[dict], return_schemas: dict[str, dict],
-                 rng: random.Random, messages: list[dict]):
+                 rng: random.Random, messages: list[dict], max_result_bytes: int = MAX_RESULT_BYTES):
         self.model = model
+        self.max_result_bytes = max_result_bytes
         self.specs = {t["function"]["name"]: t["function"] for t in tools}
         self.schemas = return_schemas
         self.messages = messages  # the live dialogue, for context
@@ -50,14 +51,16 @@ class ToolSimulator:
         while len(self.entities) > MAX_ENTITIES:
             self.entities.pop(next(iter(self.entities)))
 
-    async def call(self, name: str, arguments) -> ToolResult:
+    async def call(self, name, arguments) -> ToolResult:
+        if not isinstance(name, str):
+            return error_result(f"the tool name must be a string, got {type(name).__name__}")
         spec = self.specs.get(name)
         if spec is None:
-            return _error(f"unknown tool '{name}'; available tools: {sorted(self.specs)}")
+            return error_result(f"unknown tool '{name}'; available tools: {sorted(self.specs)}")
         try:
             check_parameters(name, spec.get("parameters") or {}, arguments)
         except ToolCallError as exc:
-            return _error(str(exc))
+            return error_result(str(exc))
         schema = self.schemas.get(name) or {"type": ["object", "array"]}
         prompt = load_prompt("tool_simulator").format(
             tool_name=name, tool_spec=json.dumps(spec, ensure_ascii=False), return_schema=json.dumps(schema),
@@ -69,19 +72,19 @@ class ToolSimulator:
             value = extract_json_value(reply.content)
             problem = _schema_problem(value, schema)
             if problem is None:
+                try:
+                    content = encode_result(value, self.max_result_bytes)
+                except ToolCallError as exc:  # NaN, a lone surrogate, or too long: not worth a repair
+                    return error_result(f"the tool backend returned an unusable result: {exc}")
                 if not (isinstance(value, dict) and set(value) == {"error"}):
                     self._remember(value)
-                    return ToolResult(dump_json(value), ok=True, value=value)
-                return ToolResult(dump_json(value), ok=False, value=None)
+                    return ToolResult(content, ok=True, value=value)
+                return ToolResult(content, ok=False, value=None)
             self.model.meter.events["tool_simulator_repair" if attempt == 0 else "tool_simulator_failed"] += 1
             messages = [*messages, {"role": "assistant", "content": reply.content},
                         {"role": "user", "content": f"That output is not usable: {problem}. Reply with only the "
                                                     f"JSON value, conforming to the schema."}]
-        return _error(f"the tool backend returned an invalid result: {problem}")
-
-
-def _error(message: str) -> ToolResult:
-    return ToolResult(dump_json({"error": message}), ok=False, value=None)
+        return error_result(f"the tool backend returned an invalid result: {problem}")
 
 
 def _schema_problem(value, schema: dict) -> str | None:
