@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import sqlite3
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -292,20 +294,43 @@ class SqlDomain:
         self._master.close()
 
 
+SIDE_FILES = ("-wal", "-journal")  # un-checkpointed or uncommitted content SQLite keeps beside a database
+
+
 def load_into_memory(db_path: Path) -> sqlite3.Connection:
-    """Copy a database file into memory, opening the file read-only so it can never be modified."""
+    """Copy a database file into memory without writing anything beside it.
+
+    The file is opened `immutable`: SQLite then creates no -wal/-shm/-journal files and takes no locks.
+    Immutable also means SQLite would ignore a -wal file (committed data not yet checkpointed) and a
+    hot -journal, so when one exists the database and its side files are copied byte for byte into a
+    private temporary directory and opened there, where SQLite applies them as any reader would:
+    what is loaded is what a normal connection to the source would see."""
     if not db_path.is_file():
         raise ToolturnError(f"database file not found: {db_path}")
+    sides = [s for s in SIDE_FILES if Path(f"{db_path}{s}").is_file()]
     try:
-        src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:
-            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            mem = sqlite3.connect(":memory:", check_same_thread=False)
-            src.backup(mem)
-        finally:
-            src.close()
+        if not sides:
+            return _backup_to_memory(Path(db_path).resolve().as_uri() + "?immutable=1")
+        with tempfile.TemporaryDirectory(prefix="toolturn-db-") as tmp:
+            copy = Path(tmp) / "db.sqlite"
+            shutil.copyfile(db_path, copy)
+            for side in sides:
+                shutil.copyfile(f"{db_path}{side}", f"{copy}{side}")
+            return _backup_to_memory(copy.as_uri())
     except sqlite3.DatabaseError as exc:
         raise ToolturnError(f"cannot read SQLite database {db_path}: {exc}") from None
+    except OSError as exc:
+        raise ToolturnError(f"cannot read {db_path}: {exc.strerror or exc}") from None
+
+
+def _backup_to_memory(uri: str) -> sqlite3.Connection:
+    src = sqlite3.connect(uri, uri=True)
+    try:
+        src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        mem = sqlite3.connect(":memory:", check_same_thread=False)
+        src.backup(mem)
+    finally:
+        src.close()
     return mem
 
 

@@ -112,12 +112,20 @@ def _unique_params(names: list[str]) -> list[str]:
     return out
 
 
+# Virtual tables (FTS3/4/5, R*Tree, ...) keep their data in shadow tables named `<vtab>_<suffix>`
+# (fts5: _data _idx _content _docsize _config; fts4: _content _segments _segdir _docsize _stat;
+# rtree: _node _parent _rowid). Neither is a domain table; a table of the database that merely
+# shares such a prefix is skipped with the same reason (the module is not always loaded to tell).
+VIRTUAL = re.compile(r"\s*CREATE\s+VIRTUAL\s+TABLE\b", re.IGNORECASE)
+
+
 def introspect(conn: sqlite3.Connection) -> Schema:
     """Read every usable table; record why anything else was skipped."""
     skipped: dict[str, str] = {}
     tables: dict[str, Table] = {}
     objects = conn.execute(
         "SELECT type, name, sql FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").fetchall()
+    virtual = [name for kind, name, sql in objects if kind == "table" and VIRTUAL.match(sql or "")]
     for kind, name, sql in objects:
         if name.startswith("sqlite_"):
             continue
@@ -128,8 +136,12 @@ def introspect(conn: sqlite3.Connection) -> Schema:
             except sqlite3.Error as exc:
                 skipped[name] = f"view fails to compile: {exc}"
             continue
-        if sql and sql.upper().startswith("CREATE VIRTUAL TABLE"):
-            skipped[name] = "virtual table"
+        if name in virtual:
+            skipped[name] = "virtual table: its module's storage is not a plain table"
+            continue
+        owner = next((v for v in virtual if name.startswith(f"{v}_")), None)
+        if owner is not None:
+            skipped[name] = f"shadow table of virtual table {owner}"
             continue
         try:
             table = _read_table(conn, name, sql or "")

@@ -1,7 +1,8 @@
 """Domain sources: built-in customer-service databases and import of any SQLite file.
 
 `prepare_domain` materialises a domain into `<run_dir>/domains/<name>/` (db.sqlite is the pristine
-initial state; schema.sql, tools.json and skipped.json describe it) and returns a `Domain`.
+initial state, source.json what it was made from; schema.sql, tools.json and skipped.json describe it)
+and returns a `Domain`. A source file is only read: nothing is written beside it (see `load_into_memory`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
-from toolturn.core.sqlenv import SqlDomain, SqlTool, load_into_memory
+from toolturn.core.files import atomic_write_json
+from toolturn.core.sqlenv import SIDE_FILES, SqlDomain, SqlTool, load_into_memory
 from toolturn.core.sqlschema import Schema, introspect, slugify
 from toolturn.core.tools.schema_tools import derive_tools
 
@@ -76,25 +78,79 @@ def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
 
     out = run_dir / "domains" / name
     db_path = out / "db.sqlite"
-    if not db_path.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = db_path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        if module is not None:
-            module.build(tmp, seed)
-        else:
-            _copy_database(source, tmp)
-        tmp.rename(db_path)  # atomic: a killed run never leaves a half-built pristine copy
+    identity = ({"kind": "builtin", "name": name, "seed": seed} if module is not None
+                else {"kind": "sqlite", **_file_identity(source)})
+    built = _reuse_or_build(db_path, identity, lambda tmp: module.build(tmp, seed) if module is not None
+                            else _copy_database(source, tmp))
+    try:
+        return _load_domain(name, description, policy, db_path, cfg.path if module is None else db_path.name)
+    except BaseException:
+        if built:  # a later run must not reuse what this failed set-up made
+            for f in (db_path, _identity_path(db_path), *(out / n for n in DESCRIPTION_FILES)):
+                f.unlink(missing_ok=True)
+        raise
 
+
+DESCRIPTION_FILES = ("schema.sql", "tools.json", "skipped.json")
+
+
+def _identity_path(db_path: Path) -> Path:
+    return db_path.with_name("source.json")
+
+
+def _file_identity(path: Path) -> dict:
+    """What identifies a source file cheaply: path, size and modification time, also of its side files."""
+    if not path.is_file():
+        raise ToolturnError(f"database file not found: {path}")
+    files = [path] + [Path(f"{path}{s}") for s in SIDE_FILES if Path(f"{path}{s}").is_file()]
+    return {"path": str(path), "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
+
+
+def _reuse_or_build(db_path: Path, identity: dict, build) -> bool:
+    """Reuse the pristine copy only if it was made from this very source; build it otherwise. Returns
+    whether it was built now. A copy without a recorded source (a set-up killed after the copy, or a
+    run dir from before sources were recorded) is rebuilt."""
+    marker = _identity_path(db_path)
+    if db_path.exists() and marker.exists():
+        recorded = json.loads(marker.read_text())
+        if recorded == identity:
+            return False
+        raise ToolturnError(f"{db_path} was made from a different source ({_differs(recorded, identity)}); "
+                            f"use another out_dir, or delete {db_path.parent} to rebuild the domain")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db_path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        build(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.rename(db_path)  # atomic: a killed run never leaves a half-built pristine copy
+    atomic_write_json(marker, identity)
+    return True
+
+
+def _differs(recorded: dict, current: dict) -> str:
+    if recorded.get("kind") != current.get("kind") or recorded.get("path") != current.get("path"):
+        return f"recorded {recorded.get('path') or recorded.get('name')}, now {current.get('path') or current.get('name')}"
+    if current["kind"] == "builtin":
+        return f"recorded seed {recorded.get('seed')}, now {current['seed']}"
+    return f"{current['path']} changed size, modification time or -wal/-journal files since"
+
+
+def _load_domain(name: str, description: str, policy: str, db_path: Path, shown: str) -> Domain:
+    out = db_path.parent
     mem = load_into_memory(db_path)
     try:
         schema = introspect(mem)
         if not any(t.columns for t in schema.tables.values()):
             reasons = "; ".join(f"{k}: {v}" for k, v in schema.skipped.items()) or "the database has no tables"
-            raise ToolturnError(f"no usable table in {db_path.name if module else cfg.path} ({reasons})")
+            raise ToolturnError(f"no usable table in {shown} ({reasons})")
         tools, skipped_tools = derive_tools(mem, schema)
-        ddl = [r[0] + ";" for r in mem.execute(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type, name")]
+        hidden = {k for k, why in schema.skipped.items() if why.startswith(("virtual table", "shadow table"))}
+        ddl = [sql + ";" for kind, obj, table, sql in mem.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY type, name") if obj not in hidden and table not in hidden]
     finally:
         mem.close()
     skipped = {**schema.skipped, **skipped_tools}
@@ -118,6 +174,7 @@ def _copy_database(source: Path, dest: Path) -> None:
     try:
         target = sqlite3.connect(dest)
         mem.backup(target)
+        target.execute("PRAGMA journal_mode = DELETE")  # a WAL source's copy must not grow -wal files of its own
         target.close()
     finally:
         mem.close()
