@@ -1,0 +1,255 @@
+"""A deterministic rule-based user that reads the assistant's *text* (and tool results), so it can face
+any assistant, an LLM included. Evaluation uses it; the agenda user (dialogue acts) stays for generation.
+
+It holds an agenda (each task's subtasks, in order) and each turn
+- answers the assistant's questions for identifiers it holds, detected in the text ("what is the
+  customer email?", "your e-mail, please"),
+- confirms a proposed change that matches what it asked for, declines one that does not,
+- marks a requested subtask done once every fact it expects was stated since the request (whole-token,
+  number-normalised matching, the judge's test), and gives feedback when some are still missing,
+- repeats a request in other words, identifiers included, when the reply does not address it,
+- reveals the next one or two subtasks, chains the next task, and closes once every task is done: all its
+  subtasks, and the database where the task's gold plan leaves it (`state_ok`, the judge's end-state test),
+- gives up after `max_stall_turns` turns in a row without progress.
+Every turn is either progress (a new fact, identifier, confirmation, subtask or task, each counted once)
+or a stalled turn, so an episode always ends. It never fails on a reply it does not understand.
+
+It also emits the dialogue acts of its turns (`UserTurn.acts`), which an oracle assistant may read; it
+never reads the assistant's acts itself.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from toolturn.core.episode import EpisodeState, UserTurn
+from toolturn.core.judges.execution import assistant_text
+from toolturn.core.judges.facts import mentions
+from toolturn.core.roles import phrasing as P
+from toolturn.core.tasks.types import Task, format_value
+from toolturn.core.tasks.wording import clause
+
+WRITE_KINDS = ("update", "create", "delete")
+
+NOT_HELD = ("I'm not sure I have that. {r}", "I don't have that to hand, sorry. {r}",
+            "Hmm, I can't tell you that. {r}", "I don't think I know that. {r}", "Sorry, I don't have that. {r}")
+STILL_NEED = ("Thanks, but I still need the {l}.", "Okay, and what is the {l}?", "Could you also tell me the {l}?",
+              "That helps, but I'm still missing the {l}.", "Thanks. What about the {l}?")
+NOT_SAVED = ("It doesn't look like the change went through. Could you make it, please?",
+             "Hmm, I don't think that's saved in the records yet. Can you do it?",
+             "The records don't seem to reflect that yet. Could you please make the change?",
+             "I don't see that change on my side. Could you apply it?",
+             "That doesn't seem to have been recorded. Please make the change.")
+UNWANTED = ("Wait, it looks like something was changed that I didn't ask for. Could you put it back?",
+            "Hmm, I didn't ask for any change to the records. Please undo it.",
+            "I only wanted information, not changes. Can you revert that?",
+            "Something in my records changed that shouldn't have. Could you fix that?",
+            "Please don't change anything I didn't ask for. Can you undo it?")
+YES = ("Yes, please go ahead.", "Yes, please do.", "That's right, go ahead.", "Yes, that's correct. Please proceed.",
+       "Sure, go ahead.")
+NO_CHANGE = ("No, please don't change anything there.", "No, I didn't ask for that change.",
+             "Please don't, that's not what I want.", "No thanks, leave that as it is.",
+             "No, I don't want that changed.")
+WRONG_VALUE = ("No, the {s} should be {v}.", "Not quite: the {s} is {v}.", "Please use {v} as the {s}.",
+               "That's not right, I need the {s} to be {v}.", "No, make the {s} {v}, please.")
+NOT_NEEDED = ("No need, thanks.", "No, that's fine.", "That's not necessary, thank you.", "No thanks.",
+              "I don't need that, thanks.")
+GIVE_UP = ("Never mind, I'll sort this out another time. Thanks.", "Okay, let's leave it there. Goodbye.",
+           "I don't think we're getting anywhere; I'll try later. Bye.", "Forget it, thanks anyway.",
+           "Let's stop here. Thanks for trying.")
+
+_SENTENCES = re.compile(r"[^.?!\n]+[.?!]*")
+_REQUEST = re.compile(r"\b(please|could you|can you|would you|may i|i need|i'll need|i will need|tell me|"
+                      r"let me know|provide|share|give me|what is|what's|which)\b")
+_PROPOSAL = re.compile(r"\b(shall i|should i|do you want me to|would you like me to|want me to|may i|can i|"
+                       r"ok to|okay to|proceed|go ahead|confirm)\b")
+_WRITE_VERB = re.compile(r"\b(update|change|set|modify|delete|remove|cancel|create|add|insert|save)\b")
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\be-mail\b", "email", text.lower().replace("_", " "))
+
+
+def questions(text: str) -> list[str]:
+    """The sentences of `text` that ask the user something (a question mark or a request phrase)."""
+    out = []
+    for m in _SENTENCES.finditer(_normalise(text)):
+        sentence = m.group().strip()
+        if sentence.endswith("?") or _REQUEST.search(sentence):
+            out.append(sentence)
+    return out
+
+
+def _says(sentence: str, phrase: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(_normalise(phrase))}(?!\w)", sentence) is not None
+
+
+@dataclass
+class TextUserBehaviour:
+    reveal_per_turn: tuple[int, int] = (1, 2)  # subtasks revealed per turn
+    withhold_ids: float = 0.5  # probability of withholding a subtask's identifiers until asked
+    max_stall_turns: int = 3  # give up after this many turns in a row without progress
+    feedback: bool = True  # acknowledge results before the next request
+
+
+class TextUser:
+    name = "rule:text"
+
+    def __init__(self, tasks: list[Task], rng: random.Random, behaviour: TextUserBehaviour,
+                 state_ok: Callable[[int], bool] | None = None):
+        """`state_ok(k)`: whether the database is where task k's gold plan leaves it (None: not checked)."""
+        self.tasks, self.rng, self.b, self.state_ok = tasks, rng, behaviour, state_ok
+        self.task_index, self.next_subtask = 0, 0
+        self.open: dict[tuple[int, int], int] = {}  # (task, subtask) -> message index of its request
+        self.done: set[tuple[int, int]] = set()
+        self.tasks_done = [False] * len(tasks)
+        self.told: set[tuple[int, str]] = set()  # identifiers given, per task
+        self.seen: set[tuple[int, int, int]] = set()  # (task, subtask, report item) stated so far
+        self.confirmed: set[tuple[int, int]] = set()
+        self.stall = 0
+        self.started = False
+        self.outcome: str | None = None  # "done" | "gave_up" once the user has ended the episode
+
+    def completed(self, task_index: int) -> bool:
+        return self.tasks_done[task_index]
+
+    async def respond(self, state: EpisodeState) -> UserTurn:
+        if not self.started:
+            self.started = True
+            return self._reveal(P.USER_OPENERS, [], [], len(state.messages))
+        last = state.messages[-1] if state.messages else {}
+        text = (last.get("content") or "") if last.get("role") == "assistant" else ""
+        parts: list[str] = []
+        acts: list[dict] = []
+        new_ids = self._answer_questions(text, parts, acts)
+        progress = self._review(state) | new_ids
+        if not parts and self._answer_proposal(text, parts):
+            progress = True
+        if self.open:
+            if not parts:
+                self._follow_up(text, parts, acts)
+            return self._turn(progress, parts, acts)
+        task = self.tasks[self.task_index]
+        if self.next_subtask < len(task.subtasks):
+            return self._reveal(P.USER_NEXT if self.b.feedback else None, parts, acts, len(state.messages))
+        if self.state_ok is not None and not self.state_ok(self.task_index):
+            writes = any(st.kind in WRITE_KINDS for st in task.subtasks)
+            parts.append(P.pick(self.rng, NOT_SAVED if writes else UNWANTED))
+            return self._turn(progress, parts, acts)
+        self.tasks_done[self.task_index] = True
+        self.stall = 0
+        if self.task_index + 1 < len(self.tasks):
+            self.task_index, self.next_subtask = self.task_index + 1, 0
+            return self._reveal(P.USER_CHAIN if self.b.feedback else None, parts, acts, len(state.messages))
+        self.outcome = "done"
+        return UserTurn(" ".join(parts + [P.pick(self.rng, P.USER_CLOSE)]), True, acts + [{"act": "bye"}])
+
+    # ---- reading the assistant ------------------------------------------------------------------
+    def _held(self) -> list[tuple[int, str]]:
+        """Facts the user knows so far (current and earlier tasks), newest task first."""
+        return [(ti, slot) for ti in range(self.task_index, -1, -1) for slot in self.tasks[ti].facts]
+
+    def _answer_questions(self, text: str, parts: list[str], acts: list[dict]) -> bool:
+        """Give every held fact the assistant asks for. True when a new identifier was given."""
+        asked: dict[str, int] = {}
+        for sentence in questions(text):
+            matched = [(ti, s) for ti, s in self._held() if _says(sentence, s) and s not in asked]
+            if not matched:  # "your e-mail?", "the ID, please": the slot's last word
+                matched = [(ti, s) for ti, s in self._held() if _says(sentence, s.split()[-1]) and s not in asked]
+            for ti, slot in matched:
+                asked.setdefault(slot, ti)
+        new = False
+        for slot, ti in asked.items():
+            value = self.tasks[ti].facts[slot]
+            parts.append(P.pick(self.rng, P.USER_INFORM, s=slot, v=format_value(value)))
+            acts.append({"act": "inform", "task": ti, "slot": slot, "value": value})
+            new |= (ti, slot) not in self.told
+            self.told.add((ti, slot))
+        return new
+
+    def _review(self, state: EpisodeState) -> bool:
+        """Mark open subtasks done whose facts were all stated since their request. True on progress."""
+        progress = False
+        for key, since in list(self.open.items()):
+            said = assistant_text(state.messages, since)
+            report = self.tasks[key[0]].subtasks[key[1]].report
+            stated = {(*key, i) for i, item in enumerate(report) if mentions(said, item.expected)}
+            progress |= bool(stated - self.seen)
+            self.seen |= stated
+            if len(stated) == len(report):
+                del self.open[key]
+                self.done.add(key)
+                progress = True
+        return progress
+
+    def _answer_proposal(self, text: str, parts: list[str]) -> bool:
+        """Confirm or decline a proposed action; True the first time a subtask's action is confirmed."""
+        proposal = next((q for q in questions(text) if q.endswith("?") and _PROPOSAL.search(q)), None)
+        if proposal is None:
+            return False
+        writes = [k for k in self.open if self.tasks[k[0]].subtasks[k[1]].kind in WRITE_KINDS]
+        if _WRITE_VERB.search(proposal):
+            if not writes:
+                parts.append(P.pick(self.rng, NO_CHANGE))
+                return False
+            key = writes[0]
+        elif self.open:
+            key = next(iter(self.open))
+        else:
+            parts.append(P.pick(self.rng, NOT_NEEDED))
+            return False
+        task = self.tasks[key[0]]
+        values = [(s, task.facts[s]) for s in task.subtasks[key[1]].value_slots]
+        if values and not any(mentions(proposal, v) for _, v in values):
+            slot, value = values[0]
+            parts.append(P.pick(self.rng, WRONG_VALUE, s=slot, v=format_value(value)))
+            return False
+        parts.append(P.pick(self.rng, YES))
+        new = key not in self.confirmed
+        self.confirmed.add(key)
+        return new
+
+    # ---- speaking -------------------------------------------------------------------------------
+    def _follow_up(self, text: str, parts: list[str], acts: list[dict]) -> None:
+        """The reply did not address what is outstanding: ask for what is missing, or ask again in other
+        words with the identifiers (saying so when the assistant asked for something the user lacks)."""
+        key = next(iter(self.open))
+        task, st = self.tasks[key[0]], self.tasks[key[0]].subtasks[key[1]]
+        missing = [item for i, item in enumerate(st.report) if (*key, i) not in self.seen]
+        if self.b.feedback and missing and len(missing) < len(st.report):
+            parts.append(P.pick(self.rng, STILL_NEED, l=missing[0].label))
+            return
+        request = P.pick(self.rng, P.USER_REQUESTS, c=clause(st, task, reveal_ids=True))
+        unknown = any(_REQUEST.search(q) for q in questions(text))
+        parts.append(P.pick(self.rng, NOT_HELD, r=request) if unknown else request)
+        acts.append({"act": "request", "task": key[0], "subtask": key[1],
+                     "ids": list(st.id_slots) + list(st.value_slots)})
+
+    def _turn(self, progress: bool, parts: list[str], acts: list[dict]) -> UserTurn:
+        self.stall = 0 if progress else self.stall + 1
+        if self.stall >= self.b.max_stall_turns:
+            self.outcome = "gave_up"
+            return UserTurn(P.pick(self.rng, GIVE_UP), True, acts + [{"act": "bye"}])
+        return UserTurn(" ".join(parts), False, acts)
+
+    def _reveal(self, frame: tuple[str, ...] | None, parts: list[str], acts: list[dict], at: int) -> UserTurn:
+        """Reveal the next one or two subtasks; `frame` wraps the request (opener, feedback)."""
+        task = self.tasks[self.task_index]
+        k = min(len(task.subtasks) - self.next_subtask, self.rng.randint(*self.b.reveal_per_turn))
+        clauses = []
+        for si in range(self.next_subtask, self.next_subtask + k):
+            st = task.subtasks[si]
+            reveal = self.rng.random() >= self.b.withhold_ids
+            clauses.append(clause(st, task, reveal_ids=reveal))
+            acts.append({"act": "request", "task": self.task_index, "subtask": si,
+                         "ids": (list(st.id_slots) if reveal else []) + list(st.value_slots)})
+            self.told |= {(self.task_index, s) for s in st.value_slots + (st.id_slots if reveal else [])}
+            self.open[(self.task_index, si)] = at
+        self.next_subtask += k
+        self.stall = 0
+        request = P.pick(self.rng, P.USER_REQUESTS, c=", and then ".join(clauses))
+        parts.append(request if frame is None else P.pick(self.rng, frame, r=request))
+        return UserTurn(" ".join(parts), False, acts)

@@ -1,0 +1,80 @@
+"""The assistants an evaluation can face: a served model, the oracle speaking only text, and the
+do-nothing assistant whose score is the floor.
+
+A served model's failures are sorted by whose they are: a reply the server cannot parse (a malformed
+tool call, HTTP 500 from `transformers serve`) or a request the server refuses as too long is the
+model's failure on that turn (an empty reply, counted in `events`); an endpoint that stays down,
+hangs or errors after the client's retries is an `InfraError`, which the runner retries and then
+counts, never scoring it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import replace
+
+from toolturn.core.episode import AssistantTurn, EpisodeState
+from toolturn.core.llm import LLMClient, LLMError, Sampling
+
+DO_NOTHING_REPLY = "I'm sorry, I can't help with that right now."
+
+
+class InfraError(Exception):
+    """The endpoint failed (after retries) for reasons that are not the model's: the sample is not scored."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def request_seed(sample_seed: int, request: int) -> int:
+    """Each request of a sample gets its own seed, a pure function of the sample's seed."""
+    return int(hashlib.sha256(f"{sample_seed}:{request}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+class ModelAssistant:
+    """A served model under test: every request carries explicit sampling settings and its own seed."""
+
+    def __init__(self, client: LLMClient, sampling: Sampling, sample_seed: int):
+        self.client, self.sampling, self.sample_seed = client, sampling, sample_seed
+        self.requests = 0
+        self.events: Counter = Counter()
+        self.prompt_tokens = self.completion_tokens = 0
+
+    async def respond(self, state: EpisodeState) -> AssistantTurn:
+        sampling = replace(self.sampling, seed=request_seed(self.sample_seed, self.requests))
+        self.requests += 1
+        try:
+            result = await self.client.chat(state.messages, tools=state.tools, sampling=sampling)
+        except LLMError as exc:
+            if exc.fatal:
+                raise InfraError(exc.reason, str(exc)) from None
+            self.events[f"model_failure_{exc.reason}"] += 1  # model_output, http_400 (too long), reply_too_large
+            return AssistantTurn("")
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        if result.finish_reason == "length":
+            self.events["truncated_reply"] += 1
+        bad = sum("error" in c for c in result.tool_calls)
+        if bad:
+            self.events["undecodable_tool_call"] += bad
+        return AssistantTurn(result.content, [{"name": c["name"], "arguments": c["arguments"]} for c in result.tool_calls])
+
+
+class TextOnly:
+    """Hides a rule-based assistant's dialogue acts, so the user must understand its text."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def respond(self, state: EpisodeState) -> AssistantTurn:
+        turn = await self.inner.respond(state)
+        return AssistantTurn(turn.content, turn.tool_calls)
+
+
+class DoNothing:
+    """Never calls a tool, never states a fact: the floor every score is read against."""
+
+    async def respond(self, state: EpisodeState) -> AssistantTurn:
+        return AssistantTurn(DO_NOTHING_REPLY)

@@ -1,0 +1,134 @@
+"""From sample rows to `metrics.json`, `report.md` and the pass^k plot.
+
+Per checkpoint: pass@k and pass^k for every k <= n, the standard error of pass^1, the rate of each
+reward part, terminations, infrastructure errors per task (never scored), and how many tasks had n
+samples that were all the same (a greedy server makes pass@k meaningless). The do-nothing floor of the
+domain is printed beside every score: a model is only as good as its margin over it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from statistics import mean
+
+from toolturn.core.files import atomic_write
+from toolturn.evaluate.metrics import summarise
+
+FLOOR = "do_nothing"
+PLOT = "pass_hat_k.png"
+
+
+def checkpoint_metrics(rows: list[dict], n: int) -> dict:
+    scored = [r for r in rows if r.get("infra_error") is None]
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in scored:
+        by_task[r["task_id"]].append(r)
+    counts = {t: (len(rs), sum(r["reward"] == 1.0 for r in rs)) for t, rs in by_task.items()}
+    out = summarise(counts, list(range(1, n + 1)))
+    infra = Counter(r["task_id"] for r in rows if r.get("infra_error") is not None)
+    identical = [t for t, rs in by_task.items() if len(rs) > 1 and len({r["assistant_digest"] for r in rs}) == 1]
+    parts = ("db_match", "facts_communicated", "ended_by_user")
+    out.update({
+        "samples": len(rows), "scored_samples": len(scored), "tasks": len(by_task),
+        "infra_errors": dict(sorted(infra.items())), "infra_error_samples": sum(infra.values()),
+        "all_identical_tasks": len(identical),
+        "parts": {p: mean(bool(r["parts"][p]) for r in scored) if scored else None for p in parts},
+        "terminations": dict(Counter(r["termination"] for r in scored).most_common()),
+        "events": dict(sum((Counter(r.get("events") or {}) for r in scored), Counter())),
+        "per_task": {t: {"n": c[0], "correct": c[1]} for t, c in sorted(counts.items())},
+    })
+    return out
+
+
+def build_metrics(rows: list[dict], order: list[str], n: int, header: dict) -> dict:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        grouped[r["checkpoint"]].append(r)
+    checkpoints = {name: checkpoint_metrics(grouped[name], 1 if name == FLOOR else n) for name in order}
+    floor_rows = [r for r in grouped[FLOOR] if r.get("infra_error") is None]
+    writes = [r for r in floor_rows if r["needs_write"]]
+    floor = {"domain": header["domain"], "assistant": FLOOR,
+             "pass_hat_1": checkpoints[FLOOR]["pass_hat_k"]["1"] if FLOOR in checkpoints else None,
+             "tasks_needing_write": len(writes),
+             "pass_hat_1_on_write_tasks": mean(r["reward"] for r in writes) if writes else None}
+    for m in checkpoints.values():
+        m["floor"] = floor["pass_hat_1"]
+    return {**header, "n": n, "floor": floor, "checkpoints": checkpoints}
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def plot(metrics: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in metrics["checkpoints"].items():
+        if name == FLOOR:
+            continue
+        ks = [int(k) for k, v in m["pass_hat_k"].items() if v is not None]
+        ax.plot(ks, [m["pass_hat_k"][str(k)] for k in ks], marker="o", label=name)
+    if metrics["floor"]["pass_hat_1"] is not None:
+        ax.axhline(metrics["floor"]["pass_hat_1"], ls="--", color="grey", label=f"do-nothing floor ({metrics['domain']})")
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass^k")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(range(1, metrics["n"] + 1))
+    ax.set_title(f"{metrics['suite']} / {metrics['domain']}: pass^k")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report_md(metrics: dict) -> str:
+    n, floor = metrics["n"], metrics["floor"]
+    ks = list(range(1, n + 1))
+    s = metrics["sampling"]
+    lines = [f"# Evaluation: {metrics['suite']} on {metrics['domain']}", "",
+             f"- user simulator: **{metrics['user']}**",
+             f"- tasks: {metrics['num_tasks']} held-out (seed {metrics['seed']}), {n} samples each",
+             f"- sampling: temperature {s['temperature']}, top_p {s['top_p']}, max_tokens {s['max_tokens']}, "
+             f"a seed per sample",
+             f"- do-nothing floor ({floor['domain']}): pass^1 = {_fmt(floor['pass_hat_1'])}; on the "
+             f"{floor['tasks_needing_write']} tasks that need a write: {_fmt(floor['pass_hat_1_on_write_tasks'])}",
+             "", "| checkpoint | pass^1 ± se | " + " | ".join(f"pass^{k}" for k in ks[1:]) +
+             (" | " if n > 1 else "") + " | ".join(f"pass@{k}" for k in ks[1:]) + (" | " if n > 1 else "") +
+             "floor | infra errors | tasks with identical samples |",
+             "|" + "---|" * (4 + 2 * (n - 1) + 1)]
+    for name, m in metrics["checkpoints"].items():
+        se = m["pass_hat_1_stderr"]
+        cells = [name, f"{_fmt(m['pass_hat_k']['1'])} ± {_fmt(se)}"]
+        cells += [_fmt(m["pass_hat_k"].get(str(k))) for k in ks[1:]] + [_fmt(m["pass_at_k"].get(str(k))) for k in ks[1:]]
+        cells += [_fmt(m["floor"]), str(m["infra_error_samples"]),
+                  f"{m['all_identical_tasks']} of {m['tasks']}" if name != FLOOR else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Reward parts (share of scored samples) and how episodes ended:", "",
+              "| checkpoint | DB end state = gold | facts communicated | ended by the user | terminations |",
+              "|---|---|---|---|---|"]
+    for name, m in metrics["checkpoints"].items():
+        p = m["parts"]
+        ends = ", ".join(f"{k} {v}" for k, v in m["terminations"].items())
+        lines.append(f"| {name} | {_fmt(p['db_match'])} | {_fmt(p['facts_communicated'])} | "
+                     f"{_fmt(p['ended_by_user'])} | {ends} |")
+    infra = {name: m["infra_errors"] for name, m in metrics["checkpoints"].items() if m["infra_errors"]}
+    if infra:
+        lines += ["", "Infrastructure errors (not scored), per task: " +
+                  "; ".join(f"{name}: {json.dumps(v)}" for name, v in infra.items())]
+    lines += ["", f"![pass^k against k]({PLOT})", "",
+              "pass^k: the chance that all k attempts at a task succeed; pass@k: that at least one does "
+              "(unbiased estimators from the n samples). The floor is the score of an assistant that does "
+              "nothing: only a margin over it means anything.", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(out_dir: Path, metrics: dict) -> None:
+    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    plot(metrics, out_dir / PLOT)
+    atomic_write(out_dir / "report.md", report_md(metrics))

@@ -1,0 +1,259 @@
+"""`toolturn-eval`: the evaluation stage (a Hydra app).
+
+    toolturn-eval eval=sql_tau domain=retail model=smollm2_135m checkpoints=[base,runs/train/x/merged] \
+        n=4 num_tasks=20 seed=0 out_dir=OUT
+
+Writes OUT/tasks.jsonl (the held-out tasks, once), OUT/samples.jsonl (a row per checkpoint x task x
+sample), OUT/metrics.json, OUT/report.md with OUT/pass_hat_k.png, and a W&B run (offline by default).
+The do-nothing assistant always runs too: its score is the domain's floor. Re-running resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra._internal.utils import get_args_parser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from toolturn.core.endpoints import Endpoints
+from toolturn.core.errors import ToolturnError
+from toolturn.core.files import Appender, atomic_write, exclusive_lock
+from toolturn.core.llm import Sampling
+from toolturn.core.roles.oracle_assistant import OracleAssistant
+from toolturn.core.servers import embedded_smollm2_dir
+from toolturn.core.wandb_run import open_run
+from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
+from toolturn.evaluate.report import FLOOR, PLOT, build_metrics, write_outputs
+from toolturn.evaluate.runner import Checkpoint, latest_rows, run_checkpoint
+from toolturn.evaluate.suites import suite_class
+from toolturn.evaluate.tasks import same_settings
+
+log = logging.getLogger("toolturn.evaluate")
+RULE_ASSISTANTS = ("oracle", FLOOR)
+SAMPLE_SETTINGS = ("n", "seed", "sampling", "user", "eval", "domain")
+
+
+def validate(cfg: DictConfig) -> None:
+    for key in ("n", "num_tasks", "concurrency"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise ToolturnError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not isinstance(cfg.infra_retries, int) or cfg.infra_retries < 0:
+        raise ToolturnError(f"infra_retries must be an integer >= 0, got {cfg.infra_retries!r}")
+    names = [str(c) for c in cfg.checkpoints or []]
+    if not names:
+        raise ToolturnError("checkpoints is empty; e.g. checkpoints=[base] or checkpoints=[base,runs/train/x/merged]")
+    if len(set(names)) != len(names):
+        raise ToolturnError(f"checkpoints lists an entry twice: {names}")
+    s = cfg.sampling
+    if not (0 <= float(s.temperature) and 0 < float(s.top_p) <= 1 and int(s.max_tokens) >= 1):
+        raise ToolturnError(f"sampling needs temperature >= 0, 0 < top_p <= 1 and max_tokens >= 1, got {dict(s)}")
+    if cfg.user.kind not in ("rule", "llm"):
+        raise ToolturnError(f"user.kind must be rule or llm, got {cfg.user.kind!r}")
+
+
+def _base_model(cfg: DictConfig) -> str:
+    m = cfg.model
+    if m.source == "embedded_smollm2":
+        return "embedded:smollm2"
+    if m.source == "pretrained" and m.get("path"):
+        return str(m.path)
+    raise ToolturnError(f"model {m.name} (source {m.source}) has no base weights to serve; list a trained "
+                        f"model dir in checkpoints instead of base")
+
+
+def endpoint_spec(entry: str, cfg: DictConfig) -> dict:
+    """The endpoint that serves checkpoint `entry` (base, a model dir or a LoRA adapter dir)."""
+    e = OmegaConf.to_container(cfg.endpoint, resolve=True)
+    if e["server"] == "none":
+        return {**e, "model": e["model"] if entry == "base" else entry}
+    if entry == "base":
+        return {**e, "model": _base_model(cfg)}
+    path = Path(entry).expanduser()
+    if (path / "adapter_config.json").exists():
+        if e["server"] != "vllm":
+            raise ToolturnError(f"checkpoint {entry} is a LoRA adapter: serve it with endpoint.server=vllm, "
+                                f"or evaluate its merged model dir")
+        return {**e, "model": _base_model(cfg), "lora": str(path.resolve())}
+    if not (path / "config.json").exists():
+        raise ToolturnError(f"checkpoint {entry}: not a model dir (no config.json) nor a LoRA adapter "
+                            f"(no adapter_config.json)")
+    return {**e, "model": str(path.resolve())}
+
+
+def resolve_checkpoints(cfg: DictConfig) -> list[Checkpoint]:
+    out = []
+    for entry in map(str, cfg.checkpoints):
+        if entry in RULE_ASSISTANTS:
+            out.append(Checkpoint(entry, entry))
+        else:
+            out.append(Checkpoint(entry, "model", endpoint_spec(entry, cfg)))
+    if FLOOR not in [c.name for c in out]:
+        out.append(Checkpoint(FLOOR, FLOOR))
+    return out
+
+
+def request_sampling(s, spec: dict) -> Sampling:
+    """Explicit sampling for every request. `transformers serve` decodes greedily unless a request's
+    generation_config turns sampling on (and that config replaces the model's): it gets the model's own
+    generation_config.json (eos ids, ...) with do_sample and these settings on top."""
+    sampling = Sampling(temperature=float(s.temperature), top_p=float(s.top_p), max_tokens=int(s.max_tokens))
+    if spec["server"] != "transformers":
+        return sampling
+    model_dir = embedded_smollm2_dir() if spec["model"] == "embedded:smollm2" else Path(spec["model"])
+    path = model_dir / "generation_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    config.pop("transformers_version", None)
+    config.update(do_sample=sampling.temperature > 0, temperature=sampling.temperature, top_p=sampling.top_p,
+                  max_new_tokens=sampling.max_tokens)
+    sampling.generation_config = json.dumps(config, sort_keys=True)
+    return sampling
+
+
+def _settings(cfg: DictConfig) -> dict:
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+            for k in SAMPLE_SETTINGS}
+
+
+def _assistant_factory(c: Checkpoint, suite, client=None, sampling=None):
+    if c.kind == FLOOR:
+        return lambda item, seed: DoNothing()
+    if c.kind == "oracle":
+        write_tools = {t.name for t in suite.domain.tools if t.effect == "write"}
+        return lambda item, seed: TextOnly(OracleAssistant(item.tasks, random.Random(seed), write_tools))
+    return lambda item, seed: ModelAssistant(client, sampling, seed)
+
+
+async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_dir: Path, done: set, bar) -> None:
+    common = dict(seed=int(cfg.seed), concurrency=int(cfg.concurrency), infra_retries=int(cfg.infra_retries),
+                  done=done, progress=lambda _row: bar.update())
+    logs = out_dir / "logs"
+    with contextlib.ExitStack() as stack:
+        writer = Appender(out_dir / "samples.jsonl")
+        stack.callback(writer.close)
+        if cfg.user.kind == "llm":
+            users = stack.enter_context(Endpoints({"user": cfg.user.endpoint}, ["user"], logs))
+            suite.user_client = users.client("user")
+        try:
+            for c in checkpoints:
+                n = 1 if c.kind == FLOOR else int(cfg.n)  # rule-based assistants are deterministic
+                if c.kind != "model":
+                    await run_checkpoint(suite, c, _assistant_factory(c, suite), n=n, out=writer, **common)
+                    continue
+                with Endpoints({c.name: OmegaConf.create(c.endpoint)}, [c.name], logs) as endpoints:
+                    try:
+                        make = _assistant_factory(c, suite, endpoints.client(c.name),
+                                                  request_sampling(cfg.sampling, c.endpoint))
+                        await run_checkpoint(suite, c, make, n=n, out=writer, **common)
+                    finally:
+                        await endpoints.aclose()
+        finally:
+            if suite.user_client is not None:
+                await suite.user_client.aclose()
+
+
+def _log_wandb(cfg: DictConfig, out_dir: Path, metrics: dict, rows: list[dict]) -> None:
+    run = open_run(cfg.logger, out_dir, f"eval-{metrics['suite']}-{metrics['domain']}-s{cfg.seed}",
+                   OmegaConf.to_container(cfg, resolve=True), job_type="eval")
+    columns = ["checkpoint", "task_id", "sample", "seed", "reward", "db_match", "facts_communicated",
+               "ended_by_user", "termination", "infra_error", "user_turns", "tool_calls", "messages"]
+    table = []
+    for r in rows:
+        parts = r.get("parts") or {}
+        table.append([r["checkpoint"], r["task_id"], r["sample"], r["seed"], r.get("reward"), parts.get("db_match"),
+                      parts.get("facts_communicated"), parts.get("ended_by_user"), r.get("termination"),
+                      r.get("infra_error"), r.get("user_turns"), r.get("tool_calls"),
+                      json.dumps(r.get("messages") or [], ensure_ascii=False)])
+    run.table("samples", columns, table)
+    run.image("pass_hat_k", out_dir / PLOT)
+    summary = {"floor/pass_hat_1": metrics["floor"]["pass_hat_1"]}
+    for name, m in metrics["checkpoints"].items():
+        summary.update({f"{name}/pass_hat_{k}": v for k, v in m["pass_hat_k"].items()})
+        summary.update({f"{name}/pass_at_{k}": v for k, v in m["pass_at_k"].items()})
+        summary[f"{name}/infra_error_samples"] = m["infra_error_samples"]
+    run.summary(summary)
+    run.finish()
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    validate(cfg)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out_dir / ".lock", f"evaluation dir {out_dir}"):
+        checkpoints = resolve_checkpoints(cfg)
+        suite = suite_class(cfg.eval.name)(cfg, out_dir)
+        try:
+            settings = _settings(cfg)
+            if not same_settings(out_dir / "run.json", settings, "samples"):
+                atomic_write(out_dir / "run.json", json.dumps(settings, indent=1, sort_keys=True))
+            rows = latest_rows(out_dir / "samples.jsonl")
+            done = {k for k, r in rows.items() if r.get("infra_error") is None}
+            total = sum(len(suite.items) * (1 if c.kind == FLOOR else int(cfg.n)) for c in checkpoints)
+            with tqdm(total=total, initial=len(done & _keys(suite, checkpoints, int(cfg.n))), unit="episode",
+                      disable=not cfg.progress, desc="evaluate") as bar:
+                asyncio.run(_run_all(cfg, suite, checkpoints, out_dir, done, bar))
+        finally:
+            suite.close()
+        wanted = _keys(suite, checkpoints, int(cfg.n))
+        rows = [r for k, r in latest_rows(out_dir / "samples.jsonl").items() if k in wanted]
+        header = {"suite": suite.name, "domain": suite.domain.name, "user": suite.user_name,
+                  "sampling": OmegaConf.to_container(cfg.sampling, resolve=True), "num_tasks": len(suite.items),
+                  "seed": int(cfg.seed)}
+        metrics = build_metrics(rows, [c.name for c in checkpoints], int(cfg.n), header)
+        write_outputs(out_dir, metrics)
+        _log_wandb(cfg, out_dir, metrics, rows)
+    down = [c.name for c in checkpoints if metrics["checkpoints"][c.name]["scored_samples"] == 0]
+    if down:
+        raise ToolturnError(f"no sample of {down} could be scored (infrastructure errors, see samples.jsonl and "
+                            f"{out_dir / 'logs'}); outputs are written and re-running retries them")
+    return metrics
+
+
+def _keys(suite, checkpoints: list[Checkpoint], n: int) -> set[tuple]:
+    return {(c.name, item.id, k) for c in checkpoints for item in suite.items
+            for k in range(1 if c.kind == FLOOR else n)}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://toolturn.conf", config_name="evaluate")
+def _hydra_main(cfg: DictConfig) -> None:
+    logging.getLogger("toolturn").setLevel(logging.WARNING)
+    try:
+        evaluate(cfg)
+    except ToolturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {Path(cfg.out_dir) / 'report.md'}")
+
+
+def _precheck(argv: list[str]) -> None:
+    """Compose and check the config before Hydra starts a job, so a bad override is one line (exit 2)."""
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.multirun or args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
+        return
+    try:
+        with initialize_config_module("toolturn.conf", version_base="1.3"):
+            validate(compose(args.config_name or "evaluate", overrides=args.overrides))
+    except HydraException as exc:
+        print(f"error: {' '.join(str(exc).split('Config search path')[0].split())}", file=sys.stderr)
+        sys.exit(2)
+    except ToolturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _precheck(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
