@@ -8,7 +8,7 @@ from conftest import cli
 
 
 def assert_one_line_error(proc, needle):
-    assert proc.returncode != 0
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
     err = proc.stderr.strip()
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     assert len(err.splitlines()) == 1, err
@@ -49,9 +49,36 @@ def test_generate_bad_input(bad_files, tmp_path, args, needle):
     assert_one_line_error(proc, needle)
 
 
-def test_config_typo_is_named(tmp_path):
-    proc = cli("toolturn-generate", "num_dialogue=5", f"out_dir={tmp_path}")
-    assert proc.returncode != 0 and "num_dialogue" in proc.stderr and "Traceback" not in proc.stderr
+# One bad value per kind of check, and each way Hydra itself can fail to parse or compose: one line naming the
+# key, exit 2, and nothing created (the checks run before Hydra starts the job).
+@pytest.mark.parametrize("args, needle", [
+    (["seed=abc"], "seed must be a non-negative integer, got 'abc'"),
+    (["seed=1.5"], "seed must be a non-negative integer, got 1.5"),
+    (["tools_per_dialogue=-1"], "tools_per_dialogue must be a non-negative integer, got -1"),
+    (["concurrency=0"], "concurrency must be a positive integer, got 0"),
+    (["workers=2", "worker_index=2"], "worker_index must be in [0, 2), got 2"),
+    (["roles.assistant.slip_rate=2"], "roles.assistant.slip_rate must be a probability in [0, 1], got 2"),
+    (["pipeline.user.feedback=yes"], "pipeline.user.feedback must be true or false, got 'yes'"),
+    (["pipeline.tasks_per_dialogue=[4,1]"], "pipeline.tasks_per_dialogue must be two integers [lo, hi] with 1 <= lo"),
+    (["pipeline.user.reveal_per_turn=0"], "pipeline.user.reveal_per_turn must be 'all' or two integers"),
+    (["tasks.difficulty={easy:0,medium:0,hard:0}"], "tasks.difficulty must be a mapping of easy/medium/hard"),
+    (["roles=llm", "roles.user.temperature=5"], "roles.user.temperature must be a number in [0, 2], got 5"),
+    (["roles=llm", "+roles.judge.top_p=0"], "roles.judge.top_p must be a number in (0, 1], got 0"),
+    (["llm.endpoints.default.timeout_s=0"], "llm.endpoints.default.timeout_s must be a positive number, got 0"),
+    (["tools.llm_sql_tools=-2"], "tools.llm_sql_tools must be a non-negative integer, got -2"),
+    (["~max_messages"], "max_messages is missing from the config"),
+    (["num_dialogue=5"], "unknown config key 'num_dialogue' (did you mean 'num_dialogues'?)"),
+    (["pipeline.user.feedbak=false"], "unknown config key 'pipeline.user.feedbak' (did you mean "
+                                      "'pipeline.user.feedback'?)"),
+    (["domain=retial"], "unknown domain 'retial' (did you mean 'retail'?)"),
+    (["hydra/launcher=nope"], "unknown hydra/launcher 'nope'"),
+    (["seed=[1,"], "cannot parse the override 'seed=[1,'"),
+    (["seed=0,1"], "Ambiguous value for argument 'seed=0,1'"),
+])
+def test_config_errors_are_one_line(tmp_path, args, needle):
+    proc = cli("toolturn-generate", "num_dialogues=2", f"out_dir={tmp_path / 'run'}", "progress=false", *args)
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "run").exists()
 
 
 def test_audit_and_stats_on_a_non_run(tmp_path):

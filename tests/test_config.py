@@ -1,6 +1,8 @@
-"""Every config composes (lightning-hydra-template style), and every group option is usable."""
+"""Every config composes (lightning-hydra-template style), every group option is usable, and every knob is
+type- and range-checked."""
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,8 @@ import toolturn.conf
 from conftest import make_cfg
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+from toolturn.core.errors import ToolturnError
+from toolturn.generate import config
 
 CONF = Path(toolturn.conf.__file__).parent
 
@@ -62,3 +66,63 @@ def test_experiments_compose(experiment):
     cfg = make_cfg(f"experiment={experiment}")
     OmegaConf.resolve(cfg)
     assert cfg.roles.user.kind == "llm" and cfg.llm.endpoints.default.server == "transformers"
+
+
+# Bad values for each kind of check (by what the key must be), and values at the edge that must pass.
+BAD_VALUES = {
+    "a positive integer": ["0", "-3", "1.5", "abc", "true", "null"],
+    "a non-negative integer": ["-1", "2.0", "abc", "false"],
+    "a probability in [0, 1]": ["2", "-0.1", "nan", "abc", "true"],
+    "true or false": ["yes", "1", "null"],
+    config.PAIR: ["[4,1]", "[0,2]", "3", "[1,2,3]", "[1.5,2]", "abc"],
+    config.REVEAL.must_be: ["0", "[2,1]", "some", "[0,1]", "[1]"],
+    config.WEIGHTS.must_be: ["{easy:0,medium:0,hard:0}", "{easy:-1}", "{extreme:1}", "{easy:abc}", "3"],
+    config.KIND.must_be: ["LLM", "1"],
+    "a number in [0, 2]": ["3", "-1", "inf", "abc"],
+    "a number in (0, 1]": ["0", "1.5", "nan"],
+    "a positive number": ["0", "-5", "abc", "inf"],
+}
+GOOD_VALUES = {
+    "a positive integer": ["1"], "a non-negative integer": ["0"], "a probability in [0, 1]": ["0", "1", "0.5"],
+    "true or false": ["true", "false"], config.PAIR: ["[2,2]", "[1,5]"], config.REVEAL.must_be: ["all", "[1,3]"],
+    config.WEIGHTS.must_be: ["{easy:0,medium:0,hard:1}"], config.KIND.must_be: [],
+    "a number in [0, 2]": ["0", "2"], "a number in (0, 1]": ["1", "0.01"], "a positive number": ["0.5"],
+}
+
+
+def concrete(pattern: str) -> str:
+    return pattern.replace("roles.*", "roles.user").replace("endpoints.*", "endpoints.default")
+
+
+@pytest.mark.parametrize("pattern", list(config.CHECKS))
+def test_every_knob_is_type_and_range_checked(pattern):
+    check, key = config.CHECKS[pattern], concrete(pattern)
+    assert BAD_VALUES[check.must_be], pattern  # every kind of check has bad examples
+    for value in BAD_VALUES[check.must_be]:
+        with pytest.raises(ToolturnError) as err:
+            config.check_values(make_cfg(f"++{key}={value}"))
+        message = str(err.value)
+        assert message.startswith(f"{key} must be {check.must_be}, got ") and "\n" not in message, message
+    for value in GOOD_VALUES[check.must_be]:
+        config.check_values(make_cfg(f"++{key}={value}"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["worker_index=2", "workers=2"], "worker_index must be in [0, 2), got 2"),
+    (["~max_messages"], "max_messages is missing from the config"),
+    (["~roles.user"], "roles.user is missing from the config"),
+    (["+llm.endpoints.big={server: none}"], "llm.endpoints.big.max_concurrency is missing from the config"),
+    (["pipeline.user=3"], "pipeline.user must be a mapping, got 3"),
+    (["out_dir=${nope}"], "out_dir: Interpolation key 'nope' not found"),
+])
+def test_cross_key_and_shape_checks(overrides, message):
+    with pytest.raises(ToolturnError, match=re.escape(message)):
+        config.check_values(make_cfg(*overrides))
+
+
+def test_every_shipped_config_passes_the_checks():
+    for combo in itertools.product(options("pipeline"), options("domain"), options("roles"), options("tools")):
+        config.check_values(make_cfg(*(f"{g}={o}" for g, o in zip(("pipeline", "domain", "roles", "tools"), combo)),
+                                     *REQUIRED.get(combo[1], [])))
+    for name in options("llm") + [f"experiment={e}" for e in options("experiment")]:
+        config.check_values(make_cfg(name if name.startswith("experiment") else f"llm={name}", *REQUIRED.get(name, [])))
