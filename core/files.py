@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from toolturn.core.errors import ToolturnError
+
 log = logging.getLogger(__name__)
 
 
@@ -32,14 +34,27 @@ def repair_tail(path: Path) -> int:
         return len(data) - cut
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path} line {n}: corrupt JSON ({exc.msg})") from None
+def read_jsonl(path: Path, keys: tuple[str, ...] = (), what: str = "row") -> Iterator[dict]:
+    """The rows of a JSONL file, each an object holding `keys`. A line that is not is a ToolturnError
+    naming the file and line. An unterminated last line is a write cut short (repaired by the writer
+    on resume) and is skipped."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                log.warning("%s line %d: skipped an unfinished last line", path, n)
+                return
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise ToolturnError(f"{path} line {n}: corrupt JSON ({getattr(exc, 'msg', None) or exc}); "
+                                    f"fix or remove that line") from None
+            missing = [k for k in keys if k not in row] if isinstance(row, dict) else ["an object"]
+            if missing:
+                raise ToolturnError(f"{path} line {n}: not a {what} (no {', '.join(missing)}); "
+                                    f"fix or remove that line")
+            yield row
 
 
 class Appender:

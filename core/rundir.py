@@ -23,6 +23,9 @@ from typing import Iterator
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import read_jsonl
 
+RECORD_KEYS = ("id", "messages", "tools", "meta")  # a record; meta holds index, domain, digest, ...
+LOG_KEYS = ("index", "drop_reason")  # a shard log line
+
 
 def record_digest(messages: list[dict], tools: list[dict]) -> str:
     """Content hash stored in meta.digest; the audit recomputes it to catch hand edits."""
@@ -97,17 +100,33 @@ class RunDir:
     def log_files(self) -> list[Path]:
         return sorted(self.shards.glob("log-*.jsonl"))
 
+    @staticmethod
+    def read_part(path: Path) -> Iterator[dict]:
+        return read_jsonl(path, RECORD_KEYS, "record")
+
+    @staticmethod
+    def read_log(path: Path) -> Iterator[dict]:
+        return read_jsonl(path, LOG_KEYS, "shard log line")
+
     def iter_records(self) -> Iterator[dict]:
         for path in self.part_files():
-            yield from read_jsonl(path)
+            yield from self.read_part(path)
 
     def records(self) -> list[dict]:
         """Every kept record, in dialogue-index order."""
         return sorted(self.iter_records(), key=lambda r: r["meta"]["index"])
 
+    def count_records(self) -> int:
+        """Committed records (finished lines), without parsing them."""
+        n = 0
+        for path in self.part_files():
+            with open(path, "rb") as f:
+                n += sum(1 for line in f if line.endswith(b"\n") and line.strip())
+        return n
+
     def log_rows(self) -> Iterator[dict]:
         for path in self.log_files():
-            yield from read_jsonl(path)
+            yield from self.read_log(path)
 
     def session_rows(self) -> list[dict]:
-        return [json.loads(line) for line in open(self.sessions)] if self.sessions.exists() else []
+        return list(read_jsonl(self.sessions, ("wall_s", "produced"), "session")) if self.sessions.exists() else []

@@ -28,7 +28,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
-from toolturn.core.files import atomic_write
+from toolturn.core.files import atomic_write, repair_tail
 from toolturn.core.rundir import RunDir
 from toolturn.generate.config import IDENTITY_KEYS, llm_roles, quota, validate
 from toolturn.generate.dialogue import DialogueFactory, Outcome
@@ -111,7 +111,7 @@ def generate(cfg: DictConfig) -> Path:
     names = [spec.endpoint for spec in llm_roles(cfg).values()]
     with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints:
         asyncio.run(_generate(cfg, run, prefixes, endpoints))
-    total = sum(1 for p in run.part_files() for line in open(p) if line.strip())
+    total = run.count_records()
     if total >= cfg.num_dialogues:
         with open(run.lock("export"), "w") as lock:  # array tasks may finish at the same moment
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -141,6 +141,8 @@ async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints
                 writer.close()
                 if domain.env is not None:
                     domain.env.close()
+                if run.sessions.exists():
+                    repair_tail(run.sessions)
                 with open(run.sessions, "a") as f:
                     f.write(json.dumps({"worker": cfg.worker_index, "started": started,
                                         "wall_s": round(time.time() - started, 3),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from toolturn.core.files import Appender, read_jsonl, repair_tail
+from toolturn.core.files import Appender, repair_tail
 from toolturn.core.rundir import RunDir
 from toolturn.generate.dialogue import Outcome
 
@@ -24,7 +24,7 @@ class ShardWriter:
         for path in parts:
             repair_tail(path)
             self.part_lines = 0
-            for row in read_jsonl(path):
+            for row in run.read_part(path):
                 self.ids.add(row["id"])
                 self.done.add(row["meta"]["index"])
                 self.part_lines += 1
@@ -33,7 +33,7 @@ class ShardWriter:
         log_path = run.log_file(worker)
         if log_path.exists():
             repair_tail(log_path)
-            self.done.update(row["index"] for row in read_jsonl(log_path))
+            self.done.update(row["index"] for row in run.read_log(log_path))
         self._log = Appender(log_path)
         self._part: Appender | None = None
 

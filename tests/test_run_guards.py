@@ -1,0 +1,98 @@
+"""A run is guarded at its edges: Ctrl-C/SIGTERM end it with one line and lose nothing, one process writes
+one worker's shards, a corrupt line is named by file and line, and a failure that repeats is one line."""
+
+import asyncio
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import BIN, cli, make_cfg
+from toolturn.core.errors import ToolturnError
+from toolturn.core.rundir import RunDir
+from toolturn.generate.audit import audit_run
+from toolturn.generate.run import _produce, generate
+from toolturn.generate.shards import ShardWriter
+from toolturn.generate.stats import compute_stats
+from tqdm import tqdm
+
+
+def command(out_dir, n, *extra):
+    return [str(BIN / "toolturn-generate"), "domain=retail", f"num_dialogues={n}", "concurrency=8", "seed=5",
+            f"out_dir={out_dir}", "progress=false", *extra]
+
+
+def committed(run_dir, worker=None) -> int:
+    """Records whose line is finished, in the run's part files (of one worker, or all)."""
+    pattern = f"part-{worker:04d}-*.jsonl" if worker is not None else "part-*.jsonl"
+    return sum(p.read_bytes().count(b"\n") for p in (run_dir / "shards").glob(pattern))
+
+
+def wait_for_records(proc, run_dir, k, worker=None, timeout=120):
+    """Poll the shard files until they hold k records (the process must still be running then)."""
+    deadline = time.monotonic() + timeout
+    while committed(run_dir, worker) < k:
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before it had {k} records"
+        assert time.monotonic() < deadline, f"no {k} records within {timeout} s"
+        time.sleep(0.005)
+
+
+def assert_consistent(run_dir):
+    """Shard files end with whole lines, and the logs name exactly the indices the parts hold."""
+    run = RunDir(run_dir)
+    for path in run.part_files() + run.log_files():
+        assert path.read_bytes().endswith(b"\n"), path
+    kept = {r["meta"]["index"] for r in run.iter_records()}
+    assert kept == {row["index"] for row in run.log_rows() if row["drop_reason"] is None}
+    return len(kept)
+
+
+def assert_one_line(text, start):
+    assert "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1 and text.startswith(start), text
+
+
+# --- corrupt lines -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "run"
+    generate(make_cfg("domain=retail", "num_dialogues=8", f"out_dir={out}"))
+    return out
+
+
+def copy_of(small_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    return run, next((run / "shards").glob("part-*.jsonl")), run / "shards" / "log-0000.jsonl"
+
+
+@pytest.mark.parametrize("which, bad", [("part", '{"id": "x", "messa'), ("part", "[1, 2]"), ("part", '{"id": "x"}'),
+                                        ("part", "\udcff"), ("log", "{not json"), ("log", '{"index": 3}')])
+def test_a_corrupt_middle_line_is_named_by_every_reader(small_run, tmp_path, which, bad):
+    run, part, log = copy_of(small_run, tmp_path)
+    path = part if which == "part" else log
+    lines = path.read_text().splitlines()
+    lines[2] = bad
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+    readers = [("toolturn-generate", "domain=retail", "num_dialogues=8", f"out_dir={run}", "progress=false"),
+               ("toolturn-stats", str(run))] + ([("toolturn-audit", str(run))] if which == "part" else [])
+    for args in readers:
+        proc = cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert_one_line(proc.stderr, f"error: {path} line 3: ")
+
+
+def test_an_unfinished_last_line_is_skipped_by_readers_and_repaired_by_the_writer(small_run, tmp_path):
+    run, part, _ = copy_of(small_run, tmp_path)
+    part.write_text(part.read_text() + '{"id": "torn", "mes')
+    with open(run / "sessions.jsonl", "a") as f:
+        f.write('{"worker": 0, "sta')
+    assert audit_run(RunDir(run)).records == 8
+    assert compute_stats(RunDir(run))["dialogues"] == 8
+    generate(make_cfg("domain=retail", "num_dialogues=8", f"out_dir={run}"))
+    assert part.read_text().endswith("}\n") and assert_consistent(run) == 8
+    assert len(RunDir(run).session_rows()) == 2  # the torn session line was cut before the new one
