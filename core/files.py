@@ -1,11 +1,13 @@
-"""Files that survive SIGKILL: append-only JSONL (one write + flush per record, torn tails repaired)
-and atomic whole-file writes (temp file + rename)."""
+"""Files that survive SIGKILL: append-only JSONL (one write + flush per record, torn tails repaired),
+atomic whole-file writes (temp file + rename) and exclusive locks (flock, released by the kernel)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -68,6 +70,28 @@ class Appender:
 
     def close(self) -> None:
         self._f.close()
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (flock, released when the process ends however it ends) with our pid
+    in the file; if another process holds it, a ToolturnError naming that process, at once."""
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise ToolturnError(f"{what} is in use by another process (pid {holder}); wait for it to end or "
+                                f"stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()
 
 
 def atomic_write(path: Path, text: str) -> None:

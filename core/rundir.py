@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from toolturn.core.errors import ToolturnError
-from toolturn.core.files import read_jsonl
+from toolturn.core.files import exclusive_lock, read_jsonl
 
 RECORD_KEYS = ("id", "messages", "tools", "meta")  # a record; meta holds index, domain, digest, ...
 LOG_KEYS = ("index", "drop_reason")  # a shard log line
@@ -86,6 +86,10 @@ class RunDir:
 
     def lock(self, name: str) -> Path:
         return self.root / f".{name}.lock"
+
+    def writer_lock(self, worker: int):
+        """Held by the one process that writes this worker's shards, for its whole run."""
+        return exclusive_lock(self.lock(f"worker-{worker:04d}"), f"worker {worker} of {self.root}")
 
     def part_file(self, worker: int, n: int) -> Path:
         return self.shards / f"part-{worker:04d}-{n:05d}.jsonl"

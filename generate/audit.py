@@ -1,6 +1,7 @@
 """`toolturn-audit RUN_DIR`: replay every tool call of every dialogue against a fresh copy of the
 domain's pristine db.sqlite, in order, and compare each output with the recorded one byte for byte.
-Also recomputes each record's content digest, which catches records edited by hand."""
+Also recomputes each record's content digest, which catches records edited by hand, and fails on a record
+id or dialogue index that occurs twice."""
 
 from __future__ import annotations
 
@@ -65,7 +66,19 @@ def audit_record(record: dict, domain: SqlDomain | None, report: AuditReport) ->
 
 def audit_run(run: RunDir) -> AuditReport:
     report, domains = AuditReport(), {}
+    first_of: dict[int, str] = {}  # dialogue index -> the first record id seen for it
+    ids: set[str] = set()
     for record in run.records():
+        rid, index = record["id"], record["meta"]["index"]
+        # two writers on one worker's shards, or shards copied between runs
+        duplicate = "duplicate record id" if rid in ids else \
+            f"dialogue index {index} also has record {first_of[index]}" if index in first_of else None
+        if duplicate:
+            report.records += 1
+            report.mismatches.append(f"{rid}: {duplicate}")
+            continue
+        ids.add(rid)
+        first_of[index] = rid
         name = record["meta"]["domain"]
         if name not in domains and record["meta"].get("tool_mode") != "simulated":
             domains[name] = load_domain(run, name)

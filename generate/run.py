@@ -106,16 +106,18 @@ def generate(cfg: DictConfig) -> Path:
     validate(cfg)
     run = RunDir(Path(cfg.out_dir).expanduser().resolve())
     run.root.mkdir(parents=True, exist_ok=True)
-    _check_or_write_config(cfg, run)
-    prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
-    names = [spec.endpoint for spec in llm_roles(cfg).values()]
-    with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints:
-        asyncio.run(_generate(cfg, run, prefixes, endpoints))
-    total = run.count_records()
+    with run.writer_lock(cfg.worker_index):
+        _check_or_write_config(cfg, run)
+        prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
+        names = [spec.endpoint for spec in llm_roles(cfg).values()]
+        with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints:
+            asyncio.run(_generate(cfg, run, prefixes, endpoints))
+        total = run.count_records()
+        if total >= cfg.num_dialogues:
+            with open(run.lock("export"), "w") as lock:  # array tasks may finish at the same moment
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                export_run(run)
     if total >= cfg.num_dialogues:
-        with open(run.lock("export"), "w") as lock:  # array tasks may finish at the same moment
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            export_run(run)
         print(f"done: {total} dialogues in {run.root} (stats.json, dataset/, README.md)")
     else:
         print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run.root}")

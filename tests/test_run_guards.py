@@ -96,3 +96,38 @@ def test_an_unfinished_last_line_is_skipped_by_readers_and_repaired_by_the_write
     generate(make_cfg("domain=retail", "num_dialogues=8", f"out_dir={run}"))
     assert part.read_text().endswith("}\n") and assert_consistent(run) == 8
     assert len(RunDir(run).session_rows()) == 2  # the torn session line was cut before the new one
+
+
+# --- one writer per worker -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_second_writer_of_one_worker_is_refused_other_workers_run(tmp_path):
+    run, n = tmp_path / "run", 120
+    first = subprocess.Popen(command(run, n, "workers=2", "worker_index=0"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_records(first, run, 1, worker=0)
+        first.send_signal(signal.SIGSTOP)  # holds its lock, and cannot finish while we look
+        second = cli(*command(run, n, "workers=2", "worker_index=0"))
+        assert second.returncode == 2
+        assert_one_line(second.stderr, f"error: worker 0 of {run} is in use by another process (pid {first.pid})")
+        other = cli(*command(run, n, "workers=2", "worker_index=1"))
+        assert other.returncode == 0, other.stderr
+        assert committed(run, worker=1) == n // 2
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=300) == 0
+    records = RunDir(run).records()
+    assert len(records) == n and len({r["id"] for r in records}) == n
+    assert audit_run(RunDir(run)).ok
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda lines: lines + [lines[2]], "duplicate record id"),
+    (lambda lines: lines + [lines[2].replace('"id": "', '"id": "x', 1)], "dialogue index 2 also has record"),
+])
+def test_audit_fails_on_duplicates(small_run, tmp_path, edit, needle):
+    run, part, _ = copy_of(small_run, tmp_path)
+    part.write_text("\n".join(edit(part.read_text().splitlines())) + "\n")
+    audit = cli("toolturn-audit", str(run))
+    assert audit.returncode == 1 and needle in audit.stdout and "1 mismatches" in audit.stdout, audit.stdout
