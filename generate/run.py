@@ -15,7 +15,9 @@ import fcntl
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 import time
 from collections import Counter, deque
 from pathlib import Path
@@ -102,21 +104,64 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
             task.cancel()
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: the run stopped cleanly (a BaseException, like KeyboardInterrupt, so that no
+    `except Exception` of a dialogue swallows it)."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT/SIGTERM while the event loop runs cancel its main task, so that the shard files are closed and
+    the session logged by the normal `finally` blocks; at any other moment (or on a second signal) they
+    raise `Interrupted` at once. Only the main thread can take signals."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.task: asyncio.Task | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        first, self.signum = self.signum is None, signum
+        if first and self.task is not None and not self.task.done():
+            self.task.cancel()  # as asyncio.Runner does for SIGINT
+            self.task.get_loop().call_soon_threadsafe(lambda: None)  # wake a loop blocked in select()
+            return
+        raise Interrupted(signum)
+
+
 def generate(cfg: DictConfig) -> Path:
     validate(cfg)
     run = RunDir(Path(cfg.out_dir).expanduser().resolve())
     run.root.mkdir(parents=True, exist_ok=True)
-    with run.writer_lock(cfg.worker_index):
-        _check_or_write_config(cfg, run)
-        prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
-        names = [spec.endpoint for spec in llm_roles(cfg).values()]
-        with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints:
-            asyncio.run(_generate(cfg, run, prefixes, endpoints))
-        total = run.count_records()
-        if total >= cfg.num_dialogues:
-            with open(run.lock("export"), "w") as lock:  # array tasks may finish at the same moment
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                export_run(run)
+    with _Signals() as signals, run.writer_lock(cfg.worker_index):
+        try:
+            _check_or_write_config(cfg, run)
+            prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
+            names = [spec.endpoint for spec in llm_roles(cfg).values()]
+            with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints:
+                asyncio.run(_generate(cfg, run, prefixes, endpoints, signals))
+            total = run.count_records()
+            if total >= cfg.num_dialogues:
+                with open(run.lock("export"), "w") as lock:  # array tasks may finish at the same moment
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    export_run(run)
+        except (Interrupted, asyncio.CancelledError) as exc:
+            if signals.signum is None:
+                raise
+            raise Interrupted(signals.signum, f"{run.count_records()} dialogues saved in {run.root}; re-run the "
+                                              f"same command to resume") from exc
     if total >= cfg.num_dialogues:
         print(f"done: {total} dialogues in {run.root} (stats.json, dataset/, README.md)")
     else:
@@ -124,7 +169,8 @@ def generate(cfg: DictConfig) -> Path:
     return run.root
 
 
-async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints) -> None:
+async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints, signals: _Signals) -> None:
+    signals.task = asyncio.current_task()
     try:
         domain = await setup_domain(cfg, run, endpoints)
         atomic_write(run.domain(domain.name) / "domain.json", json.dumps(
@@ -150,6 +196,7 @@ async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints
                                         "wall_s": round(time.time() - started, 3),
                                         "produced": writer.valid - start_valid}) + "\n")
     finally:
+        signals.task = None
         await endpoints.aclose()
 
 
@@ -161,6 +208,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     except ToolturnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        sys.exit(128 + exc.signum)
 
 
 def _one_line(exc: HydraException, overrides: list[str], config_name: str) -> str:

@@ -131,3 +131,27 @@ def test_audit_fails_on_duplicates(small_run, tmp_path, edit, needle):
     part.write_text("\n".join(edit(part.read_text().splitlines())) + "\n")
     audit = cli("toolturn-audit", str(run))
     assert audit.returncode == 1 and needle in audit.stdout and "1 mismatches" in audit.stdout, audit.stdout
+
+
+# --- Ctrl-C and SIGTERM --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_is_one_line_and_loses_nothing(tmp_path, signum):
+    run, n = tmp_path / "run", 150
+    proc = subprocess.Popen(command(run, n), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_records(proc, run, 20)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, (proc.returncode, err)
+    assert "Traceback" not in out
+    assert_one_line(err, "interrupted: ")
+    saved = assert_consistent(run)
+    assert 20 <= saved < n
+    assert f"{saved} dialogues saved in {run}; re-run the same command to resume" in err
+    assert json.loads((run / "sessions.jsonl").read_text().splitlines()[-1])["produced"] == saved
+
+    done = subprocess.run(command(run, n), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert assert_consistent(run) == n
+    assert audit_run(RunDir(run)).ok
