@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from pathlib import Path
 
@@ -56,6 +57,32 @@ def _check_or_write_config(cfg: DictConfig, run: RunDir) -> None:
     atomic_write(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
+class _Failures:
+    """Dialogues that raised, by kind (exception type and the line that raised it). However often a kind
+    recurs it is reported once, at the end, with its count; verbose mode adds its first traceback as it
+    happens. Each one is a counted drop (`error:<type>`) in the shard log and stats.json."""
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.first: dict[str, str] = {}
+
+    def add(self, index: int, exc: Exception) -> None:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        kind = f"{type(exc).__name__}{where}"
+        self.counts[kind] += 1
+        if kind not in self.first:
+            self.first[kind] = f"dialogue {index}: {str(exc)[:160]!r}"
+            if log.isEnabledFor(logging.INFO):
+                log.info("dialogue %d failed (%s); later failures of this kind are only counted", index, kind,
+                         exc_info=exc)
+
+    def report(self) -> None:
+        for kind, n in self.counts.most_common():
+            log.warning("%d dialogue(s) dropped by %s (first: %s)%s", n, kind, self.first[kind],
+                        "" if log.isEnabledFor(logging.INFO) else "; verbose=true shows its traceback")
+
+
 async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, target: int, concurrency: int,
                    bar: tqdm, max_drop_streak: int = 200) -> None:
     """Keep `concurrency` dialogues in flight; commit results in index order so that the records of a
@@ -64,12 +91,13 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
     finished: dict[int, Outcome] = {}
     order: deque[int] = deque()
     streak: Counter = Counter()  # reasons of the current run of consecutive drops
+    failures = _Failures()
 
     async def one(i: int) -> Outcome:
         try:
             return await factory.make(i)
         except Exception as exc:  # a bug in one dialogue must not take the run down; it is counted
-            log.exception("dialogue %d failed", i)
+            failures.add(i, exc)
             return Outcome(i, None, f"error:{type(exc).__name__}", str(exc)[:300])
 
     try:
@@ -102,6 +130,7 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
     finally:
         for task in pending.values():
             task.cancel()
+        failures.report()
 
 
 class Interrupted(BaseException):

@@ -155,3 +155,48 @@ def test_interrupt_is_one_line_and_loses_nothing(tmp_path, signum):
     assert done.returncode == 0, done.stderr
     assert assert_consistent(run) == n
     assert audit_run(RunDir(run)).ok
+
+
+# --- a failure that repeats ----------------------------------------------------------------------------
+
+class FailingFactory:
+    """Every dialogue raises at the same line (odd indices at a second one when `two_kinds`)."""
+
+    def __init__(self, two_kinds=False):
+        self.two_kinds = two_kinds
+
+    async def make(self, i):
+        if self.two_kinds and i % 2:
+            raise ValueError(f"bad value in dialogue {i}")
+        raise KeyError(f"frame {i}")
+
+
+def produce_failing(tmp_path, factory):
+    writer = ShardWriter(RunDir(tmp_path), 0, 100)
+    with pytest.raises(ToolturnError, match="200 dialogues in a row were dropped"):
+        asyncio.run(_produce(factory, writer, iter(range(10 ** 6)), 5, 8, tqdm(disable=True), 200))
+    writer.close()
+    reasons = [row["drop_reason"] for row in RunDir(tmp_path).log_rows()]
+    assert len(reasons) == 200 and set(reasons) <= {"error:KeyError", "error:ValueError"}
+
+
+def messages(caplog, level=None):
+    return [r for r in caplog.records if r.name == "toolturn.generate" and (level is None or r.levelno == level)]
+
+
+def test_a_repeated_failure_is_one_line(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="toolturn.generate")
+    produce_failing(tmp_path, FailingFactory())
+    [line] = messages(caplog)
+    assert line.getMessage().startswith("200 dialogue(s) dropped by KeyError at test_run_guards.py:")
+    assert "first: dialogue 0" in line.getMessage() and line.exc_info is None
+
+
+def test_a_repeated_failure_in_verbose_mode_shows_one_traceback(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="toolturn.generate")
+    produce_failing(tmp_path, FailingFactory(two_kinds=True))
+    tracebacks = [r for r in messages(caplog) if r.exc_info]
+    assert [type(r.exc_info[1]) for r in tracebacks] == [KeyError, ValueError]
+    counts = sorted(r.getMessage().split(" (first")[0] for r in messages(caplog, logging.WARNING))
+    assert [c.split(" at ")[0] for c in counts] == ["100 dialogue(s) dropped by KeyError",
+                                                    "100 dialogue(s) dropped by ValueError"]
