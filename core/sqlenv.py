@@ -23,6 +23,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +53,11 @@ class SqlTool:
     effect: str  # "read" | "write"
     returns: str  # "row": one object (error when nothing matches) | "rows": a list of objects
     table: str  # the table the tool is about
+
+    @cached_property
+    def spec_problem(self) -> str | None:
+        """`parameters_problem` of this tool, found once (the spec of a frozen tool does not change)."""
+        return parameters_problem(self.parameters)
 
     def openai_schema(self) -> dict:
         return {"type": "function",
@@ -145,6 +151,16 @@ def value_problem(value: Any) -> str | None:
     return None
 
 
+_ABSENT = object()
+
+
+def _plain(v: Any) -> bool:
+    """The common arguments, without `value_problem`'s general walk (the per-call fast path)."""
+    t = type(v)
+    return (t is str and v.isascii()) or (t is int and INT64_MIN <= v <= INT64_MAX) or v is None or t is bool \
+        or (t is float and math.isfinite(v))
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and value_problem(v) is None
 
@@ -177,33 +193,36 @@ def parameters_problem(parameters: Any) -> str | None:
 
 def check_arguments(tool: SqlTool, args: Any) -> dict[str, Any]:
     """Validate `args` against the tool's schema; return the complete bind dict (absent -> default/NULL)."""
-    return check_parameters(tool.name, tool.parameters, args)
+    return _check(tool.name, tool.parameters, args, tool.spec_problem)
 
 
 def check_parameters(tool: str, parameters: dict, args: Any) -> dict[str, Any]:
     """The argument check shared by executed and simulated tools (JSON-Schema subset: types, enums,
     ranges, required, no unknown keys, bounded strings, values SQLite and JSON can carry)."""
-    problem = parameters_problem(parameters)
+    return _check(tool, parameters, args, parameters_problem(parameters))
+
+
+def _check(tool: str, parameters: dict, args: Any, problem: str | None) -> dict[str, Any]:
     if problem is not None:
         raise ToolCallError(f"tool {tool} has a malformed parameter spec: {problem}")
     if not isinstance(args, dict):
         raise ToolCallError(f"arguments for {tool} must be a JSON object, got {type(args).__name__}")
-    if not all(isinstance(k, str) for k in args):
-        raise ToolCallError(f"argument names for {tool} must be strings")
     props: dict = parameters.get("properties", {})
-    unknown = sorted(set(args) - set(props))
+    unknown = set(args) - set(props)
     if unknown:
-        raise ToolCallError(f"unknown argument(s) {unknown} for {tool}; expected a subset of {sorted(props)}")
-    for name, value in args.items():
-        problem = value_problem(value)
-        if problem is not None:
-            raise ToolCallError(f"argument '{name}' of {tool} contains {problem}")
+        if not all(isinstance(k, str) for k in unknown):
+            raise ToolCallError(f"argument names for {tool} must be strings")
+        raise ToolCallError(f"unknown argument(s) {sorted(unknown)} for {tool}; expected a subset of {sorted(props)}")
     missing = [p for p in parameters.get("required", []) if args.get(p) is None]
     if missing:
         raise ToolCallError(f"missing required argument(s) {missing} for {tool}")
     binds = {}
     for name, spec in props.items():
-        value = args.get(name, spec.get("default"))
+        value = args.get(name, _ABSENT)
+        if value is _ABSENT:
+            value = spec.get("default")  # checked with the spec
+        elif not _plain(value) and (problem := value_problem(value)) is not None:
+            raise ToolCallError(f"argument '{name}' of {tool} contains {problem}")
         if value is not None:
             _check_value(tool, name, spec, value)
         binds[name] = value
@@ -219,19 +238,25 @@ TYPE_CHECKS = {"integer": lambda v: isinstance(v, int) and not isinstance(v, boo
 
 def _check_value(tool: str, name: str, spec: dict, value: Any) -> None:
     kind = spec.get("type")
-    kinds = kind if isinstance(kind, list) else [kind]
-    if kind is not None and not any(TYPE_CHECKS.get(k, lambda v: True)(value) for k in kinds):
-        raise ToolCallError(f"argument '{name}' of {tool} must be of type {kind}, got {type(value).__name__} "
-                            f"{json.dumps(value)[:40]}")
+    if kind is not None:
+        ok = TYPE_CHECKS.get(kind, _anything)(value) if isinstance(kind, str) else \
+            any(TYPE_CHECKS.get(k, _anything)(value) for k in kind)
+        if not ok:
+            raise ToolCallError(f"argument '{name}' of {tool} must be of type {kind}, got {type(value).__name__} "
+                                f"{json.dumps(value)[:40]}")
     if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
         raise ToolCallError(f"argument '{name}' of {tool} is too long ({len(value)} characters, "
                             f"at most {MAX_STRING_CHARS})")
     if "enum" in spec and value not in spec["enum"]:
         raise ToolCallError(f"argument '{name}' of {tool} must be one of {spec['enum']}, got {value!r}")
-    if ("minimum" in spec or "maximum" in spec) and _is_number(value) and \
-            not spec.get("minimum", -math.inf) <= value <= spec.get("maximum", math.inf):
+    if ("minimum" in spec or "maximum" in spec) and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and not spec.get("minimum", -math.inf) <= value <= spec.get("maximum", math.inf):
         raise ToolCallError(f"argument '{name}' of {tool} must be between {spec.get('minimum')} and "
                             f"{spec.get('maximum')}, got {value}")
+
+
+def _anything(_value: Any) -> bool:
+    return True
 
 
 def table_hash(conn: sqlite3.Connection, table: str) -> str:
