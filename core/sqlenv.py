@@ -95,7 +95,7 @@ def encode_result(value: Any, max_bytes: int) -> str:
 def _encode(value: Any) -> tuple[str, int]:
     try:
         text = dump_json(value)
-        return text, len(text.encode("utf-8"))
+        return text, len(text) if text.isascii() else len(text.encode("utf-8"))  # ASCII: 1 byte a character
     except ValueError as exc:  # a non-finite number, or a lone surrogate (UnicodeEncodeError)
         raise ToolCallError(f"the tool result cannot be encoded as JSON in UTF-8: {_clean(str(exc))[:120]}") from None
 
