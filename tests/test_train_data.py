@@ -276,8 +276,8 @@ def test_apigen_mt_converter(tokenizer):
     assert call["function"] == {"name": "get_user_details", "arguments": '{"user_id": "yusuf_rossi_9620"}'}
     assert first["messages"][3]["tool_call_id"] == call["id"]
     # two consecutive function calls are one assistant turn; the observations answer them in order
-    assert [c["function"]["name"] for c in parallel["messages"][1]["tool_calls"]] == ["get_weather", "get_weather"]
-    assert [m.get("tool_call_id") for m in parallel["messages"][2:4]] == ["call_1", "call_2"]
+    assert [c["function"]["name"] for c in parallel["messages"][2]["tool_calls"]] == ["get_weather", "get_weather"]
+    assert [m.get("tool_call_id") for m in parallel["messages"][3:5]] == ["call_1", "call_2"]
     for r in records:
         rec = Record(r["id"], r["messages"], r["tools"], 0)
         assert problems(rec) == []

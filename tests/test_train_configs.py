@@ -1,0 +1,64 @@
+"""Every train config composes with Hydra's compose API, and its parts parse into the recipe's typed specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_module
+
+from toolturn.train.data import DataOptions
+from toolturn.train.models import ModelSpec
+from toolturn.train.recipe import MethodSpec
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONF / "train").glob("*.yaml"))
+LOGGERS = sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_module("toolturn.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_groups_are_the_documented_ones():
+    assert MODELS == ["qwen3_30b_a3b_thinking_2507", "qwen3_4b_thinking_2507", "smollm2_135m", "tiny_qwen3"]
+    assert METHODS == ["full", "lora"] and LOGGERS == ["none", "wandb"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("logger", LOGGERS)
+def test_every_combination_composes(model, method, logger):
+    cfg = make_cfg(f"model={model}", f"train={method}", f"logger={logger}", "data.paths=[runs/x]")
+    spec, m = ModelSpec.from_cfg(cfg.model), MethodSpec.from_cfg(cfg.train)
+    assert spec.name == model and m.name == method and cfg.logger.name == logger
+    options = DataOptions.from_cfg(cfg.data, cfg.seed)
+    assert options.max_length == spec.max_length and options.paths == ("runs/x",)
+    assert (m.lora is not None) == (method == "lora")
+    assert cfg.out_dir == f"runs/train/{model}-{method}-s0"
+
+
+def test_defaults_and_paper_settings():
+    cfg = make_cfg()
+    assert (cfg.model.name, cfg.train.name, cfg.logger.name, cfg.logger.mode) == ("smollm2_135m", "lora", "wandb",
+                                                                                    "offline")
+    lora = MethodSpec.from_cfg(cfg.train).lora
+    assert lora.target_modules == "all-linear" and lora.r == 16
+    for model in ("qwen3_4b_thinking_2507", "qwen3_30b_a3b_thinking_2507"):
+        spec = ModelSpec.from_cfg(make_cfg(f"model={model}", "train=full").model)
+        assert (spec.dtype, spec.attn_implementation, spec.max_length, spec.thinking) == (
+            "bfloat16", "flash_attention_2", 32768, True)
+        assert spec.path.startswith("Qwen/Qwen3-") and spec.path.endswith("-Thinking-2507")
+    full = MethodSpec.from_cfg(make_cfg("train=full").train)
+    assert (full.optimizer, full.learning_rate, full.epochs, full.lora) == ("adamw_torch", 1e-6, 5, None)
+
+
+def test_accelerate_configs():
+    ddp = yaml.safe_load((CONF / "accelerate" / "ddp.yaml").read_text())
+    zero3 = yaml.safe_load((CONF / "accelerate" / "zero3.yaml").read_text())
+    assert ddp["distributed_type"] == "MULTI_GPU" and ddp["mixed_precision"] == "bf16"
+    assert zero3["distributed_type"] == "DEEPSPEED" and zero3["deepspeed_config"]["zero_stage"] == 3
+    assert zero3["deepspeed_config"]["zero3_save_16bit_model"] is True

