@@ -1,7 +1,6 @@
-"""Runs survive: SIGKILL at random moments then re-running finishes with exactly num_dialogues records."""
+"""Runs survive: SIGKILL at several points then re-running finishes with exactly num_dialogues records."""
 
 import json
-import random
 import signal
 import subprocess
 import time
@@ -31,23 +30,38 @@ def check_run(run_dir, n):
     return [r["id"] for r in sorted(records, key=lambda r: r["meta"]["index"])]
 
 
+def committed(run_dir) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in (run_dir / "shards").glob("part-*.jsonl"))
+
+
+def kill_when(run_dir, reached, timeout=120) -> int:
+    """Start the run, SIGKILL it as soon as `reached()` holds (polling the run dir, not the clock), and
+    return the records it had committed. The kill must land before the run ends."""
+    proc = subprocess.Popen(command(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not reached():
+            assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before the kill point"
+            assert time.monotonic() < deadline, "kill point not reached in time"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return committed(run_dir)
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume(tmp_path):
+def test_sigkill_at_several_points_then_resume(tmp_path):
     baseline = tmp_path / "baseline"
     subprocess.run(command(baseline), check=True, capture_output=True, timeout=300)
     expected = check_run(baseline, N)
 
     run = tmp_path / "killed"
-    rng = random.Random(0)
-    kills = 0
-    for _ in range(4):
-        proc = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 5.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 2
+    # during domain set-up (config written, no shard yet), then at three record counts: each resume goes on
+    points = [lambda: (run / "config.yaml").exists()] + [lambda k=k: committed(run) >= k for k in (5, 90, 200)]
+    saved = [kill_when(run, reached) for reached in points]
+    assert saved[1] >= 5 and saved[2] >= 90 and 200 <= saved[3] < N, saved
     done = subprocess.run(command(run), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert check_run(run, N) == expected  # same records as the uninterrupted run, nothing lost or doubled
