@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,15 @@ class AuditReport:
 
 def load_domain(run: RunDir, name: str) -> SqlDomain:
     d = run.domain(name)
-    info = json.loads((d / "domain.json").read_text())
-    tools = [SqlTool.from_dict(t) for t in json.loads((d / "tools.json").read_text())]
-    return SqlDomain(d / "db.sqlite", tools, info["tables"], info["enforce_foreign_keys"])
+    try:
+        info = json.loads((d / "domain.json").read_text())
+        tools = [SqlTool.from_dict(t) for t in json.loads((d / "tools.json").read_text())]
+        if not (d / "db.sqlite").is_file():
+            raise FileNotFoundError(f"no {d / 'db.sqlite'}")
+        return SqlDomain(d / "db.sqlite", tools, info["tables"], info["enforce_foreign_keys"])
+    except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
+        raise ToolturnError(f"cannot load domain {name!r} of {run.root} to replay against "
+                            f"({type(exc).__name__}: {exc})") from None
 
 
 def audit_record(record: dict, domain: SqlDomain | None, report: AuditReport) -> None:

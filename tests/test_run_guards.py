@@ -97,6 +97,14 @@ def test_an_unfinished_last_line_is_skipped_by_readers_and_repaired_by_the_write
     assert part.read_text().endswith("}\n") and assert_consistent(run) == 8
     assert len(RunDir(run).session_rows()) == 2  # the torn session line was cut before the new one
 
+@pytest.mark.parametrize("name", ["domain.json", "tools.json", "db.sqlite"])
+def test_audit_of_a_run_missing_its_domain_files_is_one_line(small_run, tmp_path, name):
+    run, _, _ = copy_of(small_run, tmp_path)
+    (run / "domains" / "retail" / name).unlink()
+    proc = cli("toolturn-audit", str(run))
+    assert proc.returncode == 2
+    assert_one_line(proc.stderr, "error: cannot load domain 'retail' of ")
+
 
 # --- one writer per worker -----------------------------------------------------------------------------
 
@@ -200,3 +208,4 @@ def test_a_repeated_failure_in_verbose_mode_shows_one_traceback(tmp_path, caplog
     counts = sorted(r.getMessage().split(" (first")[0] for r in messages(caplog, logging.WARNING))
     assert [c.split(" at ")[0] for c in counts] == ["100 dialogue(s) dropped by KeyError",
                                                     "100 dialogue(s) dropped by ValueError"]
+
