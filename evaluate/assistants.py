@@ -11,6 +11,7 @@ counts, never scoring it.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from dataclasses import replace
 
@@ -62,14 +63,25 @@ class ModelAssistant:
         return AssistantTurn(result.content, [{"name": c["name"], "arguments": c["arguments"]} for c in result.tool_calls])
 
 
+_YES = re.compile(r"^\W*(yes|yep|sure|correct|that's right|confirmed|go ahead)\b", re.I)
+
+
 class TextOnly:
-    """Hides a rule-based assistant's dialogue acts, so the user must understand its text."""
+    """Hides a rule-based assistant's dialogue acts, so the user must understand its text. The assistant
+    keeps its own memory: after it proposed a change, the user's reply is read (a yes or not) and handed
+    to it as the affirm/decline act it expects, the assistant-side NLU."""
 
     def __init__(self, inner):
-        self.inner = inner
+        self.inner, self.proposal = inner, None
 
     async def respond(self, state: EpisodeState) -> AssistantTurn:
+        if self.proposal is not None and state.messages[-1]["role"] == "user":
+            p, self.proposal = self.proposal, None
+            yes = _YES.match(state.messages[-1]["content"] or "") is not None
+            state.user_acts = [*state.user_acts, {"act": "affirm" if yes else "decline", "task": p["task"],
+                                                  "subtask": p["subtask"], "step": p.get("step")}]
         turn = await self.inner.respond(state)
+        self.proposal = next((a for a in turn.acts if a.get("act") == "propose"), None)
         return AssistantTurn(turn.content, turn.tool_calls)
 
 

@@ -112,7 +112,7 @@ def request_sampling(s, spec: dict) -> Sampling:
     model_dir = embedded_smollm2_dir() if spec["model"] == "embedded:smollm2" else Path(spec["model"])
     path = model_dir / "generation_config.json"
     config = json.loads(path.read_text()) if path.exists() else {}
-    config.pop("transformers_version", None)
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}
     config.update(do_sample=sampling.temperature > 0, temperature=sampling.temperature, top_p=sampling.top_p,
                   max_new_tokens=sampling.max_tokens)
     sampling.generation_config = json.dumps(config, sort_keys=True)

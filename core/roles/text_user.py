@@ -5,8 +5,9 @@ It holds an agenda (each task's subtasks, in order) and each turn
 - answers the assistant's questions for identifiers it holds, detected in the text ("what is the
   customer email?", "your e-mail, please"),
 - confirms a proposed change that matches what it asked for, declines one that does not,
-- marks a requested subtask done once every fact it expects was stated since the request (whole-token,
-  number-normalised matching, the judge's test), and gives feedback when some are still missing,
+- marks a requested subtask done once every fact it expects was reported since the request (whole-token,
+  number-normalised matching, the judge's test; a change also needs a successful write in the tool
+  results), and gives feedback when some are still missing,
 - repeats a request in other words, identifiers included, when the reply does not address it,
 - reveals the next one or two subtasks, chains the next task, and closes once every task is done: all its
   subtasks, and the database where the task's gold plan leaves it (`state_ok`, the judge's end-state test),
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from toolturn.core.episode import EpisodeState, UserTurn
-from toolturn.core.judges.execution import assistant_text
 from toolturn.core.judges.facts import mentions
+from toolturn.core.judges.structural import is_error
 from toolturn.core.roles import phrasing as P
 from toolturn.core.tasks.types import Task, format_value
 from toolturn.core.tasks.wording import clause
@@ -76,15 +77,31 @@ def _normalise(text: str) -> str:
 def questions(text: str) -> list[str]:
     """The sentences of `text` that ask the user something (a question mark or a request phrase)."""
     out = []
-    for m in _SENTENCES.finditer(_normalise(text)):
+    for m in _SENTENCES.finditer(text):
         sentence = m.group().strip()
-        if sentence.endswith("?") or _REQUEST.search(sentence):
+        if sentence.endswith("?") or _REQUEST.search(_normalise(sentence)):
             out.append(sentence)
     return out
 
 
+def proposes(text: str) -> bool:
+    """Whether `text` asks the user's leave for an action ("..., method cash. Shall I go ahead?")."""
+    return any(q.endswith("?") and _PROPOSAL.search(q.lower()) for q in questions(text))
+
+
+def reported(messages: list[dict], since: int) -> str:
+    """What the assistant reported since message `since`: its replies without their questions, and
+    without any reply that proposes an action (a change only proposed has not been made)."""
+    out = []
+    for m in messages[since:]:
+        text = m.get("content") or "" if m["role"] == "assistant" else ""
+        if text and not proposes(text):
+            out.append("".join(s.group() for s in _SENTENCES.finditer(text) if not s.group().rstrip().endswith("?")))
+    return "\n".join(out)
+
+
 def _says(sentence: str, phrase: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(_normalise(phrase))}(?!\w)", sentence) is not None
+    return re.search(rf"(?<!\w){re.escape(_normalise(phrase))}(?!\w)", _normalise(sentence)) is not None
 
 
 @dataclass
@@ -174,24 +191,33 @@ class TextUser:
         """Mark open subtasks done whose facts were all stated since their request. True on progress."""
         progress = False
         for key, since in list(self.open.items()):
-            said = assistant_text(state.messages, since)
+            said = reported(state.messages, since)
             report = self.tasks[key[0]].subtasks[key[1]].report
             stated = {(*key, i) for i, item in enumerate(report) if mentions(said, item.expected)}
             progress |= bool(stated - self.seen)
             self.seen |= stated
-            if len(stated) == len(report):
+            st = self.tasks[key[0]].subtasks[key[1]]
+            if len(stated) == len(report) and (st.kind not in WRITE_KINDS or self._wrote(state.messages, since, key)):
                 del self.open[key]
                 self.done.add(key)
                 progress = True
         return progress
 
+    def _wrote(self, messages: list[dict], since: int, key: tuple[int, int]) -> bool:
+        """A change is done only when a tool result since its request shows the write succeeded (its
+        values may already have been read out by another subtask's report)."""
+        task = self.tasks[key[0]]
+        tools = {task.steps[k].tool for k in task.subtasks[key[1]].steps}
+        return any(m["role"] == "tool" and m.get("name") in tools and not is_error(m.get("content") or "")
+                   for m in messages[since:])
+
     def _answer_proposal(self, text: str, parts: list[str]) -> bool:
         """Confirm or decline a proposed action; True the first time a subtask's action is confirmed."""
-        proposal = next((q for q in questions(text) if q.endswith("?") and _PROPOSAL.search(q)), None)
-        if proposal is None:
+        if not proposes(text):
             return False
+        proposal = text.lower()
         writes = [k for k in self.open if self.tasks[k[0]].subtasks[k[1]].kind in WRITE_KINDS]
-        if _WRITE_VERB.search(proposal):
+        if _WRITE_VERB.search(proposal.lower()):
             if not writes:
                 parts.append(P.pick(self.rng, NO_CHANGE))
                 return False
@@ -202,6 +228,9 @@ class TextUser:
             parts.append(P.pick(self.rng, NOT_NEEDED))
             return False
         task = self.tasks[key[0]]
+        if task.subtasks[key[1]].detail.get("decline"):  # the task says the user turns this change down
+            parts.append(P.pick(self.rng, NO_CHANGE))
+            return key not in self.confirmed and not self.confirmed.add(key)
         values = [(s, task.facts[s]) for s in task.subtasks[key[1]].value_slots]
         if values and not any(mentions(proposal, v) for _, v in values):
             slot, value = values[0]
@@ -223,7 +252,7 @@ class TextUser:
             parts.append(P.pick(self.rng, STILL_NEED, l=missing[0].label))
             return
         request = P.pick(self.rng, P.USER_REQUESTS, c=clause(st, task, reveal_ids=True))
-        unknown = any(_REQUEST.search(q) for q in questions(text))
+        unknown = any(_REQUEST.search(_normalise(q)) for q in questions(text))
         parts.append(P.pick(self.rng, NOT_HELD, r=request) if unknown else request)
         acts.append({"act": "request", "task": key[0], "subtask": key[1],
                      "ids": list(st.id_slots) + list(st.value_slots)})

@@ -1,0 +1,132 @@
+"""The rule-based text user against the oracle speaking only text, a do-nothing assistant, a scripted
+assistant that asks for the e-mail first, and replies it cannot understand."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from conftest import make_cfg
+
+from toolturn.core.episode import AssistantTurn, EpisodeState, run_episode
+from toolturn.core.roles.oracle_assistant import OracleAssistant
+from toolturn.core.roles.text_user import TextUser, TextUserBehaviour, questions
+from toolturn.evaluate.assistants import DoNothing, TextOnly
+from toolturn.evaluate.reward import score
+from toolturn.evaluate.tasks import make_items
+
+
+@pytest.fixture(scope="module")
+def items(retail):
+    return make_items(retail, 25, seed=3, difficulty={"easy": 0.3, "medium": 0.4, "hard": 0.3},
+                      tasks_per_episode=2, tools_per_episode=0)
+
+
+def play(domain, item, assistant, behaviour=TextUserBehaviour()):
+    sandbox = domain.env.open_sandbox()
+    state = EpisodeState([{"role": "system", "content": "sys"}], domain.toolset, 1)
+    user = TextUser(item.tasks, random.Random(item.id), behaviour, lambda k: sandbox.state_hash() == item.gold[k])
+    asyncio.run(run_episode(state, user, assistant, sandbox, max_messages=200))
+    end = sandbox.state_hash()
+    sandbox.close()
+    return user, state, score(item.tasks, state.messages, 1, end, item.gold[-1], f"user_{user.outcome}")
+
+
+def test_oracle_speaking_only_text_completes_every_task(retail, items):
+    writes = {t.name for t in retail.tools if t.effect == "write"}
+    assert any(i.needs_write for i in items) and any(len(i.tasks) > 1 for i in items)
+    for item in items:
+        user, state, reward = play(retail, item, TextOnly(OracleAssistant(item.tasks, random.Random(0), writes)))
+        assert user.outcome == "done" and reward.reward == 1.0, (item.id, reward, state.messages[-4:])
+        assert state.assistant_acts == []  # the user never saw a dialogue act
+
+
+def test_do_nothing_assistant_makes_the_user_give_up(retail, items):
+    for item in items:
+        user, state, reward = play(retail, item, DoNothing(), TextUserBehaviour(max_stall_turns=2))
+        assert user.outcome == "gave_up" and state.user_turns == 3  # the request, two stalled turns, goodbye
+        assert not reward.facts_communicated
+        if item.needs_write:
+            assert not reward.db_match and reward.reward == 0.0
+
+
+class Scripted:
+    """Asks for the e-mail first, whatever the user said, then says nothing useful."""
+
+    def __init__(self, first: str):
+        self.first, self.turns = first, 0
+
+    async def respond(self, state):
+        self.turns += 1
+        return AssistantTurn(self.first if self.turns == 1 else "Hmm, let me think about that.")
+
+
+def _email_item(items):
+    return next(i for i in items if any(s.endswith("email") for s in i.tasks[0].facts))
+
+
+@pytest.mark.parametrize("ask", ["Before anything else, what is your e-mail address?",
+                                 "Could you please share the customer email on the account?"])
+def test_user_gives_the_email_it_holds_when_asked_first(retail, items, ask):
+    item = _email_item(items)
+    slot = next(s for s in item.tasks[0].facts if s.endswith("email"))
+    user, state, _ = play(retail, item, Scripted(ask))
+    answer = state.messages[3]["content"]
+    assert item.tasks[0].facts[slot] in answer, answer
+
+
+def test_user_without_an_email_says_so_and_repeats_its_request(retail, items):
+    item = next(i for i in items if not any("email" in s for t in i.tasks for s in t.facts))
+    user, state, _ = play(retail, item, Scripted("Could you give me your email address?"))
+    reply = state.messages[3]["content"]
+    assert reply.startswith(("I'm not sure", "I don't", "Hmm, I can't", "Sorry, I don't")), reply
+    assert user.outcome == "gave_up"
+
+
+@pytest.mark.parametrize("garbage", ["", "?????", "<tool_call>{broken", "42 " * 500, "\u0000\ufffd\n\n!", "Shall I?"])
+def test_replies_it_cannot_understand_never_crash_it(retail, items, garbage):
+    user, state, reward = play(retail, items[0], Scripted(garbage))
+    assert user.outcome == "gave_up" and reward.reward == 0.0
+
+
+def test_proposals_are_confirmed_when_they_match_and_declined_otherwise(retail, items):
+    item = next(i for i in items if any(st.kind == "update" for st in i.tasks[0].subtasks))
+    task = item.tasks[0]
+    si = next(k for k, st in enumerate(task.subtasks) if st.kind == "update")
+    user = TextUser([task], random.Random(0), TextUserBehaviour())
+    user.started, user.open = True, {(0, si): 1}
+    new = task.facts[task.subtasks[si].value_slots[0]]
+    state = EpisodeState([{"role": "system", "content": ""}], [], 1)
+    state.messages.append({"role": "assistant", "content": f"Shall I update it to {new}?"})
+    yes = asyncio.run(user.respond(state)).text
+    state.messages.append({"role": "assistant", "content": "Shall I update it to 123456789?"})
+    no = asyncio.run(user.respond(state)).text
+    state.messages.append({"role": "assistant", "content": "Should I delete the customer's account?"})
+    assert yes.startswith(("Yes", "That's right", "Sure")), yes
+    assert str(new) in no or "should be" in no or "make the" in no, no
+
+
+def test_questions_are_found_by_mark_or_request_phrase():
+    assert questions("Found it. What is your e-mail?") == ["What is your e-mail?"]
+    assert questions("The email is a@b.com. Please share the order number.") == ["Please share the order number."]
+    assert questions("Here you go: the status is active.") == []
+
+
+def test_a_change_that_never_reached_the_database_is_not_accepted(retail, items):
+    """The facts are stated but nothing was written: the user asks for the change, then gives up."""
+    item = next(i for i in items if i.needs_write and len(i.tasks) == 1 or i.needs_write)
+    writes = {t.name for t in retail.tools if t.effect == "write"}
+
+    class Pretender(OracleAssistant):  # reports the gold values but never runs a write
+        async def respond(self, state):
+            turn = await super().respond(state)
+            if turn.tool_calls and turn.tool_calls[0]["name"] in writes:
+                return AssistantTurn("", [{"name": "get_" + turn.tool_calls[0]["name"].split("_", 1)[1],
+                                           "arguments": {"id": 1}}])
+            return turn
+
+    user, state, reward = play(retail, item, TextOnly(Pretender(item.tasks, random.Random(0), writes)))
+    assert user.outcome == "gave_up" and not reward.db_match
+    assert any("change" in (m.get("content") or "") or "records" in (m.get("content") or "")
+               for m in state.messages if m["role"] == "user")
