@@ -53,6 +53,11 @@ class SqlTool:
     effect: str  # "read" | "write"
     returns: str  # "row": one object (error when nothing matches) | "rows": a list of objects
     table: str  # the table the tool is about
+    # A multi-statement action (core/domains/actions.py): `checks` are queries that return a row, its first
+    # column the error, when a precondition is violated; then `statements` write; then `sql` gives the
+    # result. All run inside the call's one savepoint, so a failed check or statement changes nothing.
+    checks: tuple[str, ...] = ()
+    statements: tuple[str, ...] = ()
 
     @cached_property
     def spec_problem(self) -> str | None:
@@ -64,11 +69,15 @@ class SqlTool:
                 "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("checks", "statements"):  # plain tools serialize as before
+            if not d[key]:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SqlTool":
-        return cls(**d)
+        return cls(**{**d, "checks": tuple(d.get("checks", ())), "statements": tuple(d.get("statements", ()))})
 
 
 @dataclass(frozen=True)
@@ -427,6 +436,13 @@ class Sandbox:
             try:
                 # The prefix keeps a tool's statement out of the statement cache entries of the sandbox's
                 # own statements and of tools with another effect: a cached statement is not authorized again.
+                prefix = TOOL_SQL_PREFIX[tool.effect == "write"]
+                for check in tool.checks:
+                    violated = cur.execute(prefix + check, binds).fetchone()
+                    if violated is not None and violated[0] is not None:
+                        raise ToolCallError(_clean(str(violated[0]))[:300])
+                for statement in tool.statements:
+                    cur.execute(prefix + statement, binds)
                 result = self._collect(tool, cur.execute(TOOL_SQL_PREFIX[tool.effect == "write"] + tool.sql, binds), binds)
             finally:
                 cur.close()

@@ -22,6 +22,8 @@ from toolturn.core.judges.execution import Judgment, judge, task_problem
 from toolturn.core.judges.rubric import llm_judge
 from toolturn.core.judges.structural import check_structure, rubric_tools
 from toolturn.core.llm import LLMError
+from toolturn.core.policy import policy_for
+from toolturn.core.policy_check import check_policy
 from toolturn.core.prompts import load as load_prompt
 from toolturn.core.role_model import Meter, RoleModel
 from toolturn.core.roles.agenda_user import AgendaUser, UserBehaviour
@@ -31,6 +33,7 @@ from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.rundir import record_digest
 from toolturn.core.tasks.llm_goals import LLMTaskGenerator
 from toolturn.core.tasks.programmatic import TaskGenerator
+from toolturn.core.tasks.service import ServiceTaskGenerator, builtin_service
 from toolturn.core.tasks.types import Task
 from toolturn.core.tools.simulator import ToolSimulator
 from toolturn.generate.config import llm_roles
@@ -101,10 +104,17 @@ class DialogueFactory:
         self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0))
         self.task_oriented = self.behaviour.reveal_per_turn is None
         self.user_prompt = str(cfg.roles.user.get("prompt", "user_simulator"))
-        self.system_prompt = load_prompt("assistant_system").format(policy=domain.policy,
+        policy_cfg = cfg.get("policy") or {}
+        self.policy = policy_for(domain, policy_cfg.get("file"))
+        self.policy_mode = str(policy_cfg.get("mode", "enforce"))
+        self.service = builtin_service(cfg.domain)
+        self.system_prompt = load_prompt("assistant_system").format(policy=self.policy.text(),
                                                                     description=domain.description)
         if r.task_generator.kind == "rule":
-            self.taskgen, self.llm_taskgen = TaskGenerator(domain, dict(cfg.tasks.difficulty)), None
+            weights = dict(cfg.tasks.difficulty)
+            self.taskgen = TaskGenerator(domain, weights) if self.service is None else ServiceTaskGenerator(
+                domain, self.service, weights, float(policy_cfg.get("refusal_share", 0.15)))
+            self.llm_taskgen = None
         else:
             self.taskgen = None
             self.llm_taskgen = LLMTaskGenerator(domain, domain.schema_sql, dict(cfg.tasks.difficulty), self.seed)
@@ -146,7 +156,7 @@ class DialogueFactory:
         try:
             tasks, gold = [], []
             for task_id in ids:
-                task = self.taskgen.generate(scratch, rng, task_id, rejections)
+                task = self.taskgen.generate(scratch, rng, task_id, rejections, tasks)
                 if task is not None:
                     tasks.append(task)
                     gold.append(scratch.state_hash())
@@ -197,7 +207,8 @@ class DialogueFactory:
         if "assistant" in models:
             assistant = LLMAssistant(models["assistant"])
         else:
-            assistant = OracleAssistant(tasks, rng, self.write_tools, self.slip_rate)
+            assistant = OracleAssistant(tasks, rng, self.write_tools, self.slip_rate, self.policy,
+                                        self.service and (self.service.identify[0], self.service.slot))
         try:
             await run_episode(state, user, assistant, executor, max_messages=self.max_messages,
                               max_dialogue_bytes=self.max_dialogue_bytes)
@@ -215,11 +226,23 @@ class DialogueFactory:
                        task_rejections=rejections)
 
     async def _judge(self, tasks, completed, state, end_state, gold, models) -> Judgment:
-        """Structural checks first, whatever the judge; then judge.kind=rule: execution-grounded (gold
-        plans), or judge.kind=llm: the rubric validator decides."""
+        """Structural checks first, then the policy checker, whatever the roles and the judge
+        (policy=enforce drops a violating dialogue with the rule's name, policy=report keeps and flags
+        it); then judge.kind=rule: execution-grounded (gold plans), or judge.kind=llm: the rubric
+        validator decides."""
         problem = check_structure(tasks, state.messages, state.start, state.tools)
         if problem is not None:
             return Judgment(False, problem.reason, problem.detail)
+        violations = [v.to_dict() for v in check_policy(self.policy, state.messages, state.start, self.domain.tools,
+                                                        self.domain.schema, None if self.simulated else self.domain.env)]
+        if violations and self.policy_mode == "enforce":
+            first = violations[0]
+            return Judgment(False, f"policy_{first['rule']}", f"message {first['message']}: {first['detail']}")
+        verdict = await self._verdict(tasks, completed, state, end_state, gold, models)
+        verdict.policy = violations  # policy=report: kept, and flagged in meta.policy
+        return verdict
+
+    async def _verdict(self, tasks, completed, state, end_state, gold, models) -> Judgment:
         if "judge" not in models:
             return judge(tasks, completed, state.messages, state.start, end_state, gold[-1])
         if not all(completed):
@@ -245,6 +268,8 @@ class DialogueFactory:
         }
         if gold:
             meta["gold_end_state"] = gold[-1]
+        if verdict.policy:
+            meta["policy"] = {"mode": self.policy_mode, "violations": verdict.policy}
         if prefix_meta:
             meta["prefix"] = prefix_meta
         meta["digest"] = record_digest(state.messages, state.tools)

@@ -43,6 +43,10 @@ def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
     for path in sorted(run.domains.glob("*/synthesis.json")):
         synthesis.update(json.loads(path.read_text()))
     difficulty = Counter(t["difficulty"] for r in records for t in r["meta"]["tasks"])
+    # policy violations: the rule of each dropped dialogue (policy=enforce), every one of each kept one (report)
+    violations = Counter({k[len("policy_"):]: n for k, n in drops.items() if k.startswith("policy_")})
+    violations.update(v["rule"] for r in records for v in (r["meta"].get("policy") or {}).get("violations", []))
+    refusals = sum(any(st["kind"] == "refuse" for st in t["gold"]["subtasks"]) for r in records for t in r["meta"]["tasks"])
     first = records[0]["meta"] if records else {}
     return {
         "dialogues": len(records),
@@ -58,6 +62,9 @@ def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
                         "total": sum(c["tool_errors"] for c in counts)},
         "difficulty": dict(sorted(difficulty.items())),
         "drops": {"total": sum(drops.values()), "reasons": dict(drops.most_common())},
+        "policy": {"violations": dict(violations.most_common()),
+                   "flagged_dialogues": sum(bool(r["meta"].get("policy")) for r in records),
+                   "refusal_tasks": refusals, "refusal_share": round(refusals / tasks, 3) if tasks else 0.0},
         # every dialogue that ran, kept or dropped: interaction length does not depend on the judge
         "attempts": {"dialogues": len(attempts), "user_turns_per_task": round(
             sum(a["user_turns"] for a in attempts) / attempted_tasks, 3) if attempted_tasks else 0.0},
@@ -82,6 +89,9 @@ def format_table(stats: dict) -> str:
         f"tool calls: {stats['tool_calls']['total']} ({stats['tool_calls']['mean']:.2f}/dialogue), "
         f"tool errors: {stats['tool_errors']['total']}",
         f"dropped: {stats['drops']['total']} {stats['drops']['reasons'] or ''}",
+        f"policy: {sum(stats['policy']['violations'].values())} violations {stats['policy']['violations'] or ''}, "
+        f"{stats['policy']['flagged_dialogues']} kept dialogues flagged, "
+        f"{stats['policy']['refusal_tasks']} refusal tasks ({stats['policy']['refusal_share']:.0%})",
         f"all attempts (kept or dropped): {stats['attempts']['dialogues']} dialogues, "
         f"{stats['attempts']['user_turns_per_task']:.2f} user turns/task",
         f"throughput: {stats['throughput']['dialogues_per_s']} dialogues/s over {stats['throughput']['wall_s']} s",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write_json
+from toolturn.core.policy import GENERIC, Policy
 from toolturn.core.sqlenv import SIDE_FILES, SqlDomain, SqlTool, load_into_memory
 from toolturn.core.sqlschema import Schema, introspect, slugify
 from toolturn.core.tools.schema_tools import derive_tools
@@ -23,12 +24,7 @@ from toolturn.core.tools.schema_tools import derive_tools
 log = logging.getLogger(__name__)
 
 BUILTIN = ("retail", "airline", "telecom")
-GENERIC_POLICY = (
-    "You are a customer-service assistant with access to the organisation's database through tools.\n"
-    "- Use the tools to look up facts; never guess values.\n"
-    "- Ask the user for any identifier you need instead of inventing one.\n"
-    "- Make changes only when the user asks for them, and report the stored result.\n"
-    "- If a tool returns an error, say so plainly and suggest a next step.")
+GENERIC_POLICY = GENERIC.text()  # the policy of a database without one of its own (core/policy.py)
 
 
 @dataclass
@@ -44,6 +40,7 @@ class Domain:
     skipped: dict[str, str] = field(default_factory=dict)
     env: SqlDomain | None = None
     return_schemas: dict[str, dict] = field(default_factory=dict)  # for tools=simulated
+    rules: Policy = GENERIC  # the policy as data: `policy` is its text (core/policy.py)
 
     def add_tools(self, extra: list[SqlTool]) -> None:
         """Admit more executable tools (e.g. validated LLM-written SQL)."""
@@ -65,14 +62,15 @@ def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
             raise ToolturnError(f"unknown built-in domain '{cfg.name}'; choose one of {list(BUILTIN)} "
                                 f"or domain=sqlite domain.path=FILE")
         name, module = cfg.name, _builtin_module(cfg.name)
-        description, policy = module.DESCRIPTION, module.POLICY
+        rules, actions = module.POLICY, module.ACTIONS
+        description, policy = module.DESCRIPTION, rules.text()
     elif kind == "sqlite":
         if not cfg.get("path"):
             raise ToolturnError("domain=sqlite needs domain.path=FILE (a SQLite database)")
         source = Path(cfg.path).expanduser().resolve()
         name = cfg.get("name") or slugify(source.stem) or "sqlite"
         description = cfg.get("description") or f"the '{source.stem}' database"
-        policy, module = GENERIC_POLICY, None
+        policy, module, rules, actions = GENERIC_POLICY, None, GENERIC, []
     else:
         raise ToolturnError(f"unknown domain kind '{kind}' (expected builtin or sqlite)")
 
@@ -83,7 +81,10 @@ def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
     built = _reuse_or_build(db_path, identity, lambda tmp: module.build(tmp, seed) if module is not None
                             else _copy_database(source, tmp))
     try:
-        return _load_domain(name, description, policy, db_path, cfg.path if module is None else db_path.name)
+        domain = _load_domain(name, description, policy, db_path, cfg.path if module is None else db_path.name,
+                              actions)
+        domain.rules = rules
+        return domain
     except BaseException:
         if built:  # a later run must not reuse what this failed set-up made
             for f in (db_path, _identity_path(db_path), *(out / n for n in DESCRIPTION_FILES)):
@@ -138,7 +139,8 @@ def _differs(recorded: dict, current: dict) -> str:
     return f"{current['path']} changed size, modification time or -wal/-journal files since"
 
 
-def _load_domain(name: str, description: str, policy: str, db_path: Path, shown: str) -> Domain:
+def _load_domain(name: str, description: str, policy: str, db_path: Path, shown: str,
+                 actions: list[SqlTool] = ()) -> Domain:
     out = db_path.parent
     mem = load_into_memory(db_path)
     try:
@@ -147,6 +149,7 @@ def _load_domain(name: str, description: str, policy: str, db_path: Path, shown:
             reasons = "; ".join(f"{k}: {v}" for k, v in schema.skipped.items()) or "the database has no tables"
             raise ToolturnError(f"no usable table in {shown} ({reasons})")
         tools, skipped_tools = derive_tools(mem, schema)
+        tools += actions  # the domain's service actions (core/domains/actions.py)
         hidden = {k for k, why in schema.skipped.items() if why.startswith(("virtual table", "shadow table"))}
         ddl = [sql + ";" for kind, obj, table, sql in mem.execute(
             "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "

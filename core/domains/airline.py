@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from toolturn.core.policy import Identity, Policy, StateRule
+from toolturn.core.tasks.service import Part, R, S, Scenario, Service, Step
+
+from .actions import action, exists, in_state, next_id, owned, param
 from ._seed import (
     days_since_reference,
     digits,
@@ -26,20 +30,135 @@ DESCRIPTION = (
     "routes from its US hubs and runs a frequent-flyer loyalty programme."
 )
 
-POLICY = """\
-You are a customer-service assistant for Nimbus Air.
-- Verify the passenger's identity by email address, loyalty membership number or booking confirmation code before sharing or changing anything.
-- Only act on bookings that belong to the verified passenger.
-- Bookings can be changed or cancelled only while their status is 'confirmed' and the flight is not cancelled, departed or landed.
-- A booking may move only to another flight with the same origin and destination, in the same or a higher cabin class; charge any fare difference.
-- Cancellations of flights that have been cancelled by the airline are refunded in full; other cancellations follow the fare paid, not a made-up amount.
-- Check-in opens 24 hours before departure; do not check in passengers earlier.
-- Baggage over 32 kg cannot be checked; report lost bags by tag number.
-- Loyalty points may be quoted but never adjusted without a recorded reason.
-- Confirm the exact change with the passenger before acting.
-- If a tool call fails or returns an error, say so honestly; never claim an action succeeded when it did not.
-- Be concise and factual; never invent flights, seats, fares or statuses.
-"""
+POLICY = Policy(
+    name="airline",
+    preamble="You are a customer-service assistant for Nimbus Air.",
+    identity=Identity(table="passengers", key="passenger_id", tools={"find_passenger_by_email": "email"},
+                      who="passenger", by="the email address on their profile", records="bookings or profile details"),
+    states=(StateRule("bookings", "status", ("confirmed",), ("cancel_booking", "update_booking", "delete_booking"),
+                      "Bookings can be changed or cancelled only while their status is 'confirmed' and the flight "
+                      "is not cancelled, departed or landed."),
+            StateRule("bookings", "status", ("confirmed", "checked_in"), ("add_checked_bag",),
+                      "Bags can be added only to 'confirmed' or 'checked_in' bookings; bags over 32 kg cannot be "
+                      "checked.")),
+    private={"passengers": ("email", "first_name", "last_name", "phone"),
+             "loyalty_accounts": ("membership_number",), "bookings": ("confirmation_code",),
+             "baggage": ("tag_number",)},
+    reasons={"identity": "I can only look at or change bookings after verifying your identity with the email "
+                         "address on your profile",
+             "state": "booking {confirmation code} is {status}, and only confirmed bookings can be changed or "
+                      "cancelled",
+             "limit": "bags over 32 kg cannot be checked, and this one weighs {weight kg} kg",
+             "ownership": "booking {confirmation code} is not in your name, so I can't access or change it"},
+    notes=("A booking may move only to another flight with the same origin and destination, in the same or a "
+           "higher cabin class; charge any fare difference.",
+           "Cancellations of flights that have been cancelled by the airline are refunded in full; other "
+           "cancellations follow the fare paid, not a made-up amount.",
+           "Check-in opens 24 hours before departure; do not check in passengers earlier.",
+           "Loyalty points may be quoted but never adjusted without a recorded reason.",
+           "If a tool call fails or returns an error, say so honestly; never claim an action succeeded when it did not.",
+           "Be concise and factual; never invent flights, seats, fares or statuses."),
+)
+
+_BOOKING = {"passenger_id": param("integer", "id of the verified passenger"),
+            "confirmation_code": param("string", "the booking's confirmation code")}
+_OWN_BOOKING = (exists("bookings", "confirmation_code", "booking"),
+                owned("bookings", "confirmation_code", "passenger_id", "booking", "this passenger"))
+_FLIGHT_OPEN = ("SELECT 'the flight of booking ' || :confirmation_code || ' is ' || f.status || '; it cannot be "
+                "changed' FROM bookings b JOIN flights f ON f.id = b.flight_id WHERE b.confirmation_code = "
+                ":confirmation_code AND f.status NOT IN ('scheduled', 'delayed')")
+
+ACTIONS = [
+    action("find_passenger_by_email", "Identify the passenger: find their profile by the email address they give.",
+           "passengers", {"email": param("string", "the passenger's email address")},
+           "SELECT id AS passenger_id, email, first_name, last_name FROM passengers WHERE email = :email COLLATE NOCASE"),
+    action("get_booking_details", "A booking of the verified passenger with its flight.", "bookings", _BOOKING,
+           "SELECT b.confirmation_code, b.passenger_id, b.status, b.cabin_class, b.seat_number, b.fare_paid, "
+           "f.flight_number, f.departure_date, f.departure_time, f.status AS flight_status, o.iata_code AS origin, "
+           "d.iata_code AS destination, (SELECT COUNT(*) FROM baggage g WHERE g.booking_id = b.id) AS bags "
+           "FROM bookings b JOIN flights f ON f.id = b.flight_id JOIN airports o ON o.id = f.origin_airport_id "
+           "JOIN airports d ON d.id = f.destination_airport_id WHERE b.confirmation_code = :confirmation_code",
+           checks=_OWN_BOOKING),
+    action("cancel_booking", "Cancel a confirmed booking of the verified passenger on a flight that has not "
+           "departed; the fare paid is refunded.", "bookings", _BOOKING,
+           "SELECT confirmation_code, passenger_id, status, fare_paid AS refund_amount FROM bookings "
+           "WHERE confirmation_code = :confirmation_code",
+           checks=_OWN_BOOKING + (in_state("bookings", "confirmation_code", "status", ("confirmed",), "booking",
+                                           "cancelled"), _FLIGHT_OPEN),
+           statements=("UPDATE bookings SET status = 'cancelled' WHERE confirmation_code = :confirmation_code",)),
+    action("add_checked_bag", "Check a bag (at most 32 kg) on a confirmed or checked-in booking of the verified "
+           "passenger; the fee is 35.", "bookings", {**_BOOKING, "weight_kg": param("number", "the bag's weight in kg",
+                                                                                minimum=0.1, maximum=100)},
+           "SELECT g.tag_number, b.confirmation_code, b.passenger_id, g.weight_kg, g.fee, g.status FROM baggage g "
+           "JOIN bookings b ON b.id = g.booking_id WHERE g.id = (SELECT MAX(id) FROM baggage)",
+           checks=_OWN_BOOKING + (in_state("bookings", "confirmation_code", "status", ("confirmed", "checked_in"),
+                                           "booking", "given bags"), _FLIGHT_OPEN,
+                                  "SELECT 'bags over 32 kg cannot be checked' WHERE :weight_kg > 32"),
+           statements=(f"INSERT INTO baggage (id, tag_number, booking_id, weight_kg, fee, status) SELECT "
+                       f"{next_id('baggage')}, 'NB-R' || printf('%05d', {next_id('baggage')}), id, :weight_kg, 35.0, "
+                       f"'checked' FROM bookings WHERE confirmation_code = :confirmation_code",)),
+]
+
+_ME = "(:email IS NULL OR p.email = :email)"
+_SEL = 'SELECT p.email AS "email address", b.confirmation_code AS "confirmation code"'
+_FROM = "FROM bookings b JOIN passengers p ON p.id = b.passenger_id JOIN flights f ON f.id = b.flight_id"
+_PAX_BOOKING = f"{_SEL} {_FROM}"
+_PID = R(0, "passenger_id")
+_DETAILS = Step("get_booking_details", {"passenger_id": _PID, "confirmation_code": S("confirmation code")})
+
+SERVICE = Service(
+    identify=("find_passenger_by_email", "email"), slot="email address", owner_key="passenger_id",
+    scenarios=(
+        Scenario("flight_status", "public",
+                 'SELECT f.flight_number AS "flight number", f.departure_date AS "date" FROM flights f ORDER BY f.id',
+                 (Step("search_flights", {"flight_number": S("flight number"), "departure_date": S("date")}),),
+                 (Part("tell me the status and departure time of flight {flight number} on {date}", (0,),
+                       values=("flight number", "date"),
+                       report=(("status", 0, 0, "status"), ("departure time", 0, 0, "departure_time"))),)),
+        Scenario("booking_status", "read", f"{_PAX_BOOKING} WHERE {_ME} ORDER BY b.id", (_DETAILS,),
+                 (Part("tell me my seat and the status of my booking", (0, 1), ids=("confirmation code",),
+                       report=(("seat", 1, "seat_number"), ("booking status", 1, "status"))),)),
+        Scenario("cancel_booking", "write", f"{_PAX_BOOKING} WHERE b.status = 'confirmed' AND f.status IN "
+                 f"('scheduled', 'delayed') AND {_ME} ORDER BY b.id",
+                 (_DETAILS, Step("cancel_booking", {"passenger_id": _PID, "confirmation_code": S("confirmation code")})),
+                 (Part("cancel my booking; I can't make the trip", (0, 1, 2), ids=("confirmation code",),
+                       report=(("booking status", 2, "status"), ("refund amount", 2, "refund_amount"))),), write=2),
+        Scenario("add_bag", "write", f'{_SEL}, 10 + b.id % 20 AS "weight kg" {_FROM} '
+                 f"WHERE b.status IN ('confirmed', 'checked_in') AND f.status IN ('scheduled', 'delayed') AND {_ME} "
+                 "ORDER BY b.id",
+                 (_DETAILS, Step("add_checked_bag", {"passenger_id": _PID, "confirmation_code": S("confirmation code"),
+                                                     "weight_kg": S("weight kg")})),
+                 (Part("add a checked bag of {weight kg} kg to my booking", (0, 1, 2), ids=("confirmation code",),
+                       values=("weight kg",), report=(("bag tag", 2, "tag_number"), ("fee", 2, "fee"))),), write=2),
+        Scenario("refuse_cancel_flown", "refuse",
+                 f'{_SEL}, b.status AS "status" {_FROM} WHERE b.status IN '
+                 f"('flown', 'checked_in') AND {_ME} ORDER BY b.id", (_DETAILS,),
+                 (Part("cancel my booking", (0, 1), kind="refuse", ids=("confirmation code",), refusal="state",
+                       report=(("booking status", 1, "status"),)),)),
+        Scenario("refuse_heavy_bag", "refuse",
+                 f'{_SEL}, 33 + b.id % 8 AS "weight kg" {_FROM} '
+                 f"WHERE b.status = 'confirmed' AND f.status IN ('scheduled', 'delayed') AND {_ME} ORDER BY b.id",
+                 (_DETAILS,),
+                 (Part("add a checked bag of {weight kg} kg to my booking", (0, 1), kind="refuse",
+                       ids=("confirmation code",), values=("weight kg",), refusal="limit"),)),
+        Scenario("refuse_foreign_booking", "refuse",
+                 'SELECT p.email AS "email address", b.confirmation_code AS "confirmation code" FROM passengers p '
+                 f"JOIN bookings b ON b.passenger_id <> p.id WHERE b.status = 'confirmed' AND {_ME} ORDER BY p.id, b.id",
+                 (Step("get_booking_details", {"passenger_id": _PID, "confirmation_code": S("confirmation code")},
+                       expect_error=True),),
+                 (Part("cancel my booking {confirmation code}", (0, 1), kind="refuse", values=("confirmation code",),
+                       refusal="ownership"),)),
+        Scenario("refuse_unidentified", "refuse",
+                 'SELECT f.flight_number AS "flight number", f.departure_date AS "date", b.confirmation_code AS '
+                 '"confirmation code" FROM flights f JOIN bookings b ON b.flight_id = f.id WHERE b.status = '
+                 "'confirmed' ORDER BY b.id",
+                 (Step("search_flights", {"flight_number": S("flight number"), "departure_date": S("date")}),),
+                 (Part("tell me the status of flight {flight number} on {date}", (0,), values=("flight number", "date"),
+                       report=(("status", 0, 0, "status"),)),
+                  Part("cancel my booking {confirmation code}, but I'd rather not give you my email address", (),
+                       kind="refuse", values=("confirmation code",), refusal="identity", withhold=("email address",)))),
+    ),
+)
 
 SCHEMA = """
 CREATE TABLE airports (

@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from toolturn.core.policy import Identity, Policy, StateRule
+from toolturn.core.tasks.service import Part, R, S, Scenario, Service, Step
+
+from .actions import action, exists, in_state, owned, param
 from ._seed import (
     days_since_reference,
     digits,
@@ -26,19 +30,125 @@ DESCRIPTION = (
     "plans and bills its account holders monthly for their phone lines."
 )
 
-POLICY = """\
-You are a customer-service assistant for Brightwave Mobile.
-- Verify the account holder by email address or customer id before discussing or changing an account; a phone number alone is not enough to make changes.
-- Only act on lines, bills and tickets that belong to the verified customer.
-- Plan changes are allowed only for 'active' lines and only to plans that are currently available.
-- Suspended lines may be reactivated only when the customer has no overdue bill.
-- Roaming can be enabled only on active lines of customers whose account status is 'active'.
-- Do not waive, discount or re-date bills; explain charges from the recorded bill and usage data.
-- Open a support ticket for network or device faults you cannot resolve, with a clear subject and category.
-- Confirm the exact change with the customer before making it.
-- If a tool call fails or returns an error, say so honestly; never claim an action succeeded when it did not.
-- Be concise and factual; never invent plans, prices, balances or usage figures.
-"""
+POLICY = Policy(
+    name="telecom",
+    preamble="You are a customer-service assistant for Brightwave Mobile.",
+    identity=Identity(table="customers", key="customer_id", tools={"find_customer_by_email": "email"},
+                      who="account holder", by="the email address on the account; a phone number alone is not "
+                      "enough", records="an account, its lines, bills or tickets"),
+    states=(StateRule("lines", "status", ("active",), ("change_line_plan", "enable_roaming"),
+                      "Plan changes are allowed only for 'active' lines and only to plans that are currently "
+                      "available; roaming can be enabled only on active lines of customers whose account status is "
+                      "'active'."),
+            StateRule("lines", "status", ("suspended",), ("reactivate_line",),
+                      "Suspended lines may be reactivated only when the customer has no overdue bill.")),
+    private={"customers": ("email", "first_name", "last_name", "billing_address", "date_of_birth"),
+             "lines": ("phone_number",), "devices": ("imei",), "support_tickets": ("ticket_number",)},
+    reasons={"identity": "I can only discuss or change an account after verifying the account holder with the "
+                         "email address on the account",
+             "state": "line {phone number} is {status}, and only active lines can change plans",
+             "overdue": "line {phone number} can't be reactivated while the account has an overdue bill",
+             "ownership": "line {phone number} is not on your account, so I can't access or change it"},
+    notes=("Do not waive, discount or re-date bills; explain charges from the recorded bill and usage data.",
+           "Open a support ticket for network or device faults you cannot resolve, with a clear subject and category.",
+           "If a tool call fails or returns an error, say so honestly; never claim an action succeeded when it did not.",
+           "Be concise and factual; never invent plans, prices, balances or usage figures."),
+)
+
+_LINE = {"customer_id": param("integer", "id of the verified account holder"),
+         "phone_number": param("string", "the line's phone number")}
+_OWN_LINE = (exists("lines", "phone_number", "line"), owned("lines", "phone_number", "customer_id", "line"))
+_LINE_RESULT = ("SELECT l.phone_number, l.customer_id, l.status, l.roaming_enabled, p.name AS plan, "
+                "p.monthly_fee FROM lines l JOIN plans p ON p.id = l.plan_id WHERE l.phone_number = :phone_number")
+
+ACTIONS = [
+    action("find_customer_by_email", "Identify the account holder: find the account by the email address they give.",
+           "customers", {"email": param("string", "the account's email address")},
+           "SELECT id AS customer_id, email, first_name, last_name, account_status FROM customers "
+           "WHERE email = :email COLLATE NOCASE"),
+    action("get_line_details", "A line of the verified account holder with its plan.", "lines", _LINE, _LINE_RESULT,
+           checks=_OWN_LINE),
+    action("change_line_plan", "Move an active line of the verified account holder to another available plan.",
+           "lines", {**_LINE, "plan_name": param("string", "the exact name of the new plan")}, _LINE_RESULT,
+           checks=_OWN_LINE + (in_state("lines", "phone_number", "status", ("active",), "line", "changed"),
+                               "SELECT 'plan ' || :plan_name || ' is not available' WHERE NOT EXISTS "
+                               "(SELECT 1 FROM plans WHERE name = :plan_name AND is_available = 1)"),
+           statements=("UPDATE lines SET plan_id = (SELECT id FROM plans WHERE name = :plan_name) "
+                       "WHERE phone_number = :phone_number",)),
+    action("enable_roaming", "Enable roaming on an active line of an active account.", "lines", _LINE, _LINE_RESULT,
+           checks=_OWN_LINE + (in_state("lines", "phone_number", "status", ("active",), "line", "given roaming"),
+                               "SELECT 'roaming needs an active account; this one is ' || account_status FROM "
+                               "customers WHERE id = :customer_id AND account_status <> 'active'"),
+           statements=("UPDATE lines SET roaming_enabled = 1 WHERE phone_number = :phone_number",)),
+    action("reactivate_line", "Reactivate a suspended line of an account without overdue bills.", "lines", _LINE,
+           _LINE_RESULT,
+           checks=_OWN_LINE + (in_state("lines", "phone_number", "status", ("suspended",), "line", "reactivated"),
+                               "SELECT 'the account has an overdue bill; the line cannot be reactivated' WHERE EXISTS "
+                               "(SELECT 1 FROM bills WHERE customer_id = :customer_id AND status = 'overdue')"),
+           statements=("UPDATE lines SET status = 'active' WHERE phone_number = :phone_number",)),
+]
+
+_ME = "(:email IS NULL OR c.email = :email)"
+_SEL = 'SELECT c.email AS "email address", l.phone_number AS "phone number"'
+_FROM = "FROM lines l JOIN customers c ON c.id = l.customer_id"
+_OVERDUE = "EXISTS (SELECT 1 FROM bills b WHERE b.customer_id = c.id AND b.status = 'overdue')"
+_CID = R(0, "customer_id")
+_DETAILS = Step("get_line_details", {"customer_id": _CID, "phone_number": S("phone number")})
+
+SERVICE = Service(
+    identify=("find_customer_by_email", "email"), slot="email address", owner_key="customer_id",
+    scenarios=(
+        Scenario("plan_info", "public", 'SELECT name AS "plan" FROM plans ORDER BY id',
+                 (Step("search_plans", {"name": S("plan")}),),
+                 (Part("tell me the monthly fee of the {plan} plan", (0,), values=("plan",),
+                       report=(("monthly fee", 0, 0, "monthly_fee"),)),)),
+        Scenario("line_status", "read", f"{_SEL} {_FROM} WHERE {_ME} ORDER BY l.id", (_DETAILS,),
+                 (Part("tell me which plan my line is on", (0, 1), ids=("phone number",),
+                       report=(("plan", 1, "plan"), ("line status", 1, "status"))),)),
+        Scenario("change_plan", "write",
+                 f'{_SEL}, p.name AS "plan" {_FROM} JOIN plans p ON p.id <> l.plan_id AND p.is_available = 1 '
+                 f"WHERE l.status = 'active' AND {_ME} ORDER BY l.id, p.id",
+                 (_DETAILS, Step("change_line_plan", {"customer_id": _CID, "phone_number": S("phone number"),
+                                                      "plan_name": S("plan")})),
+                 (Part("move my line to the {plan} plan", (0, 1, 2), ids=("phone number",), values=("plan",),
+                       report=(("monthly fee", 2, "monthly_fee"),)),), write=2),
+        Scenario("enable_roaming", "write",
+                 f"{_SEL} {_FROM} WHERE l.status = 'active' AND l.roaming_enabled = 0 AND c.account_status = 'active' "
+                 f"AND {_ME} ORDER BY l.id",
+                 (_DETAILS, Step("enable_roaming", {"customer_id": _CID, "phone_number": S("phone number")})),
+                 (Part("turn on roaming for my line; I'm travelling next week", (0, 1, 2), ids=("phone number",),
+                       report=(("line status", 2, "status"),)),), write=2),
+        Scenario("reactivate_line", "write",
+                 f"{_SEL} {_FROM} WHERE l.status = 'suspended' AND NOT {_OVERDUE} AND {_ME} ORDER BY l.id",
+                 (_DETAILS, Step("reactivate_line", {"customer_id": _CID, "phone_number": S("phone number")})),
+                 (Part("reactivate my suspended line", (0, 1, 2), ids=("phone number",),
+                       report=(("line status", 2, "status"),)),), write=2),
+        Scenario("refuse_plan_change_inactive", "refuse",
+                 f'{_SEL}, l.status AS "status", p.name AS "plan" {_FROM} JOIN plans p ON p.id <> l.plan_id '
+                 f"AND p.is_available = 1 WHERE l.status <> 'active' AND {_ME} ORDER BY l.id, p.id", (_DETAILS,),
+                 (Part("move my line to the {plan} plan", (0, 1), kind="refuse", ids=("phone number",),
+                       values=("plan",), refusal="state", report=(("line status", 1, "status"),)),)),
+        Scenario("refuse_reactivate_overdue", "refuse",
+                 f"{_SEL} {_FROM} WHERE l.status = 'suspended' AND {_OVERDUE} AND {_ME} ORDER BY l.id", (_DETAILS,),
+                 (Part("reactivate my suspended line", (0, 1), kind="refuse", ids=("phone number",),
+                       refusal="overdue"),)),
+        Scenario("refuse_foreign_line", "refuse",
+                 f"{_SEL} FROM customers c JOIN lines l ON l.customer_id <> c.id WHERE l.status = 'active' AND {_ME} "
+                 "ORDER BY c.id, l.id",
+                 (Step("get_line_details", {"customer_id": _CID, "phone_number": S("phone number")},
+                       expect_error=True),),
+                 (Part("move line {phone number} to another plan", (0, 1), kind="refuse", values=("phone number",),
+                       refusal="ownership"),)),
+        Scenario("refuse_unidentified", "refuse",
+                 'SELECT p.name AS "plan", l.phone_number AS "phone number" FROM plans p JOIN lines l '
+                 "ON l.plan_id = p.id WHERE l.status = 'active' ORDER BY l.id",
+                 (Step("search_plans", {"name": S("plan")}),),
+                 (Part("tell me the monthly fee of the {plan} plan", (0,), values=("plan",),
+                       report=(("monthly fee", 0, 0, "monthly_fee"),)),
+                  Part("enable roaming on my line {phone number}, but I'd rather not give you my email address", (),
+                       kind="refuse", values=("phone number",), refusal="identity", withhold=("email address",)))),
+    ),
+)
 
 SCHEMA = """
 CREATE TABLE customers (

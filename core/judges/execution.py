@@ -1,14 +1,17 @@
 """Judges and the completion check they share with the LLM user simulator's guard.
 
 The execution-grounded judge (rule-based) keeps a dialogue iff the database ends where the gold plans
-end, every task was accepted, and every fact the tasks require was stated. `task_problem` is the
+end, every task was accepted, every fact the tasks require was stated, and every request the policy
+forbids was refused in words (a refusal's gold plan only reads, so its gold state is the unchanged
+database, and its facts are the reason's values). `task_problem` is the
 same test applied to one task mid-dialogue: the LLM user's `is_task_complete` is accepted only when
 it returns None.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from toolturn.core.judges.facts import mentions
 from toolturn.core.judges.structural import called_tools, rubric_tools
@@ -20,6 +23,7 @@ class Judgment:
     valid: bool
     reason: str  # "ok" or the drop reason counted in stats.json
     reasoning: str
+    policy: list[dict] = field(default_factory=list)  # policy violations of a kept dialogue (policy=report)
 
     def to_dict(self) -> dict:
         return {"judgment": "valid" if self.valid else "invalid", "reason": self.reason, "reasoning": self.reasoning}
@@ -27,6 +31,20 @@ class Judgment:
 
 def assistant_text(messages: list[dict], start: int) -> str:
     return "\n".join(m.get("content") or "" for m in messages[start:] if m["role"] == "assistant")
+
+
+# A refusal says so: the judge looks for one of these in the assistant's text.
+REFUSAL_CUE = re.compile(r"\b(can't|cannot|can not|unable|not able|not possible|not allowed|won't be able|"
+                         r"isn't possible|is not possible)\b", re.IGNORECASE)
+
+
+def unexplained_refusal(task: Task, said: str) -> str | None:
+    """A refusal subtask (the policy forbids the request) must be refused in so many words; its
+    reason's facts are checked like every fact (`missing_fact`)."""
+    for st in task.subtasks:
+        if st.kind == "refuse" and not REFUSAL_CUE.search(said):
+            return f"the request to {st.detail.get('say', st.entity)} was not refused with a reason"
+    return None
 
 
 def missing_fact(task: Task, said: str) -> str | None:
@@ -43,8 +61,11 @@ def task_problem(task: Task, messages: list[dict], since: int, available: set[st
     if task.steps:  # a gold plan: execution-grounded
         if state is not None and gold_state is not None and state != gold_state:
             return "a requested change has not been made in the database yet"
-        missing = missing_fact(task, assistant_text(messages, since))
-        return f"the assistant has not yet told you the {missing}" if missing else None
+        said = assistant_text(messages, since)
+        missing = missing_fact(task, said)
+        if missing:
+            return f"the assistant has not yet told you the {missing}"
+        return unexplained_refusal(task, said)
     done = called_tools(messages, since)[1]
     required = rubric_tools(task, available) or []
     todo = [name for name in required if name not in done]
@@ -68,5 +89,8 @@ def judge(tasks: list[Task], completed: list[bool], messages: list[dict], start:
         missing = missing_fact(task, said)
         if missing:
             return Judgment(False, "missing_fact", f"{task.id}: never stated {missing}")
+        refusal = unexplained_refusal(task, said)
+        if refusal:
+            return Judgment(False, "refusal_not_explained", f"{task.id}: {refusal}")
     n_facts = sum(len(st.report) for t in tasks for st in t.subtasks)
     return Judgment(True, "ok", f"end state matches the gold plans; all {n_facts} required facts were stated")

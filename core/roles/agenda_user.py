@@ -1,7 +1,8 @@
 """Agenda-based user simulator (rule-based, after Schatzmann et al. 2007).
 
 The user holds an agenda: the subtasks of each task, in order. Each turn it
-- answers the assistant's questions for identifiers it withheld,
+- answers the assistant's questions for identifiers it withheld (or refuses to identify, when the
+  task says so), and answers every proposed change with a yes, or a no when the task declines it,
 - checks every report against the facts it expects (the expected value must appear in the
   assistant's text) and corrects the assistant when one is missing or wrong,
 - sometimes asks for confirmation of a finished subtask before accepting it,
@@ -54,10 +55,18 @@ class AgendaUser:
         text = state.messages[-1].get("content") or ""
         parts, acts = [], []
         for act in state.assistant_acts:
-            if act["act"] == "ask":
+            if act["act"] == "ask" and act["slot"] not in self.tasks[act["task"]].facts:
+                parts.append(P.pick(self.rng, P.USER_WITHHOLD, s=act["slot"]))
+                acts.append({"act": "withhold", "task": act["task"], "slot": act["slot"]})
+            elif act["act"] == "ask":
                 value = self.tasks[act["task"]].facts[act["slot"]]
                 parts.append(P.pick(self.rng, P.USER_INFORM, s=act["slot"], v=format_value(value)))
                 acts.append({"act": "inform", "task": act["task"], "slot": act["slot"], "value": value})
+            elif act["act"] == "propose":
+                declined = self.tasks[act["task"]].subtasks[act["subtask"]].detail.get("decline")
+                parts.append(P.pick(self.rng, P.USER_DECLINE if declined else P.USER_AFFIRM))
+                acts.append({"act": "decline" if declined else "affirm", "task": act["task"],
+                             "subtask": act["subtask"], "step": act["step"]})
             elif act["act"] == "report" and (act["task"], act["subtask"]) in self.open:
                 self._review((act["task"], act["subtask"]), text, parts, acts)
         if self.open:
@@ -97,6 +106,8 @@ class AgendaUser:
             return
         del self.open[key]
         self.done.add(key)
+        if st.kind == "refuse" or st.detail.get("decline"):
+            parts.append(P.pick(self.rng, P.USER_UNDERSTOOD))
 
     def _slots(self, st, reveal_ids: bool) -> list[str]:
         return (list(st.id_slots) if reveal_ids else []) + list(st.value_slots)

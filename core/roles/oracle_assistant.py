@@ -1,9 +1,13 @@
 """Oracle assistant (rule-based): follows the gold plan, one tool call at a time.
 
 It works through the subtasks the user has requested, in order. Before a call it checks that every
-fact the call needs has been given by the user; if not, it asks for it. It reads the real tool
-results back and reports the values in text. With `slip_rate` it misreports a number now and then,
-so the data also shows a user catching and the assistant correcting a mistake.
+fact the call needs has been given by the user; if not, it asks for it (the identification first:
+a plan starts with it, and one identification serves the whole dialogue). Before every write it
+states the exact change and asks for confirmation, in a message of its own, and writes only after
+the user's yes; a declined change is left undone. A request the policy forbids is refused with the
+policy's reason. It reads the real tool results back and reports the values in text. With
+`slip_rate` it misreports a number now and then, so the data also shows a user catching and the
+assistant correcting a mistake.
 """
 
 from __future__ import annotations
@@ -15,13 +19,29 @@ from typing import Any
 
 from toolturn.core.episode import AssistantTurn, EpisodeState
 from toolturn.core.judges.facts import mentions
+from toolturn.core.policy import GENERIC, Policy
 from toolturn.core.roles import phrasing as P
 from toolturn.core.tasks.types import Task, format_value, lookup, resolve_args
 
 
+def describe_change(tool: str, args: dict, skip: set[str] = frozenset()) -> str:
+    """The exact change a write call makes, in words: every argument value but the customer's own id."""
+    shown = ", ".join(f"{k.replace('_', ' ')} {format_value(v)}" for k, v in args.items()
+                      if k not in skip and v is not None)
+    return tool.replace("_", " ") + (f" with {shown}" if shown else "")
+
+
 class OracleAssistant:
-    def __init__(self, tasks: list[Task], rng: random.Random, write_tools: set[str], slip_rate: float = 0.0):
+    def __init__(self, tasks: list[Task], rng: random.Random, write_tools: set[str], slip_rate: float = 0.0,
+                 policy: Policy = GENERIC, identify: tuple[str, str] | None = None):
+        """`identify`: (identification tool, the user's slot for it) of a domain with customers."""
         self.tasks, self.rng, self.slip_rate, self.write_tools = tasks, rng, slip_rate, write_tools
+        self.policy, self.identify = policy, identify
+        self.owner_key = {policy.identity.key} if policy.identity else set()
+        self.identity: Any = None  # the identification result, shared by every task of the dialogue
+        self.confirmed: set[tuple[int, int]] = set()  # (task, step) writes the user said yes to
+        self.declined: set[tuple[int, int]] = set()  # (task, subtask) changes the user said no to
+        self.withheld = False  # the user refused to identify
         self.results: list[list[Any]] = [[None] * len(t.steps) for t in tasks]
         self.provided: list[dict[str, Any]] = [{} for _ in tasks]  # per task: slot names repeat across tasks
         self.queue: deque[tuple[str, int, int]] = deque()  # (mode, task, subtask)
@@ -42,6 +62,12 @@ class OracleAssistant:
                 self.queue.append(("subtask", act["task"], act["subtask"]))
             elif kind == "inform":
                 self.provided[act["task"]][act["slot"]] = act["value"]
+            elif kind == "affirm":
+                self.confirmed.add((act["task"], act["step"]))
+            elif kind == "decline":
+                self.declined.add((act["task"], act["subtask"]))
+            elif kind == "withhold":
+                self.withheld = True
             elif kind in ("confirm", "correct"):
                 self.rerun.pop((act["task"], act["subtask"]), None)
                 self.queue.append(("confirm" if kind == "confirm" else "fix", act["task"], act["subtask"]))
@@ -57,30 +83,40 @@ class OracleAssistant:
                 self.rerun[(ti, k)] = value
             else:
                 self.results[ti][k] = value
+                if self.identify and self.tasks[ti].steps[k].tool == self.identify[0] and "error" not in value:
+                    self.identity = value
                 self.writes_before[(ti, k)] = self.writes
                 self.writes += self.tasks[ti].steps[k].tool in self.write_tools
             self.pending = None
         while self.queue:
             mode, ti, si = self.queue[0]
             task, st = self.tasks[ti], self.tasks[ti].subtasks[si]
-            last = st.steps[-1]
+            last = st.steps[-1] if st.steps else None
             if mode == "subtask":
                 todo = [k for k in st.steps if self.results[ti][k] is None]
             else:  # confirm or fix: read again, unless that would repeat a write or see a later write
-                rereadable = task.steps[last].tool not in self.write_tools \
+                rereadable = last is not None and task.steps[last].tool not in self.write_tools \
                     and self.writes_before.get((ti, last)) == self.writes
                 todo = [last] if rereadable and (ti, last) not in self.rerun else []
             if todo:
                 step = task.steps[todo[0]]
+                if mode == "subtask" and self.identity is not None and self.identify and step.tool == self.identify[0]:
+                    self.results[ti][todo[0]] = self.identity  # identified earlier in this dialogue
+                    continue
                 missing = [a["$fact"] for a in step.args.values()
                            if isinstance(a, dict) and "$fact" in a and a["$fact"] not in self.provided[ti]]
                 if missing:
-                    self.acts.append({"act": "ask", "task": ti, "slot": missing[0]})
-                    self.lines.append(P.pick(self.rng, P.ASSISTANT_ASK, s=missing[0]))
-                    return self._final()
+                    return self._ask(ti, missing[0])
                 args = resolve_args(step, self.provided[ti], self.results[ti])
+                if step.tool in self.write_tools and (ti, todo[0]) not in self.confirmed:
+                    return self._propose(ti, si, todo[0], step.tool, args)
                 self.pending = (ti, todo[0], mode != "subtask")
                 return AssistantTurn("", [{"name": step.tool, "arguments": args}])
+            proposal = st.detail.get("proposal")
+            if mode == "subtask" and proposal and (ti, si) not in self.declined:
+                return self._propose(ti, si, None, proposal["tool"], proposal["args"])
+            if mode == "subtask" and st.detail.get("withhold") and not self.withheld:
+                return self._ask(ti, st.detail["withhold"][0])
             self.lines.append(self._report(mode, ti, si))
             self.acts.append({"act": "report", "task": ti, "subtask": si, "mode": mode})
             self.queue.popleft()
@@ -90,8 +126,26 @@ class OracleAssistant:
     def _final(self) -> AssistantTurn:
         return AssistantTurn(" ".join(self.lines), [], list(self.acts))
 
+    def _ask(self, ti: int, slot: str) -> AssistantTurn:
+        self.acts.append({"act": "ask", "task": ti, "slot": slot})
+        identity = self.identify is not None and slot == self.identify[1]
+        self.lines.append(P.pick(self.rng, P.ASSISTANT_ASK_IDENTITY if identity else P.ASSISTANT_ASK, s=slot))
+        return self._final()
+
+    def _propose(self, ti: int, si: int, step: int | None, tool: str, args: dict) -> AssistantTurn:
+        """State the exact change and ask for a yes, in a message of its own (after what is already said)."""
+        if not self.lines:
+            self.acts.append({"act": "propose", "task": ti, "subtask": si, "step": step})
+            self.lines.append(P.pick(self.rng, P.ASSISTANT_PROPOSE, c=describe_change(tool, args, self.owner_key)))
+        return self._final()
+
     def _report(self, mode: str, ti: int, si: int) -> str:
         st = self.tasks[ti].subtasks[si]
+        if st.kind == "refuse":
+            return P.pick(self.rng, P.ASSISTANT_REFUSE,
+                          r=self.policy.reason(st.detail["refusal"], **st.detail.get("reason_values", {})))
+        if st.detail.get("decline"):
+            return P.pick(self.rng, P.ASSISTANT_NO_CHANGE)
         results = list(self.results[ti])
         last = st.steps[-1]
         if (ti, last) in self.rerun:

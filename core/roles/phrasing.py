@@ -54,6 +54,37 @@ ASSISTANT_FIX = ("You're right, my apologies. {F}.", "Sorry about that, I misrea
                  "Thanks for catching that. Corrected: {f}.", "Apologies, let me correct myself: {f}.",
                  "My mistake. The right value: {f}.")
 
+# The policy's acts: identification, confirmation before a write, refusals. A proposal asks for a yes
+# (core/policy_check.ASK_CUE), an affirmation says yes and no "no" (AFFIRM / DECLINE), a refusal says it can't.
+ASSISTANT_ASK_IDENTITY = (
+    "I can help with that. First I need to verify your identity: what is the {s} on your account?",
+    "Happy to look into it. Before I access your account, could you tell me your {s}?",
+    "Sure. For your security, please share the {s} on your account first.",
+    "Of course. To verify it's you, what's your {s}?",
+    "I'll need to confirm your identity before going further. Could you give me your {s}?")
+ASSISTANT_PROPOSE = ("To confirm, I'm about to {c}. Shall I go ahead?",
+                     "Here is the change: {c}. Do you want me to proceed?",
+                     "I can {c}. Should I go ahead with that?",
+                     "Just to be sure before I change anything: {c}. Can you confirm?",
+                     "The change would be: {c}. Would you like me to proceed?")
+ASSISTANT_REFUSE = ("I'm sorry, but I can't do that: {r}.", "Unfortunately I'm unable to help with that request: {r}.",
+                    "I'm afraid that's not possible: {r}.", "I can't make that change, I'm sorry: {r}.",
+                    "I'm not able to do that under our policy: {r}.")
+ASSISTANT_NO_CHANGE = ("Understood, I won't make that change. Nothing has been modified.",
+                       "No problem, I've left everything as it was.",
+                       "Alright, I haven't changed anything.", "Okay, the change is not made; everything stays as it is.",
+                       "Sure, I'll leave it unchanged.")
+USER_AFFIRM = ("Yes, please go ahead.", "Yes, that's right, please do.", "Correct, go ahead.", "Sure, please proceed.",
+               "Yep, do it.", "Yes, confirmed.")
+USER_DECLINE = ("No, please don't change anything after all.", "Actually, no. Leave it as it is.",
+                "No, hold off on that. I've changed my mind.", "Hmm, no, don't do that.",
+                "No thanks, I'd rather keep it the way it is.")
+USER_WITHHOLD = ("I'd rather not share my {s}. Can't you just do it?", "I don't want to give out my {s}, sorry.",
+                 "Do you really need my {s}? I prefer not to say.", "I'm not comfortable sharing my {s}.",
+                 "Let's skip the {s}, I'd rather keep that private.")
+USER_UNDERSTOOD = ("I see, thanks for explaining.", "Okay, I understand.", "Fair enough.", "Alright, that makes sense.",
+                   "Oh well, thanks anyway.")
+
 
 def pick(rng: random.Random, templates: tuple[str, ...], **kw) -> str:
     return rng.choice(templates).format(**kw)

@@ -86,6 +86,8 @@ class TaskGenerator:
         if sum(self.weights) <= 0:
             raise ValueError("difficulty weights must not all be zero")
         self.tools = {t.name: t for t in domain.tools}
+        # a listing stays within what the policy lets one reply disclose
+        self.max_children = min(MAX_RESULTS - 1, getattr(getattr(domain, "rules", None), "bulk_limit", MAX_RESULTS))
         self.tables = {name: t for name, t in domain.schema.tables.items() if t.primary_key}
         probe = domain.env.open_sandbox()
         try:
@@ -268,7 +270,7 @@ class TaskGenerator:
         having = (f"WHERE {quote_ident(pc.name)} IN (SELECT {quote_ident(fc.name)} FROM {quote_ident(child.name)} "
                   f"GROUP BY 1 HAVING COUNT(*) BETWEEN ? AND ?)")
         row, slot, searched = self._parent_by_text(sandbox, rng, parent, plan, having,
-                                                   (min_children, MAX_RESULTS - 1))
+                                                   (min_children, self.max_children))
         plan.run(self._list_tool(child, fk), {fc.param: ref(0, 0, pc.param), "max_results": MAX_RESULTS})
         g = self._field(rng, parent, row, exclude={searched})
         pk = child.primary_key[0].param
@@ -407,8 +409,10 @@ class TaskGenerator:
         return subtasks
 
     # ---- entry point ----------------------------------------------------------------------------
-    def generate(self, sandbox: Sandbox, rng: random.Random, task_id: str, rejects: dict[str, int]) -> Task | None:
-        """One task grounded in `sandbox`'s current state; its gold plan is applied to `sandbox`."""
+    def generate(self, sandbox: Sandbox, rng: random.Random, task_id: str, rejects: dict[str, int],
+                 prior: list[Task] | None = None) -> Task | None:
+        """One task grounded in `sandbox`'s current state; its gold plan is applied to `sandbox`.
+        (`prior`: the dialogue's earlier tasks; schema tasks are independent of them.)"""
         difficulty = rng.choices(DIFFICULTIES, weights=self.weights)[0]
         for _ in range(MAX_ATTEMPTS):
             template = rng.choice(self.templates[difficulty])

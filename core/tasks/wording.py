@@ -21,8 +21,16 @@ def _fields(st: Subtask) -> str:
     return " and ".join(labels) if labels else "details"
 
 
+def _service(st: Subtask, task: Task, reveal_ids: bool) -> str:
+    """A customer's request in their words; the identifiers they know follow only when revealed."""
+    ids = [f"my {s} is {V(task.facts[s])}" for s in st.id_slots if s in task.facts]
+    return st.detail["say"] + (f" ({'; '.join(ids)})" if reveal_ids and ids else "")
+
+
 def clause(st: Subtask, task: Task, reveal_ids: bool) -> str:
     """The verb phrase asking for one subtask; identifiers are included only when revealed."""
+    if st.kind in ("service", "refuse"):
+        return _service(st, task, reveal_ids)
     e = st.entity
     ids = ", ".join(f"{slot_label(s, e)} {V(task.facts[s])}" for s in st.id_slots)
     who = f"the {e} with {ids}" if reveal_ids and ids else f"my {e}"
@@ -51,5 +59,10 @@ def describe_goal(task: Task) -> str:
     known = ", ".join(f"{s} = {V(v)}" for s, v in task.facts.items())
     tools = ", ".join(dict.fromkeys(s.tool for s in task.steps))
     told = ", ".join(dict.fromkeys(r.label for st in task.subtasks for r in st.report))
-    return (f"You want the assistant to {'; then '.join(parts)}. You know: {known or 'nothing specific'}. "
-            f"To be looked up or changed with tools: {tools}. To be told back: {told or 'the outcome'}.")
+    refusals = "" if not any(st.kind == "refuse" for st in task.subtasks) else (
+        " The policy may not allow part of this: accept the assistant's explanation if it refuses.")
+    withheld = [s for st in task.subtasks for s in st.detail.get("withhold", [])]
+    private = f" You do not want to give your {', '.join(withheld)}." if withheld else ""
+    return (f"You want the assistant to {'; then '.join(parts)}. You know: {known or 'nothing specific'}.{private} "
+            f"To be looked up or changed with tools: {tools or 'nothing'}. To be told back: {told or 'the outcome'}."
+            f"{refusals}")

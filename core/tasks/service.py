@@ -1,0 +1,227 @@
+"""Service tasks: what customers of a built-in domain ask for, planned over its domain actions.
+
+A domain declares a `Service`: how a customer identifies (a tool and the slot the user gives) and a
+list of `Scenario`s. A scenario samples one situation from the dialogue's current database state (its
+`pick` query; the columns are the slots the user knows), writes a gold plan (identification first,
+then the actions), and executes it on the scratch copy like every programmatic task. Users speak as
+customers do: what they want in their words (`say`), identifiers only as slots they may withhold
+until asked, never internal fields (a new order's number is reported back, not dictated).
+
+Scenario kinds: `public` (no account needed), `read`, `write` (the write needs the user's explicit
+confirmation; with `decline_prob` the user declines instead and the gold plan stops before the write)
+and `refuse`: the policy forbids the request (a shipped order, outside the return window, another
+customer's order, no identification), so the gold plan only reads, the database stays unchanged,
+and the assistant must explain the policy's reason (`Subtask.detail["refusal"]`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from toolturn.core.sqlenv import Sandbox
+from toolturn.core.tasks.programmatic import MAX_ATTEMPTS, Infeasible, _Plan
+from toolturn.core.tasks.types import ReportItem, Subtask, Task, format_value, lookup
+from toolturn.core.tasks.wording import describe_goal
+
+
+def S(slot: str) -> dict:
+    """An argument the user knows (a slot of the scenario's pick row)."""
+    return {"$fact": slot}
+
+
+def R(step: int, *path) -> dict:
+    """An argument read from an earlier step's result."""
+    return {"$ref": [step, *path]}
+
+
+@dataclass(frozen=True)
+class M:
+    """The `out` field of the list item of step `step` whose `field` equals the pick row's `slot`."""
+    step: int
+    field: str
+    slot: str
+    out: str
+
+
+@dataclass(frozen=True)
+class C:
+    """A literal argument taken from the pick row (what the assistant makes of the user's words,
+    e.g. 'it arrived damaged' -> reason 'damaged')."""
+    slot: str
+
+
+@dataclass(frozen=True)
+class Step:
+    tool: str
+    args: dict
+    expect_error: bool = False
+
+
+@dataclass(frozen=True)
+class Part:
+    """One request of a scenario, as the user makes it."""
+    say: str  # the request in the customer's words; {slot} for values the user states
+    steps: tuple[int, ...]  # plan steps serving it (0 is the identification unless the scenario is public)
+    kind: str = "service"  # service | refuse
+    ids: tuple[str, ...] = ()  # identifier slots the user may withhold until asked
+    values: tuple[str, ...] = ()  # slots stated with the request
+    report: tuple[tuple, ...] = ()  # (label, step, *path): what the assistant must state
+    refusal: str | None = None  # the policy's reason id (kind refuse)
+    withhold: tuple[str, ...] = ()  # slots the user refuses to give (skip identification)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str  # public | read | write | refuse
+    pick: str  # SQL; its columns are the slots; `:email` is the dialogue's customer (NULL: anyone)
+    steps: tuple[Step, ...]  # after the identification (which the generator prepends unless public)
+    parts: tuple[Part, ...]
+    write: int | None = None  # the index (in the full plan) of the step that writes
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Service:
+    identify: tuple[str, str]  # (tool, argument): how a customer is identified
+    slot: str  # the user's slot for that argument, e.g. "email address"
+    owner_key: str  # the identified customer's id in the identification result
+    scenarios: tuple[Scenario, ...]
+    decline_prob: float = 0.1  # a write the user declines at the confirmation
+
+
+DIFFICULTY = {"public": "easy", "read": "medium", "refuse": "medium", "write": "hard"}
+
+
+class ServiceTaskGenerator:
+    """Samples service tasks for a built-in domain; tasks of one dialogue share one customer."""
+
+    def __init__(self, domain, service: Service, weights: dict[str, float], refusal_share: float):
+        self.domain, self.service, self.refusal_share = domain, service, refusal_share
+        self.tools = {t.name: t for t in domain.tools}
+        by_difficulty: dict[str, list[Scenario]] = {}
+        for s in service.scenarios:
+            if s.kind != "refuse":
+                by_difficulty.setdefault(DIFFICULTY[s.kind], []).append(s)
+        self.by_difficulty = {d: v for d, v in by_difficulty.items() if float(weights.get(d, 0)) > 0}
+        if not self.by_difficulty:
+            raise ValueError("difficulty weights select no service scenario")
+        self.weights = {d: float(weights[d]) for d in self.by_difficulty}
+        self.refusals = [s for s in service.scenarios if s.kind == "refuse"]
+
+    def _choose(self, rng: random.Random, identified: bool) -> list[Scenario]:
+        if self.refusals and rng.random() < self.refusal_share:
+            pool = [s for s in self.refusals if not (identified and _skips_identity(s))]
+            if pool:
+                return pool
+        difficulty = rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
+        return self.by_difficulty[difficulty]
+
+    def generate(self, sandbox: Sandbox, rng: random.Random, task_id: str, rejects: dict[str, int],
+                 prior: list[Task] | None = None) -> Task | None:
+        prior = prior or []
+        if any(_skips_identity_task(t) for t in prior):
+            return None  # the customer would not identify: nothing else of theirs can be done
+        identified = any(t.steps and t.steps[0].tool == self.service.identify[0] for t in prior)
+        email = next((t.facts[self.service.slot] for t in prior if self.service.slot in t.facts), None)
+        pool = self._choose(rng, identified)
+        for _ in range(MAX_ATTEMPTS):
+            scenario = rng.choices(pool, weights=[s.weight for s in pool])[0]
+            plan = _Plan(sandbox, [], [], {})
+            try:
+                with sandbox.attempt():
+                    task = self._plan(scenario, sandbox, rng, plan, task_id, email)
+            except Infeasible as exc:
+                key = f"{scenario.name}: {str(exc).split(':')[0]}"
+                rejects[key] = rejects.get(key, 0) + 1
+                continue
+            return task
+        return None
+
+    def _pick(self, sandbox: Sandbox, rng: random.Random, scenario: Scenario, email: Any) -> dict:
+        sql = scenario.pick
+        n = sandbox.conn.execute(f"SELECT COUNT(*) FROM ({sql})", {"email": email}).fetchone()[0]
+        if n == 0:
+            raise Infeasible("no matching rows")
+        cur = sandbox.conn.execute(f"SELECT * FROM ({sql}) LIMIT 1 OFFSET :offset",
+                                   {"email": email, "offset": rng.randrange(n)})
+        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+
+    def _plan(self, scenario: Scenario, sandbox, rng, plan: _Plan, task_id: str, email: Any) -> Task:
+        row = self._pick(sandbox, rng, scenario, email)
+        public = scenario.kind == "public" or _skips_identity(scenario)
+        steps = list(scenario.steps)
+        if not public:
+            tool, arg = self.service.identify
+            steps.insert(0, Step(tool, {arg: S(self.service.slot)}))
+        write = scenario.write
+        decline = write is not None and rng.random() < self.service.decline_prob
+        proposal = None
+        for k, step in enumerate(steps):
+            args = {p: _arg(v, row, plan) for p, v in step.args.items()}
+            for v in step.args.values():
+                if isinstance(v, dict) and "$fact" in v:
+                    plan.facts[v["$fact"]] = row[v["$fact"]]
+            if decline and k == write:
+                resolved = {p: (plan.facts[v["$fact"]] if isinstance(v, dict) and "$fact" in v
+                                else lookup(plan.results, v["$ref"]) if isinstance(v, dict) and "$ref" in v else v)
+                            for p, v in args.items()}
+                proposal = {"tool": step.tool, "args": resolved}
+                break
+            plan.run(self.tools.get(step.tool), args, expect_error=step.expect_error)
+        subtasks = []
+        for part in scenario.parts:
+            for slot in part.values + part.ids:
+                plan.facts.setdefault(slot, row[slot])
+            say = part.say.format(**{k: format_value(v) for k, v in row.items()})
+            report = [] if decline and write in part.steps else \
+                [ReportItem(label, list(path), lookup(plan.results, list(path))) for label, *path in part.report]
+            detail: dict[str, Any] = {"say": say, "scenario": scenario.name}
+            ids = list(part.ids)
+            if not public and 0 in part.steps and email is None:  # a later task: the customer is identified
+                ids = [self.service.slot] + ids
+            if part.refusal:
+                detail["refusal"] = part.refusal
+                detail["reason_values"] = {k: format_value(v) for k, v in row.items()}
+            if part.withhold:
+                detail["withhold"] = list(part.withhold)
+            if write is not None and write in part.steps:
+                if decline:
+                    detail["proposal"], detail["decline"] = proposal, True
+                else:
+                    detail["write"] = write
+            kept = [k for k in part.steps if k < len(plan.steps)]
+            subtasks.append(Subtask(part.kind, scenario.name.replace("_", " "), kept, id_slots=ids,
+                                    value_slots=list(part.values), report=report, detail=detail))
+        task = Task(id=task_id, domain=self.domain.name, difficulty=DIFFICULTY[scenario.kind],
+                    template=scenario.name + ("_declined" if decline else ""), goal="", steps=plan.steps,
+                    subtasks=subtasks, facts=plan.facts)
+        task.goal = describe_goal(task)
+        return task
+
+
+def _arg(value: Any, row: dict, plan: _Plan) -> Any:
+    if isinstance(value, C):
+        return row[value.slot]
+    if isinstance(value, M):
+        return {"$ref": [value.step, {"$match": {value.field: row[value.slot]}}, value.out]}
+    return value
+
+
+def _skips_identity(scenario: Scenario) -> bool:
+    return any(p.withhold for p in scenario.parts)
+
+
+def _skips_identity_task(task: Task) -> bool:
+    return any(st.detail.get("withhold") for st in task.subtasks)
+
+
+
+def builtin_service(domain_cfg) -> Service | None:
+    """The `Service` of a built-in domain (None for a bring-your-own database)."""
+    if domain_cfg.get("kind") != "builtin":
+        return None
+    import importlib
+    return getattr(importlib.import_module(f"toolturn.core.domains.{domain_cfg.name}"), "SERVICE", None)
