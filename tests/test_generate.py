@@ -44,7 +44,8 @@ def test_the_efficiency_trap_shows_in_the_stats(runs):
     user = json.loads((runs["user_retail"] / "stats.json").read_text())
     task = json.loads((runs["task_retail"] / "stats.json").read_text())
     assert user["turns"]["mean"] > 2 * task["turns"]["mean"]
-    assert user["user_turns_per_task"] > 2 * task["user_turns_per_task"]
+    # the policy's confirmation turn before every write adds a user turn per write task in both paradigms
+    assert user["user_turns_per_task"] > 1.5 * task["user_turns_per_task"]
 
 
 def test_export_is_trl_ready(runs):

@@ -104,7 +104,9 @@ def test_an_accepting_llm_judge_cannot_keep_a_dialogue_without_tool_calls(tmp_pa
     # says "valid" to everything, so only the structural checks stand between this reply and the data
     world = World(faults={"assistant": [completion("Their e-mail is probably someone@example.com.")]})
     with MockServer(world) as server:
-        run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", pipeline="task_oriented", n=2))
+        # policy=report: the scripted assistant does not identify the customer (policy_identity_required)
+        run = generate(llm_cfg(server.base_url, tmp_path / "run", "concurrency=1", "policy=report",
+                               pipeline="task_oriented", n=2))
     assert [d["drop_reason"] for d in drops(run)] == ["required_tool_not_called"]
     for record in RunDir(run).records():
         assert any(m.get("tool_calls") for m in record["messages"])

@@ -71,7 +71,8 @@ def test_task_oriented_user_states_everything_at_once(retail):
                               close_message=False)
     for seed in range(10):
         tasks, user, state, same = simulate(retail, seed, behaviour, n_tasks=1)
-        assert state.user_turns == 1 and same
+        confirmations = sum(any(a["act"] in ("affirm", "decline") for a in t.acts) for t in user.turns)
+        assert state.user_turns == 1 + confirmations and same  # the policy's yes before each write
         first = {(a["task"], a["subtask"]) for a in user.turns[0].acts if a["act"] == "request"}
         assert len(first) == len(tasks[0].subtasks)
 
@@ -100,8 +101,8 @@ def test_every_act_has_five_phrasings_and_dialogues_differ(tmp_path, retail):
         if name.isupper() and isinstance(getattr(P, name), tuple):
             assert len(getattr(P, name)) >= 5, name
     factory = DialogueFactory(retail, make_cfg("domain=retail"))
-    firsts = [asyncio.run(factory.make(i)).record["messages"][1]["content"] for i in range(30)]
-    assert len(set(firsts)) == 30
+    dialogues = [asyncio.run(factory.make(i)).record["messages"][1:] for i in range(30)]
+    assert len({repr(d) for d in dialogues}) == 30 and len({repr(d[0]) for d in dialogues}) >= 25
 
 
 def test_user_oriented_without_feedback_completes_multi_round_dialogues(tmp_path):

@@ -244,17 +244,21 @@ _WHY_SAID = ("CASE i.id % 4 WHEN 0 THEN 'it arrived damaged' WHEN 1 THEN 'it is 
              "WHEN 2 THEN 'it is not as described' ELSE 'I changed my mind' END")
 _CID = R(0, "customer_id")
 _DETAILS = Step("get_order_details", {"customer_id": _CID, "order_number": S("order number")})
+# A user-oriented customer first asks about the order, then says what they want done with it.
+_CHECK = Part("check the status of my order", (0, 1), ids=("order number",),
+              report=(("order status", 1, 0, "status"), ("order total", 1, 0, "total")))
 
 SERVICE = Service(
     identify=("find_customer_by_email", "email"), slot="email address", owner_key="customer_id",
     scenarios=(
         Scenario("product_info", "public", 'SELECT name AS "product" FROM products ORDER BY id',
                  (Step("search_products", {"name": S("product")}),),
-                 (Part("tell me the price of the {product} and how many you have in stock", (0,),
-                       values=("product",), report=(("price", 0, 0, "price"), ("stock", 0, 0, "stock_quantity"))),)),
+                 (Part("tell me the price of the {product}", (0,), values=("product",), report=(("price", 0, 0, "price"),)),
+                  Part("tell me how many of them you have in stock", (0,), report=(("stock", 0, 0, "stock_quantity"),)))),
         Scenario("order_status", "read", f"{_CUSTOMER_ORDER} {_ORDERS} WHERE {_ME} ORDER BY o.id", (_DETAILS,),
                  (Part("tell me where my order stands", (0, 1), ids=("order number",),
-                       report=(("order status", 1, 0, "status"), ("order total", 1, 0, "total"))),)),
+                       report=(("order status", 1, 0, "status"),)),
+                  Part("tell me what it cost in total", (1,), report=(("order total", 1, 0, "total"),)))),
         Scenario("my_orders", "read",
                  f'SELECT c.email AS "email address" FROM customers c WHERE {_ME} AND EXISTS '
                  f"(SELECT 1 FROM orders o WHERE o.customer_id = c.id) ORDER BY c.id",
@@ -264,7 +268,7 @@ SERVICE = Service(
         Scenario("cancel_order", "write", f"{_CUSTOMER_ORDER} {_ORDERS} WHERE o.status = 'pending' AND {_ME} "
                  "ORDER BY o.id",
                  (_DETAILS, Step("cancel_pending_order", {"customer_id": _CID, "order_number": S("order number")})),
-                 (Part("cancel an order I placed; I don't need it any more", (0, 1, 2), ids=("order number",),
+                 (_CHECK, Part("cancel it; I don't need it any more", (2,),
                        report=(("order status", 2, "status"), ("refund amount", 2, "refund_amount"))),), write=2),
         Scenario("change_address", "write",
                  f'{_CUSTOMER_ORDER}, a.label AS "address label" {_ORDERS} JOIN addresses a ON a.customer_id = c.id '
@@ -272,8 +276,10 @@ SERVICE = Service(
                  (Step("list_addresses_for_customer", {"customer_id": _CID}),
                   Step("modify_pending_order_address", {"customer_id": _CID, "order_number": S("order number"),
                                                         "address_id": M(1, "label", "address label", "id")})),
-                 (Part("send my order to my {address label} address instead", (0, 1, 2), ids=("order number",),
-                       values=("address label",), report=(("new shipping street", 2, "ship_to_street"),)),),
+                 (Part("tell me which addresses you have on file for me", (0, 1),
+                       report=(("address labels", 1, {"$pluck": "label"}),)),
+                  Part("send my order to my {address label} address instead", (2,), ids=("order number",),
+                       values=("address label",), report=(("new shipping street", 2, "ship_to_street"),))),
                  write=2),
         Scenario("change_quantity", "write",
                  f'{_CUSTOMER_ORDER}, p.name AS "product", CASE WHEN i.quantity > 1 THEN i.quantity - 1 '
@@ -282,15 +288,15 @@ SERVICE = Service(
                  (_DETAILS, Step("modify_pending_order_item", {
                      "customer_id": _CID, "order_number": S("order number"),
                      "sku": M(1, "product_name", "product", "sku"), "quantity": S("new quantity")})),
-                 (Part("change the {product} on my order to {new quantity}", (0, 1, 2), ids=("order number",),
-                       values=("product", "new quantity"), report=(("new order total", 2, "total"),)),), write=2),
+                 (_CHECK, Part("change the {product} on it to {new quantity}", (2,), values=("product", "new quantity"),
+                               report=(("new order total", 2, "total"),))), write=2),
         Scenario("return_item", "write",
                  f'{_CUSTOMER_ORDER}, p.name AS "product", 1 AS "quantity", {_WHY} AS "reason", {_WHY_SAID} AS "why" '
                  f"{_ITEMS} WHERE {_IN_WINDOW} AND {_ME} ORDER BY i.id",
                  (_DETAILS, Step("return_delivered_item", {
                      "customer_id": _CID, "order_number": S("order number"),
                      "sku": M(1, "product_name", "product", "sku"), "quantity": S("quantity"), "reason": C("reason")})),
-                 (Part("return {quantity} {product} from my order, because {why}", (0, 1, 2), ids=("order number",),
+                 (_CHECK, Part("return {quantity} {product} from it, because {why}", (2,),
                        values=("product", "quantity", "why"),
                        report=(("return number", 2, "rma_number"), ("refund amount", 2, "refund_amount"))),), write=2),
         Scenario("exchange_item", "write",
@@ -301,21 +307,20 @@ SERVICE = Service(
                   Step("exchange_delivered_item", {"customer_id": _CID, "order_number": S("order number"),
                                                    "sku": M(1, "product_name", "product", "sku"),
                                                    "new_sku": M(2, "name", "new product", "sku")})),
-                 (Part("exchange the {product} from my order for the {new product}", (0, 1, 2, 3),
-                       ids=("order number",), values=("product", "new product"),
+                 (_CHECK, Part("exchange the {product} from it for the {new product}", (2, 3),
+                       values=("product", "new product"),
                        report=(("new order number", 3, "new_order_number"), ("return number", 3, "rma_number"))),),
                  write=3),
         Scenario("refuse_cancel_shipped", "refuse",
                  f'{_CUSTOMER_ORDER}, o.status AS "status" {_ORDERS} WHERE o.status IN (\'processing\', \'shipped\') '
                  f"AND {_ME} ORDER BY o.id", (_DETAILS,),
-                 (Part("cancel an order I placed", (0, 1), kind="refuse", ids=("order number",), refusal="state",
-                       report=(("order status", 1, 0, "status"),)),)),
+                 (_CHECK, Part("cancel it", (), kind="refuse", refusal="state"))),
         Scenario("refuse_late_return", "refuse",
                  f'{_CUSTOMER_ORDER}, p.name AS "product", o.placed_at AS "placed at" {_ITEMS} '
                  f"WHERE o.status = 'delivered' AND date(o.placed_at) < date('{TODAY}', '-30 days') AND {_ME} "
                  "ORDER BY i.id", (_DETAILS,),
-                 (Part("return the {product} from my order", (0, 1), kind="refuse", ids=("order number",),
-                       values=("product",), refusal="window", report=(("order date", 1, 0, "placed_at"),)),)),
+                 (_CHECK, Part("return the {product} from it", (), kind="refuse", values=("product",), refusal="window",
+                               report=(("order date", 1, 0, "placed_at"),)))),
         Scenario("refuse_foreign_order", "refuse",
                  f"{_CUSTOMER_ORDER} FROM customers c JOIN orders o ON o.customer_id <> c.id "
                  f"WHERE o.status = 'pending' AND {_ME} ORDER BY c.id, o.id",

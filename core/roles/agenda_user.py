@@ -54,6 +54,10 @@ class AgendaUser:
             return self._request(P.USER_OPENERS)
         text = state.messages[-1].get("content") or ""
         parts, acts = [], []
+        reports = [a for a in state.assistant_acts if a["act"] == "report" and (a["task"], a["subtask"]) in self.open]
+        for act in reports:
+            self._review((act["task"], act["subtask"]), text, parts, acts)
+        correcting = any(a["act"] == "correct" for a in acts)
         for act in state.assistant_acts:
             if act["act"] == "ask" and act["slot"] not in self.tasks[act["task"]].facts:
                 parts.append(P.pick(self.rng, P.USER_WITHHOLD, s=act["slot"]))
@@ -62,13 +66,11 @@ class AgendaUser:
                 value = self.tasks[act["task"]].facts[act["slot"]]
                 parts.append(P.pick(self.rng, P.USER_INFORM, s=act["slot"], v=format_value(value)))
                 acts.append({"act": "inform", "task": act["task"], "slot": act["slot"], "value": value})
-            elif act["act"] == "propose":
+            elif act["act"] == "propose" and not correcting:  # a yes only once the results are right
                 declined = self.tasks[act["task"]].subtasks[act["subtask"]].detail.get("decline")
                 parts.append(P.pick(self.rng, P.USER_DECLINE if declined else P.USER_AFFIRM))
                 acts.append({"act": "decline" if declined else "affirm", "task": act["task"],
                              "subtask": act["subtask"], "step": act["step"]})
-            elif act["act"] == "report" and (act["task"], act["subtask"]) in self.open:
-                self._review((act["task"], act["subtask"]), text, parts, acts)
         if self.open:
             if not parts:  # the assistant did not address what is outstanding: ask again
                 key = next(iter(self.open))

@@ -3,8 +3,8 @@
 It works through the subtasks the user has requested, in order. Before a call it checks that every
 fact the call needs has been given by the user; if not, it asks for it (the identification first:
 a plan starts with it, and one identification serves the whole dialogue). Before every write it
-states the exact change and asks for confirmation, in a message of its own, and writes only after
-the user's yes; a declined change is left undone. A request the policy forbids is refused with the
+states the exact change and asks for confirmation, as the last thing its message says, and writes
+only after the user's yes; a declined change is left undone. A request the policy forbids is refused with the
 policy's reason. It reads the real tool results back and reports the values in text. With
 `slip_rate` it misreports a number now and then, so the data also shows a user catching and the
 assistant correcting a mistake.
@@ -133,10 +133,9 @@ class OracleAssistant:
         return self._final()
 
     def _propose(self, ti: int, si: int, step: int | None, tool: str, args: dict) -> AssistantTurn:
-        """State the exact change and ask for a yes, in a message of its own (after what is already said)."""
-        if not self.lines:
-            self.acts.append({"act": "propose", "task": ti, "subtask": si, "step": step})
-            self.lines.append(P.pick(self.rng, P.ASSISTANT_PROPOSE, c=describe_change(tool, args, self.owner_key)))
+        """State the exact change and ask for a yes: the last thing this message says."""
+        self.acts.append({"act": "propose", "task": ti, "subtask": si, "step": step})
+        self.lines.append(P.pick(self.rng, P.ASSISTANT_PROPOSE, c=describe_change(tool, args, self.owner_key)))
         return self._final()
 
     def _report(self, mode: str, ti: int, si: int) -> str:
