@@ -14,7 +14,7 @@ from toolturn.core.errors import ToolturnError
 
 # Keys that define a run's content; a resumed run must agree on them.
 IDENTITY_KEYS = ("pipeline", "tasks", "domain", "roles", "tools", "seed", "num_dialogues", "workers", "prefix",
-                 "tools_per_dialogue", "max_messages", "llm")
+                 "tools_per_dialogue", "max_messages", "llm", "policy")
 ROLES = ("task_generator", "user", "assistant", "judge")
 DIFFICULTIES = ("easy", "medium", "hard")
 

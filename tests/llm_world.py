@@ -81,7 +81,7 @@ class World:
         goal_id = DIGITS.search(request["messages"][0]["content"].split("Facts you know")[0]).group(1)
         view = request["messages"][1:]
         own = [m for m in view if m["role"] == "assistant"]
-        answered = own and goal_id in own[-1]["content"] and view[-1]["role"] == "user" and "email" in view[-1]["content"]
+        answered = own and goal_id in own[-1]["content"] and view[-1]["role"] == "user" and "email on that account" in view[-1]["content"]
         if answered:
             return completion(json.dumps({"user_message": "Thanks, that's all I needed.", "is_task_complete": True}))
         return completion(json.dumps({"user_message": f"Hi, what is the email on customer account {goal_id}?",

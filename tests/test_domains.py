@@ -35,7 +35,8 @@ def test_tools_are_typed_named_and_cover_every_kind(retail):
         assert expected in names
     for tool in retail.tools:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", tool.name)
-        assert tool.effect == ("write" if tool.name.split("_")[0] in ("create", "update", "delete") else "read")
+        crud_write = tool.name.split("_")[0] in ("create", "update", "delete")
+        assert tool.effect == ("write" if crud_write or tool.statements else "read")  # domain actions write by statements
         assert tool.description and tool.parameters["type"] == "object"
         for p, spec in tool.parameters["properties"].items():
             assert re.fullmatch(r"[a-z][a-z0-9_]*", p) and spec["type"] in ("integer", "number", "string")

@@ -19,7 +19,8 @@ def llm_cfg(url, out_dir, *extra, n=3, pipeline="user_oriented"):
     return make_cfg(f"pipeline={pipeline}", "domain=retail", "roles=llm", "llm=external",
                     f"llm.endpoints.default.base_url={url}", "llm.endpoints.default.model=mock",
                     "llm.endpoints.default.timeout_s=2", "llm.endpoints.default.max_retries=1",
-                    f"num_dialogues={n}", "concurrency=4", f"out_dir={out_dir}", *extra)
+                    # the scripted assistant does not identify the customer: flag, don't drop (policy=report)
+                    f"num_dialogues={n}", "concurrency=4", f"out_dir={out_dir}", "policy=report", *extra)
 
 
 def drops(run_dir):
