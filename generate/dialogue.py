@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from toolturn.core.domains import Domain
 from toolturn.core.endpoints import Endpoints, sampling
+from toolturn.core.errors import ToolturnError
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
 from toolturn.core.judges.execution import Judgment, judge, task_problem
 from toolturn.core.judges.rubric import llm_judge
@@ -107,13 +108,18 @@ class DialogueFactory:
         policy_cfg = cfg.get("policy") or {}
         self.policy = policy_for(domain, policy_cfg.get("file"))
         self.policy_mode = str(policy_cfg.get("mode", "enforce"))
+        share = policy_cfg.get("refusal_share", 0.15)
+        if self.policy_mode not in ("enforce", "report"):
+            raise ToolturnError(f"policy.mode must be 'enforce' or 'report', got {self.policy_mode!r}")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ToolturnError(f"policy.refusal_share must be a probability in [0, 1], got {share!r}")
         self.service = builtin_service(cfg.domain)
         self.system_prompt = load_prompt("assistant_system").format(policy=self.policy.text(),
                                                                     description=domain.description)
         if r.task_generator.kind == "rule":
             weights = dict(cfg.tasks.difficulty)
             self.taskgen = TaskGenerator(domain, weights) if self.service is None else ServiceTaskGenerator(
-                domain, self.service, weights, float(policy_cfg.get("refusal_share", 0.15)))
+                domain, self.service, weights, float(share))
             self.llm_taskgen = None
         else:
             self.taskgen = None
