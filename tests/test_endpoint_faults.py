@@ -244,10 +244,11 @@ def test_a_dialogue_with_odd_tool_calls_exports_with_datasets(retail):
 # ---------------------------------------------------------------------------------- whole runs
 
 def llm_cfg(url, out_dir, *extra, n=2):
+    # the scripted assistant does not identify the customer: flag, don't drop (policy=report)
     return make_cfg("pipeline=task_oriented", "domain=retail", "roles=llm", "llm=external",
                     f"llm.endpoints.default.base_url={url}", "llm.endpoints.default.model=mock",
                     "llm.endpoints.default.timeout_s=5", "llm.endpoints.default.max_retries=1",
-                    f"num_dialogues={n}", "concurrency=2", f"out_dir={out_dir}", *extra)
+                    f"num_dialogues={n}", "concurrency=2", f"out_dir={out_dir}", "policy=report", *extra)
 
 
 def drop_reasons(run_dir) -> list[str]:
