@@ -62,3 +62,16 @@ def test_accelerate_configs():
     assert ddp["distributed_type"] == "MULTI_GPU" and ddp["mixed_precision"] == "bf16"
     assert zero3["distributed_type"] == "DEEPSPEED" and zero3["deepspeed_config"]["zero_stage"] == 3
     assert zero3["deepspeed_config"]["zero3_save_16bit_model"] is True
+
+
+def test_auto_batching_follows_the_attention_kernel():
+    import importlib.util
+
+    import torch
+
+    from toolturn.train.recipe import resolve_batching
+
+    assert resolve_batching("auto", "sdpa") == "padding"
+    flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+    assert resolve_batching("auto", "flash_attention_2") == ("padding_free" if flash else "padding")
+    assert resolve_batching("packing", "sdpa") == "packing"

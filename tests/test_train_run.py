@@ -96,7 +96,7 @@ def test_outputs(tiny):
     # metrics.json: history with learning rate, tokens/s, padding fraction; data-filter counts
     assert len(m["history"]) == 10 and all(h["tokens_per_s"] > 0 and h["padding_fraction"] == 0 for h in m["history"])
     assert m["history"][0]["learning_rate"] > m["history"][-1]["learning_rate"] > 0
-    assert m["padding_fraction"] == 0 and m["tokens_per_s"] > 0 and m["batching"] == "padding_free"
+    assert m["padding_fraction"] == 0 and m["tokens_per_s"] > 0 and m["batching"] == "padding"  # auto on sdpa
     d = m["data"]
     assert d["rows_loaded"] == 24 and d["train_rows"] + d["val_rows"] == 24 - d["overlong_dropped"]
     assert d["overlong_truncated"] > 0 and d["val_rows"] >= 1

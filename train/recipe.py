@@ -34,9 +34,9 @@ from toolturn.core.errors import ToolturnError
 
 from .data import DataOptions, PreparedData, dataset_dir, prepare, to_hf
 from .lineage import make_tracker
-from .models import ModelSpec, load_model, save_tokenizer, tokenizer_for
+from .models import ModelSpec, attn_implementation, load_model, save_tokenizer, tokenizer_for
 
-BATCHING = ("padding", "padding_free", "packing")
+BATCHING = ("auto", "padding", "padding_free", "packing")
 IGNORED_ON_RESUME = ("progress", "out_dir")  # may differ between a run and its resumption (a run dir can move)
 
 
@@ -63,7 +63,7 @@ class MethodSpec:
     epochs: float = 1
     batch_size: int = 2
     grad_accum: int = 1
-    batching: str = "padding_free"
+    batching: str = "auto"
     gradient_checkpointing: bool = False
 
     @classmethod
@@ -90,6 +90,15 @@ class Outputs:
         return "done: " + " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
 
 
+def resolve_batching(batching: str, attn: str) -> str:
+    """`auto`: padding-free where a varlen attention kernel exists (FlashAttention-2), plain padding elsewhere.
+    Under sdpa a padding-free row gets a block-diagonal mask over the whole flattened batch, so attention costs
+    (sum of lengths)^2 instead of the sum of squares: benchmarks/train_throughput.py measures it slower on CPU."""
+    if batching != "auto":
+        return batching
+    return "padding_free" if attn_implementation(attn) == "flash_attention_2" else "padding"
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -107,6 +116,7 @@ class TrainRecipe:
         self.model_spec = ModelSpec.from_cfg(cfg.model)
         self.method = MethodSpec.from_cfg(cfg.train)
         self.data_options = DataOptions.from_cfg(cfg.data, cfg.seed)
+        self.batching = resolve_batching(self.method.batching, self.model_spec.attn_implementation)
         self.out = Path(cfg.out_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.tracker = None
@@ -176,7 +186,7 @@ class TrainRecipe:
         import torch
         from trl import SFTConfig
 
-        m, cfg = self.method, self.cfg
+        m, cfg, batching = self.method, self.cfg, self.batching
         has_eval = bool(self.data.val)
         return SFTConfig(
             output_dir=str(self.ckpt_dir),
@@ -196,9 +206,9 @@ class TrainRecipe:
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             # Rows arrive tokenized, with assistant masks from our template, and already fit max_length.
             assistant_only_loss=False, completion_only_loss=False,
-            padding_free=m.batching == "padding_free",
-            packing=m.batching == "packing", packing_strategy="bfd",
-            max_length=self.data_options.max_length if m.batching == "packing" else None,
+            padding_free=batching == "padding_free",
+            packing=batching == "packing", packing_strategy="bfd",
+            max_length=self.data_options.max_length if batching == "packing" else None,
         )
 
     def _setup_trainer(self):
@@ -273,7 +283,7 @@ class TrainRecipe:
         positions = sum(h.get("tokens", 0) / (1 - h["padding_fraction"]) for h in train if "padding_fraction" in h)
         return {
             "complete": True,
-            "model": self.model_spec.name, "method": self.method.name, "batching": self.method.batching,
+            "model": self.model_spec.name, "method": self.method.name, "batching": self.batching,
             "steps": self.trainer.state.global_step,
             "train_loss": train[-1]["loss"] if train else None,
             "history": train, "eval": evals,
