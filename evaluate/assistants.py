@@ -11,12 +11,12 @@ counts, never scoring it.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from dataclasses import replace
 
 from toolturn.core.episode import AssistantTurn, EpisodeState
 from toolturn.core.llm import LLMClient, LLMError, Sampling
+from toolturn.core.policy_check import is_affirmation
 
 DO_NOTHING_REPLY = "I'm sorry, I can't help with that right now."
 
@@ -63,13 +63,11 @@ class ModelAssistant:
         return AssistantTurn(result.content, [{"name": c["name"], "arguments": c["arguments"]} for c in result.tool_calls])
 
 
-_YES = re.compile(r"^\W*(yes|yep|sure|correct|that's right|confirmed|go ahead)\b", re.I)
-
-
 class TextOnly:
     """Hides a rule-based assistant's dialogue acts, so the user must understand its text. The assistant
-    keeps its own memory: after it proposed a change, the user's reply is read (a yes or not) and handed
-    to it as the affirm/decline act it expects, the assistant-side NLU."""
+    keeps its own memory: after it proposed a change, the user's reply is read (a yes or not, as the
+    policy checker reads a confirmation) and handed to it as the affirm/decline act it expects, the
+    assistant-side NLU."""
 
     def __init__(self, inner):
         self.inner, self.proposal = inner, None
@@ -77,7 +75,7 @@ class TextOnly:
     async def respond(self, state: EpisodeState) -> AssistantTurn:
         if self.proposal is not None and state.messages[-1]["role"] == "user":
             p, self.proposal = self.proposal, None
-            yes = _YES.match(state.messages[-1]["content"] or "") is not None
+            yes = is_affirmation(state.messages[-1]["content"] or "")
             state.user_acts = [*state.user_acts, {"act": "affirm" if yes else "decline", "task": p["task"],
                                                   "subtask": p["subtask"], "step": p.get("step")}]
         turn = await self.inner.respond(state)

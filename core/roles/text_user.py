@@ -3,11 +3,14 @@ any assistant, an LLM included. Evaluation uses it; the agenda user (dialogue ac
 
 It holds an agenda (each task's subtasks, in order) and each turn
 - answers the assistant's questions for identifiers it holds, detected in the text ("what is the
-  customer email?", "your e-mail, please"),
-- confirms a proposed change that matches what it asked for, declines one that does not,
+  customer email?", "your e-mail, please"), and refuses to give one its task withholds (a customer
+  who will not identify),
+- confirms a proposed change that states the values the change takes from its request, corrects one
+  that does not, and declines one its task says to decline,
 - marks a requested subtask done once every fact it expects was reported since the request (whole-token,
   number-normalised matching, the judge's test; a change also needs a successful write in the tool
-  results), and gives feedback when some are still missing,
+  results, a declined change the user's no, a request the policy forbids a refusal in words), and
+  gives feedback when some are still missing,
 - repeats a request in other words, identifiers included, when the reply does not address it,
 - reveals the next one or two subtasks, chains the next task, and closes once every task is done: all its
   subtasks, and the database where the task's gold plan leaves it (`state_ok`, the judge's end-state test),
@@ -27,10 +30,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from toolturn.core.episode import EpisodeState, UserTurn
+from toolturn.core.judges.execution import REFUSAL_CUE
 from toolturn.core.judges.facts import mentions
 from toolturn.core.judges.structural import is_error
 from toolturn.core.roles import phrasing as P
-from toolturn.core.tasks.types import Task, format_value
+from toolturn.core.tasks.types import Subtask, Task, format_value
 from toolturn.core.tasks.wording import clause
 
 WRITE_KINDS = ("update", "create", "delete")
@@ -90,14 +94,35 @@ def proposes(text: str) -> bool:
 
 
 def reported(messages: list[dict], since: int) -> str:
-    """What the assistant reported since message `since`: its replies without their questions, and
-    without any reply that proposes an action (a change only proposed has not been made)."""
+    """What the assistant reported since message `since`: its replies without their questions and, in a
+    reply that proposes an action, without the proposal (a change only proposed has not been made). A
+    proposal ends its message, so what precedes its first sentence naming a change is a report."""
     out = []
     for m in messages[since:]:
         text = m.get("content") or "" if m["role"] == "assistant" else ""
-        if text and not proposes(text):
-            out.append("".join(s.group() for s in _SENTENCES.finditer(text) if not s.group().rstrip().endswith("?")))
+        proposal = bool(text) and proposes(text)
+        kept = []
+        for s in _SENTENCES.finditer(text):
+            sentence = s.group()
+            if proposal and (_WRITE_VERB.search(sentence.lower()) or _PROPOSAL.search(sentence.lower())):
+                break
+            if not sentence.rstrip().endswith("?"):
+                kept.append(sentence)
+        out.append("".join(kept))
     return "\n".join(out)
+
+
+def writes(st: Subtask) -> bool:
+    """Whether the subtask asks for a change (a schema write, or a service task's action, declined or not)."""
+    return st.kind in WRITE_KINDS or "write" in st.detail or "proposal" in st.detail
+
+
+def change_slots(task: Task, st: Subtask) -> list[str]:
+    """The slots the user stated whose values the subtask's change takes verbatim: what a proposal of
+    that change must state."""
+    steps = [st.detail["write"]] if "write" in st.detail else st.steps if st.kind in WRITE_KINDS else []
+    return [a["$fact"] for k in steps for a in task.steps[k].args.values()
+            if isinstance(a, dict) and "$fact" in a and a["$fact"] in task.facts]
 
 
 def _says(sentence: str, phrase: str) -> bool:
@@ -125,7 +150,8 @@ class TextUser:
         self.tasks_done = [False] * len(tasks)
         self.told: set[tuple[int, str]] = set()  # identifiers given, per task
         self.seen: set[tuple[int, int, int]] = set()  # (task, subtask, report item) stated so far
-        self.confirmed: set[tuple[int, int]] = set()
+        self.confirmed: set[tuple[int, int]] = set()  # changes the user said yes (or, when declining, no) to
+        self.withheld: set[tuple[int, str]] = set()  # identifiers refused when asked
         self.stall = 0
         self.started = False
         self.outcome: str | None = None  # "done" | "gave_up" once the user has ended the episode
@@ -142,8 +168,9 @@ class TextUser:
         parts: list[str] = []
         acts: list[dict] = []
         new_ids = self._answer_questions(text, parts, acts)
-        progress = self._review(state) | new_ids
-        if not parts and self._answer_proposal(text, parts):
+        answered = bool(parts)
+        progress = self._review(state, parts) | new_ids
+        if not answered and self._answer_proposal(text, parts):
             progress = True
         if self.open:
             if not parts:
@@ -153,8 +180,8 @@ class TextUser:
         if self.next_subtask < len(task.subtasks):
             return self._reveal(P.USER_NEXT if self.b.feedback else None, parts, acts, len(state.messages))
         if self.state_ok is not None and not self.state_ok(self.task_index):
-            writes = any(st.kind in WRITE_KINDS for st in task.subtasks)
-            parts.append(P.pick(self.rng, NOT_SAVED if writes else UNWANTED))
+            wanted = any(writes(st) and not st.detail.get("decline") for st in task.subtasks)
+            parts.append(P.pick(self.rng, NOT_SAVED if wanted else UNWANTED))
             return self._turn(progress, parts, acts)
         self.tasks_done[self.task_index] = True
         self.stall = 0
@@ -170,15 +197,23 @@ class TextUser:
         return [(ti, slot) for ti in range(self.task_index, -1, -1) for slot in self.tasks[ti].facts]
 
     def _answer_questions(self, text: str, parts: list[str], acts: list[dict]) -> bool:
-        """Give every held fact the assistant asks for. True when a new identifier was given."""
+        """Give every held fact the assistant asks for, refuse the ones the task withholds. True when a new
+        identifier was given or refused."""
+        new = False
         asked: dict[str, int] = {}
+        withheld = {s: ti for ti, si in self.open for s in self.tasks[ti].subtasks[si].detail.get("withhold", [])}
         for sentence in questions(text):
+            for slot, ti in withheld.items():
+                if _says(sentence, slot) and (ti, slot) not in self.withheld:
+                    self.withheld.add((ti, slot))
+                    parts.append(P.pick(self.rng, P.USER_WITHHOLD, s=slot))
+                    acts.append({"act": "withhold", "task": ti, "slot": slot})
+                    new = True
             matched = [(ti, s) for ti, s in self._held() if _says(sentence, s) and s not in asked]
             if not matched:  # "your e-mail?", "the ID, please": the slot's last word
                 matched = [(ti, s) for ti, s in self._held() if _says(sentence, s.split()[-1]) and s not in asked]
             for ti, slot in matched:
                 asked.setdefault(slot, ti)
-        new = False
         for slot, ti in asked.items():
             value = self.tasks[ti].facts[slot]
             parts.append(P.pick(self.rng, P.USER_INFORM, s=slot, v=format_value(value)))
@@ -187,20 +222,29 @@ class TextUser:
             self.told.add((ti, slot))
         return new
 
-    def _review(self, state: EpisodeState) -> bool:
-        """Mark open subtasks done whose facts were all stated since their request. True on progress."""
+    def _review(self, state: EpisodeState, parts: list[str]) -> bool:
+        """Mark open subtasks done whose facts were all stated since their request, and what else they
+        need happened: a change written, a declined change declined, a forbidden request refused (which
+        the user accepts in words). True on progress."""
         progress = False
         for key, since in list(self.open.items()):
             said = reported(state.messages, since)
-            report = self.tasks[key[0]].subtasks[key[1]].report
-            stated = {(*key, i) for i, item in enumerate(report) if mentions(said, item.expected)}
+            st = self.tasks[key[0]].subtasks[key[1]]
+            stated = {(*key, i) for i, item in enumerate(st.report) if mentions(said, item.expected)}
             progress |= bool(stated - self.seen)
             self.seen |= stated
-            st = self.tasks[key[0]].subtasks[key[1]]
-            if len(stated) == len(report) and (st.kind not in WRITE_KINDS or self._wrote(state.messages, since, key)):
+            if st.detail.get("decline"):
+                settled = key in self.confirmed
+            elif st.kind == "refuse":
+                settled = REFUSAL_CUE.search(said) is not None
+            else:
+                settled = not writes(st) or self._wrote(state.messages, since, key)
+            if len(stated) == len(st.report) and settled:
                 del self.open[key]
                 self.done.add(key)
                 progress = True
+                if st.kind == "refuse":
+                    parts.append(P.pick(self.rng, P.USER_UNDERSTOOD))
         return progress
 
     def _wrote(self, messages: list[dict], since: int, key: tuple[int, int]) -> bool:
@@ -216,12 +260,12 @@ class TextUser:
         if not proposes(text):
             return False
         proposal = text.lower()
-        writes = [k for k in self.open if self.tasks[k[0]].subtasks[k[1]].kind in WRITE_KINDS]
-        if _WRITE_VERB.search(proposal.lower()):
-            if not writes:
+        changes = [k for k in self.open if writes(self.tasks[k[0]].subtasks[k[1]])]
+        if _WRITE_VERB.search(proposal):
+            if not changes:
                 parts.append(P.pick(self.rng, NO_CHANGE))
                 return False
-            key = writes[0]
+            key = changes[0]
         elif self.open:
             key = next(iter(self.open))
         else:
@@ -231,10 +275,10 @@ class TextUser:
         if task.subtasks[key[1]].detail.get("decline"):  # the task says the user turns this change down
             parts.append(P.pick(self.rng, NO_CHANGE))
             return key not in self.confirmed and not self.confirmed.add(key)
-        values = [(s, task.facts[s]) for s in task.subtasks[key[1]].value_slots]
-        if values and not any(mentions(proposal, v) for _, v in values):
-            slot, value = values[0]
-            parts.append(P.pick(self.rng, WRONG_VALUE, s=slot, v=format_value(value)))
+        wrong = next((s for s in change_slots(task, task.subtasks[key[1]]) if not mentions(proposal, task.facts[s])),
+                     None)
+        if wrong is not None:
+            parts.append(P.pick(self.rng, WRONG_VALUE, s=wrong, v=format_value(task.facts[wrong])))
             return False
         parts.append(P.pick(self.rng, YES))
         new = key not in self.confirmed
