@@ -29,12 +29,14 @@ def checkpoint_metrics(rows: list[dict], n: int) -> dict:
     out = summarise(counts, list(range(1, n + 1)))
     infra = Counter(r["task_id"] for r in rows if r.get("infra_error") is not None)
     identical = [t for t, rs in by_task.items() if len(rs) > 1 and len({r["assistant_digest"] for r in rs}) == 1]
-    parts = ("db_match", "facts_communicated", "ended_by_user")
+    parts = ("db_match", "facts_communicated", "refusals_explained", "ended_by_user", "policy_compliant")
     out.update({
         "samples": len(rows), "scored_samples": len(scored), "tasks": len(by_task),
         "infra_errors": dict(sorted(infra.items())), "infra_error_samples": sum(infra.values()),
         "all_identical_tasks": len(identical),
         "parts": {p: mean(bool(r["parts"][p]) for r in scored) if scored else None for p in parts},
+        "policy_violations": dict(Counter(v["rule"] for r in scored for v in r["parts"]["policy_violations"])
+                                  .most_common()),
         "terminations": dict(Counter(r["termination"] for r in scored).most_common()),
         "events": dict(sum((Counter(r.get("events") or {}) for r in scored), Counter())),
         "per_task": {t: {"n": c[0], "correct": c[1]} for t, c in sorted(counts.items())},
@@ -110,13 +112,16 @@ def report_md(metrics: dict) -> str:
                   f"{m['all_identical_tasks']} of {m['tasks']}" if name != FLOOR else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Reward parts (share of scored samples) and how episodes ended:", "",
-              "| checkpoint | DB end state = gold | facts communicated | ended by the user | terminations |",
-              "|---|---|---|---|---|"]
+              "| checkpoint | DB end state = gold | facts communicated | refusals explained | ended by the user | "
+              "policy followed (violations) | terminations |",
+              "|---|---|---|---|---|---|---|"]
     for name, m in metrics["checkpoints"].items():
         p = m["parts"]
         ends = ", ".join(f"{k} {v}" for k, v in m["terminations"].items())
+        broken = ", ".join(f"{k} {v}" for k, v in m["policy_violations"].items())
         lines.append(f"| {name} | {_fmt(p['db_match'])} | {_fmt(p['facts_communicated'])} | "
-                     f"{_fmt(p['ended_by_user'])} | {ends} |")
+                     f"{_fmt(p['refusals_explained'])} | {_fmt(p['ended_by_user'])} | {_fmt(p['policy_compliant'])}"
+                     f"{f' ({broken})' if broken else ''} | {ends} |")
     infra = {name: m["infra_errors"] for name, m in metrics["checkpoints"].items() if m["infra_errors"]}
     if infra:
         lines += ["", "Infrastructure errors (not scored), per task: " +

@@ -57,6 +57,14 @@ def validate(cfg: DictConfig) -> None:
     s = cfg.sampling
     if not (0 <= float(s.temperature) and 0 < float(s.top_p) <= 1 and int(s.max_tokens) >= 1):
         raise ToolturnError(f"sampling needs temperature >= 0, 0 < top_p <= 1 and max_tokens >= 1, got {dict(s)}")
+    share = cfg.eval.get("refusal_share", 0.15)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ToolturnError(f"eval.refusal_share must be a probability in [0, 1], got {share!r}")
+    weights = cfg.eval.get("difficulty") or {}
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights.values()) or \
+            not any(w > 0 for w in weights.values()):
+        raise ToolturnError(f"eval.difficulty needs weights >= 0, not all 0, e.g. {{easy: 0.3, medium: 0.4, "
+                            f"hard: 0.3}}; got {dict(weights)}")
     if cfg.user.kind not in ("rule", "llm"):
         raise ToolturnError(f"user.kind must be rule or llm, got {cfg.user.kind!r}")
 
@@ -129,7 +137,8 @@ def _assistant_factory(c: Checkpoint, suite, client=None, sampling=None):
         return lambda item, seed: DoNothing()
     if c.kind == "oracle":
         write_tools = {t.name for t in suite.domain.tools if t.effect == "write"}
-        return lambda item, seed: TextOnly(OracleAssistant(item.tasks, random.Random(seed), write_tools))
+        return lambda item, seed: TextOnly(OracleAssistant(item.tasks, random.Random(seed), write_tools,
+                                                           policy=suite.policy, identify=suite.identify))
     return lambda item, seed: ModelAssistant(client, sampling, seed)
 
 
@@ -165,12 +174,15 @@ def _log_wandb(cfg: DictConfig, out_dir: Path, metrics: dict, rows: list[dict]) 
     run = open_run(cfg.logger, out_dir, f"eval-{metrics['suite']}-{metrics['domain']}-s{cfg.seed}",
                    OmegaConf.to_container(cfg, resolve=True), job_type="eval")
     columns = ["checkpoint", "task_id", "sample", "seed", "reward", "db_match", "facts_communicated",
-               "ended_by_user", "termination", "infra_error", "user_turns", "tool_calls", "messages"]
+               "refusals_explained", "ended_by_user", "policy_violations", "termination", "infra_error", "user_turns",
+               "tool_calls", "messages"]
     table = []
     for r in rows:
         parts = r.get("parts") or {}
+        broken = ", ".join(f"{v['rule']} @{v['message']}" for v in parts.get("policy_violations") or [])
         table.append([r["checkpoint"], r["task_id"], r["sample"], r["seed"], r.get("reward"), parts.get("db_match"),
-                      parts.get("facts_communicated"), parts.get("ended_by_user"), r.get("termination"),
+                      parts.get("facts_communicated"), parts.get("refusals_explained"), parts.get("ended_by_user"),
+                      broken, r.get("termination"),
                       r.get("infra_error"), r.get("user_turns"), r.get("tool_calls"),
                       json.dumps(r.get("messages") or [], ensure_ascii=False)])
     run.table("samples", columns, table)

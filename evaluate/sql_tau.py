@@ -1,7 +1,9 @@
 """`eval=sql_tau`: tau2-style evaluation on our SQL domains (built-in or any SQLite file).
 
-Each sample is one episode in a fresh sandbox of the domain: the system prompt the training data was
-made with, the item's tools, a simulated user pursuing the item's tasks, and the assistant under test.
+Each sample is one episode in a fresh sandbox of the domain, the simulated world generation uses: the
+system prompt the training data was made with (the domain's policy, `core/tasks/sources`), the item's
+tools, a simulated user pursuing the item's tasks, and the assistant under test. The domain's policy
+checker runs on every episode; a violation makes the reward 0 (`evaluate/reward.py`).
 The user is the rule-based text user (`user=rule`, deterministic per task, so the n samples of a task
 differ only by the model's sampling) or a prompted LLM (`user=llm`).
 """
@@ -20,10 +22,12 @@ from toolturn.core.domains import prepare_domain
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
 from toolturn.core.judges.execution import task_problem
 from toolturn.core.llm import LLMError, Sampling
-from toolturn.core.prompts import load as load_prompt
+from toolturn.core.policy import policy_for
+from toolturn.core.policy_check import check_policy
 from toolturn.core.role_model import Meter, RoleModel
 from toolturn.core.roles.llm_user import LLMUser
 from toolturn.core.roles.text_user import TextUser, TextUserBehaviour
+from toolturn.core.tasks.sources import assistant_system_prompt, oracle_identification, rule_task_generator
 from toolturn.evaluate.assistants import InfraError
 from toolturn.evaluate.reward import score
 from toolturn.evaluate.suites import register
@@ -45,15 +49,16 @@ class SqlTauSuite:
         self.max_messages, self.max_steps = int(e.max_messages), int(e.max_steps_per_turn)
         settings = {"suite": e.name, "domain": self.domain.name, "seed": int(cfg.seed),
                     "num_tasks": int(cfg.num_tasks), "tasks_per_episode": int(e.tasks_per_episode),
-                    "tools_per_episode": int(e.tools_per_episode),
+                    "tools_per_episode": int(e.tools_per_episode), "refusal_share": float(e.refusal_share),
                     "difficulty": OmegaConf.to_container(e.difficulty, resolve=True)}
         self.items: list[EvalItem] = load_or_make(out_dir / "tasks.jsonl", settings, lambda: make_items(
-            self.domain, int(cfg.num_tasks), int(cfg.seed), settings["difficulty"], int(e.tasks_per_episode),
-            int(e.tools_per_episode)))
+            self.domain, rule_task_generator(self.domain, cfg.domain, settings["difficulty"], e.refusal_share),
+            int(cfg.num_tasks), int(cfg.seed), int(e.tasks_per_episode), int(e.tools_per_episode)))
         check_disjoint(self.items, list(cfg.get("train_data") or []))
         self.toolset = {t["function"]["name"]: t for t in self.domain.toolset}
-        self.system = load_prompt("assistant_system").format(policy=self.domain.policy,
-                                                             description=self.domain.description)
+        self.policy = policy_for(self.domain, e.get("policy_file"))
+        self.identify = oracle_identification(cfg.domain)  # the oracle's, as in generation
+        self.system = assistant_system_prompt(self.domain, self.policy)
         u = cfg.user
         self.user_kind = u.kind
         if u.kind == "rule":
@@ -68,7 +73,6 @@ class SqlTauSuite:
             self.user_prompt = str(u.prompt)
             self.user_name = f"llm:{u.endpoint.model} (prompt {self.user_prompt}, temperature {u.sampling.temperature})"
         self.user_client = None  # set by the app when user=llm (the endpoint lives in the app's Endpoints)
-        self.policy_checker = getattr(self.domain, "policy_checker", None)  # no domain has one yet
 
     def _user(self, item: EvalItem, state: EpisodeState, sandbox, meter: Meter):
         if self.user_kind == "rule":
@@ -102,7 +106,9 @@ class SqlTauSuite:
             end_state = sandbox.state_hash()
         finally:
             sandbox.close()
-        violations = self.policy_checker(state.messages, state.tools) if self.policy_checker else None
+        d = self.domain
+        violations = [v.to_dict() for v in check_policy(self.policy, state.messages, state.start, d.tools, d.schema,
+                                                         d.env)]
         reward = score(item.tasks, state.messages, state.start, end_state, item.gold[-1], termination, violations)
         return {"reward": reward.reward, "parts": reward.to_dict(), "termination": termination,
                 "needs_write": item.needs_write, "user_turns": state.user_turns, "tool_calls": state.tool_calls,

@@ -1,7 +1,9 @@
 """Held-out evaluation tasks: made once, written to `tasks.jsonl`, faced by every checkpoint.
 
-An item is one episode's worth of tasks from the programmatic generator, with executed gold plans and
-the database state after each task (the gold end states), plus the tools the assistant is offered.
+An item is one episode's worth of tasks from the rule-based task source generation uses
+(`core/tasks/sources.rule_task_generator`: service tasks for a built-in domain, schema tasks for any
+other database), with executed gold plans and the database state after each task (the gold end
+states), plus the tools the assistant is offered.
 Items come from their own seed stream, `eval:{seed}:{domain}:{index}` (generation uses
 `{seed}:{domain}:{index}`), and their ids (`<domain>-eval-s<seed>-i<index>`) never take a generation
 id's form. `check_disjoint` also compares task content (template, plan and facts) with a training
@@ -20,7 +22,6 @@ from toolturn.core.domains import Domain
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write, read_jsonl
 from toolturn.core.rundir import RunDir
-from toolturn.core.tasks.programmatic import TaskGenerator
 from toolturn.core.tasks.types import Task
 
 ATTEMPTS_PER_ITEM = 5  # index slots tried per wanted item before giving up on a domain
@@ -64,9 +65,10 @@ def _tool_subset(domain: Domain, rng: random.Random, tasks: list[Task], size: in
     return sorted(used | set(rng.sample(others, max(0, min(len(others), size - len(used))))))
 
 
-def make_items(domain: Domain, num_tasks: int, seed: int, difficulty: dict, tasks_per_episode: int,
+def make_items(domain: Domain, generator, num_tasks: int, seed: int, tasks_per_episode: int,
                tools_per_episode: int) -> list[EvalItem]:
-    generator = TaskGenerator(domain, dict(difficulty))
+    """`generator`: the domain's rule-based task source; the tasks of an item are chained like the
+    tasks of one generated dialogue (each sees the earlier ones, e.g. to keep one customer)."""
     pristine = domain.env.open_sandbox()
     start = pristine.state_hash()
     pristine.close()
@@ -81,7 +83,7 @@ def make_items(domain: Domain, num_tasks: int, seed: int, difficulty: dict, task
         try:
             tasks, gold = [], []
             for k in range(tasks_per_episode):
-                task = generator.generate(scratch, rng, f"{item_id}-t{k}", {})
+                task = generator.generate(scratch, rng, f"{item_id}-t{k}", {}, tasks)
                 if task is not None:
                     tasks.append(task)
                     gold.append(scratch.state_hash())

@@ -25,7 +25,6 @@ from toolturn.core.judges.structural import check_structure, rubric_tools
 from toolturn.core.llm import LLMError
 from toolturn.core.policy import policy_for
 from toolturn.core.policy_check import check_policy
-from toolturn.core.prompts import load as load_prompt
 from toolturn.core.role_model import Meter, RoleModel
 from toolturn.core.roles.agenda_user import AgendaUser, UserBehaviour
 from toolturn.core.roles.llm_assistant import LLMAssistant
@@ -33,8 +32,7 @@ from toolturn.core.roles.llm_user import LLMUser
 from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.rundir import record_digest
 from toolturn.core.tasks.llm_goals import LLMTaskGenerator
-from toolturn.core.tasks.programmatic import TaskGenerator
-from toolturn.core.tasks.service import ServiceTaskGenerator, builtin_service
+from toolturn.core.tasks.sources import assistant_system_prompt, oracle_identification, rule_task_generator
 from toolturn.core.tasks.types import Task
 from toolturn.core.tools.simulator import ToolSimulator
 from toolturn.generate.config import llm_roles
@@ -113,13 +111,10 @@ class DialogueFactory:
             raise ToolturnError(f"policy.mode must be 'enforce' or 'report', got {self.policy_mode!r}")
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise ToolturnError(f"policy.refusal_share must be a probability in [0, 1], got {share!r}")
-        self.service = builtin_service(cfg.domain)
-        self.system_prompt = load_prompt("assistant_system").format(policy=self.policy.text(),
-                                                                    description=domain.description)
+        self.identify = oracle_identification(cfg.domain)
+        self.system_prompt = assistant_system_prompt(domain, self.policy)
         if r.task_generator.kind == "rule":
-            weights = dict(cfg.tasks.difficulty)
-            self.taskgen = TaskGenerator(domain, weights) if self.service is None else ServiceTaskGenerator(
-                domain, self.service, weights, float(share))
+            self.taskgen = rule_task_generator(domain, cfg.domain, dict(cfg.tasks.difficulty), float(share))
             self.llm_taskgen = None
         else:
             self.taskgen = None
@@ -213,8 +208,7 @@ class DialogueFactory:
         if "assistant" in models:
             assistant = LLMAssistant(models["assistant"])
         else:
-            assistant = OracleAssistant(tasks, rng, self.write_tools, self.slip_rate, self.policy,
-                                        self.service and (self.service.identify[0], self.service.slot))
+            assistant = OracleAssistant(tasks, rng, self.write_tools, self.slip_rate, self.policy, self.identify)
         try:
             await run_episode(state, user, assistant, executor, max_messages=self.max_messages,
                               max_dialogue_bytes=self.max_dialogue_bytes)

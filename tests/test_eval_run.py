@@ -37,7 +37,7 @@ def rows(out: Path) -> list[dict]:
 
 def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_path):
     out = tmp_path / "ev"
-    cmd = [sys.executable, "-m", "toolturn.evaluate.run", "checkpoints=[oracle]", "n=2", "num_tasks=8",
+    cmd = [sys.executable, "-m", "toolturn.evaluate.run", "checkpoints=[oracle]", "n=2", "num_tasks=8", "seed=3",
            "logger=wandb", "progress=false", f"out_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"WANDB_SILENT": "true",
                                                                                  **__import__("os").environ})
@@ -50,16 +50,33 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
     assert writes and all(r["reward"] == 0.0 and not r["parts"]["db_match"] for r in writes)
     sample = rows(out)[0]
     assert {"checkpoint", "task_id", "seed", "reward", "parts", "termination", "messages"} <= set(sample)
+    assert all(r["parts"]["policy_compliant"] and r["parts"]["refusals_explained"] for r in rows(out)
+               if r["checkpoint"] == "oracle")
+    assert json.loads((out / "tasks.meta.json").read_text())["refusal_share"] == 0.15
     report = (out / "report.md").read_text()
     assert "rule:text" in report and "do-nothing floor (retail)" in report and "identical samples" in report
     assert (out / "pass_hat_k.png").stat().st_size > 1000
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     # same tasks for a later checkpoint; other task settings are refused
     before = (out / "tasks.jsonl").read_bytes()
-    evaluate(eval_cfg("checkpoints=[oracle]", "n=2", "num_tasks=8", f"out_dir={out}"))
+    evaluate(eval_cfg("checkpoints=[oracle]", "n=2", "num_tasks=8", "seed=3", f"out_dir={out}"))
     assert (out / "tasks.jsonl").read_bytes() == before and len(rows(out)) == 8 * 2 + 8
     with pytest.raises(ToolturnError, match="other settings"):
-        evaluate(eval_cfg("checkpoints=[oracle]", "n=2", "num_tasks=9", f"out_dir={out}"))
+        evaluate(eval_cfg("checkpoints=[oracle]", "n=2", "num_tasks=9", "seed=3", f"out_dir={out}"))
+    with pytest.raises(ToolturnError, match="refusal_share: 0.15 -> 0.3"):
+        evaluate(eval_cfg("checkpoints=[oracle]", "n=2", "num_tasks=8", "seed=3", "eval.refusal_share=0.3",
+                          f"out_dir={out}"))
+
+
+@pytest.mark.parametrize("knob,message", [("eval.refusal_share=1.5", "eval.refusal_share must be a probability"),
+                                          ("eval.refusal_share=yes", "eval.refusal_share must be a probability"),
+                                          ("eval.difficulty={easy:0,medium:0,hard:0}", "eval.difficulty needs"),
+                                          ("eval.difficulty={easy:-1,hard:1}", "eval.difficulty needs")])
+def test_bad_task_knobs_are_one_line_errors(knob, message):
+    proc = subprocess.run([sys.executable, "-m", "toolturn.evaluate.run", knob, "logger=none", "out_dir=/nonexistent/x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}") and len(proc.stderr.splitlines()) == 1, \
+        proc.stderr
 
 
 def test_overlap_with_training_tasks_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
 """The rule-based text user against the oracle speaking only text, a do-nothing assistant, a scripted
-assistant that asks for the e-mail first, and replies it cannot understand."""
+assistant that asks for the e-mail first, and replies it cannot understand; on schema tasks (any
+database) and on a built-in domain's service tasks (identification, confirmation, declines, refusals)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,38 @@ import random
 import pytest
 from conftest import make_cfg
 
+from dataclasses import replace
+
+from toolturn.core.domains.retail import SERVICE
 from toolturn.core.episode import AssistantTurn, EpisodeState, run_episode
+from toolturn.core.policy_check import is_affirmation
+from toolturn.core.roles import phrasing as P
 from toolturn.core.roles.oracle_assistant import OracleAssistant
-from toolturn.core.roles.text_user import TextUser, TextUserBehaviour, questions
+from toolturn.core.roles.text_user import NO_CHANGE, WRONG_VALUE, TextUser, TextUserBehaviour, questions
+from toolturn.core.tasks.programmatic import TaskGenerator
+from toolturn.core.tasks.service import ServiceTaskGenerator
 from toolturn.evaluate.assistants import DoNothing, TextOnly
 from toolturn.evaluate.reward import score
 from toolturn.evaluate.tasks import make_items
 
+WEIGHTS = {"easy": 0.3, "medium": 0.4, "hard": 0.3}
+
 
 @pytest.fixture(scope="module")
 def items(retail):
-    return make_items(retail, 25, seed=3, difficulty={"easy": 0.3, "medium": 0.4, "hard": 0.3},
-                      tasks_per_episode=2, tools_per_episode=0)
+    """Schema tasks, the task source of a database without a service of its own."""
+    return make_items(retail, TaskGenerator(retail, WEIGHTS), 25, seed=3, tasks_per_episode=2, tools_per_episode=0)
+
+
+def service_items(retail, n=6, refusal_share=0.0, decline_prob=0.0, weights=WEIGHTS):
+    generator = ServiceTaskGenerator(retail, replace(SERVICE, decline_prob=decline_prob), weights, refusal_share)
+    return make_items(retail, generator, n, seed=3, tasks_per_episode=1, tools_per_episode=0)
+
+
+def oracle(domain, item):
+    writes = {t.name for t in domain.tools if t.effect == "write"}
+    return TextOnly(OracleAssistant(item.tasks, random.Random(0), writes, policy=domain.rules,
+                                    identify=(SERVICE.identify[0], SERVICE.slot)))
 
 
 def play(domain, item, assistant, behaviour=TextUserBehaviour()):
@@ -130,3 +151,73 @@ def test_a_change_that_never_reached_the_database_is_not_accepted(retail, items)
     assert user.outcome == "gave_up" and not reward.db_match
     assert any("change" in (m.get("content") or "") or "records" in (m.get("content") or "")
                for m in state.messages if m["role"] == "user")
+
+
+# ---- service tasks --------------------------------------------------------------------------------
+def _user_after(state, predicate) -> str:
+    """The user's reply to the first assistant message that satisfies `predicate`."""
+    k = next(i for i, m in enumerate(state.messages) if m["role"] == "assistant" and predicate(m.get("content") or ""))
+    return next(m["content"] for m in state.messages[k:] if m["role"] == "user")
+
+
+def test_a_customer_who_will_not_identify_says_so_and_accepts_the_refusal(retail):
+    item = next(i for i in service_items(retail, 12, refusal_share=1.0) if i.tasks[0].template == "refuse_unidentified")
+    user, state, reward = play(retail, item, oracle(retail, item))
+    answer = _user_after(state, lambda t: "email address" in t)
+    assert any(answer == t.format(s="email address") for t in P.USER_WITHHOLD), answer
+    assert "@" not in answer
+    closing = [m["content"] for m in state.messages if m["role"] == "user"][-1]
+    assert any(t in closing for t in P.USER_UNDERSTOOD), closing  # the refusal ends the subtask
+    assert user.outcome == "done" and reward.reward == 1.0 and reward.refusals_explained, reward
+
+
+def test_a_change_the_task_declines_is_declined_and_nothing_is_written(retail):
+    items = service_items(retail, 4, decline_prob=1.0, weights={"hard": 1.0})
+    assert all(i.tasks[0].template.endswith("_declined") and not i.needs_write for i in items)
+    for item in items:
+        user, state, reward = play(retail, item, oracle(retail, item))
+        said = [m["content"] for m in state.messages if m["role"] == "user"]
+        assert [t for t in said if t in NO_CHANGE and not is_affirmation(t)], said
+        assert user.outcome == "done" and reward.reward == 1.0 and state.tool_calls == len(item.tasks[0].steps), reward
+
+
+def test_a_proposal_is_confirmed_only_with_the_values_the_change_takes(retail):
+    item = next(i for i in service_items(retail, 12, weights={"hard": 1.0}) if i.tasks[0].template == "cancel_order")
+    task = item.tasks[0]
+    user = TextUser([task], random.Random(0), TextUserBehaviour())
+    user.started, user.open = True, {(0, 1): 1}
+    number = task.facts["order number"]
+    state = EpisodeState([{"role": "system", "content": ""}], [], 1)
+    state.messages.append({"role": "assistant", "content": "I can cancel pending order with order number ORD-000001. "
+                                                           "Shall I go ahead?"})
+    wrong = asyncio.run(user.respond(state)).text
+    state.messages.append({"role": "assistant", "content": f"To confirm, I'm about to cancel pending order with "
+                                                           f"order number {number}. Shall I go ahead?"})
+    yes = asyncio.run(user.respond(state)).text
+    assert number in wrong and any(wrong == t.format(s="order number", v=number) for t in WRONG_VALUE), wrong
+    assert is_affirmation(yes) and number not in yes, yes
+
+
+def test_facts_reported_before_a_proposal_in_one_message_count(retail):
+    """A proposal ends its message; the report before it is read, the change it proposes is not."""
+    item = next(i for i in service_items(retail, 12, weights={"hard": 1.0}) if i.tasks[0].template == "cancel_order")
+    task = item.tasks[0]
+    check, cancel = task.subtasks[0], task.subtasks[1]
+    user = TextUser([task], random.Random(0), TextUserBehaviour())
+    user.started, user.open = True, {(0, 0): 1, (0, 1): 1}
+    facts = "; ".join(f"the {r.label} is {r.expected}" for r in check.report)
+    state = EpisodeState([{"role": "system", "content": ""}], [], 1)
+    state.messages.append({"role": "assistant", "content": f"Here's what I found: {facts}. Here is the change: "
+                                                           f"cancel it, status cancelled. Do you want me to proceed?"})
+    asyncio.run(user.respond(state))
+    assert (0, 0) in user.done and (0, 1) in user.open and cancel.report
+
+
+@pytest.mark.parametrize("garbage", ["", "Shall I?", "I can't.", "What is your email address? " * 50])
+def test_service_users_never_crash_on_replies_they_cannot_understand(retail, garbage):
+    items = service_items(retail, 8, refusal_share=0.5)
+    assert any(i.needs_write for i in items) and any(i.tasks[0].template.startswith("refuse") for i in items)
+    for item in items:
+        user, state, reward = play(retail, item, Scripted(garbage))
+        assert user.outcome in ("gave_up", "done") and state.tool_calls == 0
+        assert reward.reward == 0.0 or not item.needs_write

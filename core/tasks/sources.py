@@ -1,0 +1,31 @@
+"""What an episode of a domain is set up from, the same in generation and evaluation: the rule-based
+task source (customer-phrased service tasks over the domain actions for a built-in domain, schema
+CRUD tasks for any other database), the identification the oracle performs, and the assistant's
+system prompt (the domain's policy text and description in the `assistant_system` prompt file).
+"""
+
+from __future__ import annotations
+
+from toolturn.core.policy import Policy
+from toolturn.core.prompts import load as load_prompt
+from toolturn.core.tasks.programmatic import TaskGenerator
+from toolturn.core.tasks.service import ServiceTaskGenerator, builtin_service
+
+
+def rule_task_generator(domain, domain_cfg, weights: dict[str, float], refusal_share: float):
+    """Service tasks for a built-in domain (a share `refusal_share` of them forbidden by its policy),
+    schema tasks otherwise. Both have `generate(sandbox, rng, task_id, rejects, prior)`."""
+    service = builtin_service(domain_cfg)
+    if service is None:
+        return TaskGenerator(domain, dict(weights))
+    return ServiceTaskGenerator(domain, service, dict(weights), float(refusal_share))
+
+
+def oracle_identification(domain_cfg) -> tuple[str, str] | None:
+    """(identification tool, the user's slot for it) of a built-in domain's customers; None otherwise."""
+    service = builtin_service(domain_cfg)
+    return None if service is None else (service.identify[0], service.slot)
+
+
+def assistant_system_prompt(domain, policy: Policy) -> str:
+    return load_prompt("assistant_system").format(policy=policy.text(), description=domain.description)
