@@ -31,6 +31,7 @@ from toolturn.core.files import Appender, atomic_write, exclusive_lock
 from toolturn.core.llm import Sampling
 from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.servers import embedded_smollm2_dir
+from toolturn.core.tasks.programmatic import DIFFICULTIES
 from toolturn.core.wandb_run import open_run
 from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
 from toolturn.evaluate.report import FLOOR, PLOT, build_metrics, write_outputs
@@ -61,12 +62,16 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise ToolturnError(f"eval.refusal_share must be a probability in [0, 1], got {share!r}")
     weights = cfg.eval.get("difficulty") or {}
-    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights.values()) or \
-            not any(w > 0 for w in weights.values()):
-        raise ToolturnError(f"eval.difficulty needs weights >= 0, not all 0, e.g. {{easy: 0.3, medium: 0.4, "
-                            f"hard: 0.3}}; got {dict(weights)}")
+    if not set(weights) <= set(DIFFICULTIES) or not any(w > 0 for w in weights.values() if _weight(w)) or \
+            not all(_weight(w) and w >= 0 for w in weights.values()):
+        raise ToolturnError(f"eval.difficulty needs a mapping of {'/'.join(DIFFICULTIES)} to weights >= 0, not all "
+                            f"0, e.g. {{easy: 0.3, medium: 0.4, hard: 0.3}}; got {dict(weights)}")
     if cfg.user.kind not in ("rule", "llm"):
         raise ToolturnError(f"user.kind must be rule or llm, got {cfg.user.kind!r}")
+
+
+def _weight(w) -> bool:
+    return isinstance(w, (int, float)) and not isinstance(w, bool)
 
 
 def _base_model(cfg: DictConfig) -> str:

@@ -71,7 +71,8 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
 @pytest.mark.parametrize("knob,message", [("eval.refusal_share=1.5", "eval.refusal_share must be a probability"),
                                           ("eval.refusal_share=yes", "eval.refusal_share must be a probability"),
                                           ("eval.difficulty={easy:0,medium:0,hard:0}", "eval.difficulty needs"),
-                                          ("eval.difficulty={easy:-1,hard:1}", "eval.difficulty needs")])
+                                          ("eval.difficulty={easy:-1,hard:1}", "eval.difficulty needs"),
+                                          ("+eval.difficulty.trivial=1", "eval.difficulty needs")])
 def test_bad_task_knobs_are_one_line_errors(knob, message):
     proc = subprocess.run([sys.executable, "-m", "toolturn.evaluate.run", knob, "logger=none", "out_dir=/nonexistent/x"],
                           capture_output=True, text=True, timeout=120)
