@@ -1,6 +1,6 @@
 """The tool-aware chat template (Qwen3 format, no thinking) used for training and inference alike.
 
-Format (DESIGN §6):
+Format (docs/architecture.md §8):
 
 - tools go into the system turn as one JSON object per line inside ``<tools>``, followed by the standard
   Qwen3 tool-calling instructions;

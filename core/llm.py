@@ -2,7 +2,7 @@
 
 Why not the `openai` SDK: on a 2-core machine it reaches only 0.38-0.64 of ideal throughput at 256
 concurrent requests, while a lean client on raw asyncio streams reaches 0.97
-(`notes/orchestration.md`). So the transport here is HTTP/1.1 over `asyncio.open_connection`, with
+(`docs/architecture.md` §7). So the transport here is HTTP/1.1 over `asyncio.open_connection`, with
 a keep-alive pool, orjson bodies and plain dicts.
 
 - `LLMClient.chat(...) -> ChatResult`: one completion, with a concurrency cap, a per-attempt

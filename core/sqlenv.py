@@ -1,4 +1,4 @@
-"""The SQL environment: schema-derived tools executed in a per-dialogue sandbox (DESIGN section 4).
+"""The SQL environment: schema-derived tools executed in a per-dialogue sandbox (`docs/architecture.md` §6).
 
 Every dialogue gets its own in-memory copy of the domain database (SQLite backup API), so its writes
 persist across turns and never leak into another dialogue. Arguments are type-checked against the

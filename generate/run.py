@@ -10,11 +10,9 @@ process generate only indices i with i % W == I (one Slurm array task each).
 from __future__ import annotations
 
 import asyncio
-import difflib
 import fcntl
 import json
 import logging
-import re
 import signal
 import sys
 import threading
@@ -24,11 +22,8 @@ from collections import Counter, deque
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_module
-from hydra._internal.utils import get_args_parser
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from toolturn.core.cli import precheck
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write, repair_tail
@@ -242,75 +237,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(128 + exc.signum)
 
 
-def _one_line(exc: HydraException, overrides: list[str], config_name: str) -> str:
-    """Hydra's multi-line composition errors as one line that names the key or option."""
-    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
-        group, _, value = exc.missing_cfg_file.rpartition("/")
-        return f"unknown {group} '{value}'{_did_you_mean(value, exc.options)}; choose one of {sorted(exc.options)}"
-    unknown = re.match(r"Could not override '([^']+)'", str(exc))
-    if unknown:
-        key = unknown.group(1)
-        others = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
-        return f"unknown config key '{key}'{_did_you_mean(key, _config_keys(config_name, others))}"
-    if isinstance(exc, OverrideParseException):
-        bad = next((o for o in overrides if not _parses(o)), "")
-        detail = "; ".join(line for line in str(exc).splitlines() if not line.startswith(("See ", "Error parsing")))
-        return f"cannot parse the override '{bad}': {detail}"
-    return " ".join(line.strip() for line in str(exc).split("Config search path")[0].splitlines() if line.strip())
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _parses(override: str) -> bool:
-    try:
-        OverridesParser.create().parse_override(override)
-        return True
-    except HydraException:
-        return False
-
-
-def _config_keys(config_name: str, overrides: list[str]) -> list[str]:
-    """Every dotted key of the config composed with `overrides` (none if that fails too)."""
-    try:
-        with initialize_config_module("toolturn.conf", version_base="1.3"):
-            plain = OmegaConf.to_container(compose(config_name, overrides=overrides))
-    except HydraException:
-        return []
-
-    def walk(node, prefix=""):
-        for key, value in node.items():
-            yield f"{prefix}{key}"
-            if isinstance(value, dict):
-                yield from walk(value, f"{prefix}{key}.")
-    return list(walk(plain))
-
-
-def _precheck(argv: list[str]) -> None:
-    """Compose the config as Hydra will and check it, so that a bad override or value is one line (exit 2)
-    before Hydra starts a job or creates a directory. Multirun, help and custom config paths are left
-    to Hydra (each multirun job is still checked by `generate`)."""
-    args, _ = get_args_parser().parse_known_args(argv)
-    if (args.multirun or args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
-            or args.config_dir or args.cfg):
-        return
-    config_name = args.config_name or "generate"
-    try:
-        with initialize_config_module("toolturn.conf", version_base="1.3"):
-            cfg = compose(config_name, overrides=args.overrides)
-        validate(cfg)
-    except HydraException as exc:
-        print(f"error: {_one_line(exc, args.overrides, config_name)}", file=sys.stderr)
-        sys.exit(2)
-    except ToolturnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main() -> None:
-    _precheck(sys.argv[1:])
+    precheck(sys.argv[1:], "generate", validate)
     _hydra_main()
 
 

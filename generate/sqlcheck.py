@@ -1,4 +1,4 @@
-"""Admission checks for LLM-written SQL tools (DESIGN section 4).
+"""Admission checks for LLM-written SQL tools (`docs/architecture.md` §6).
 
 A candidate `{name, description, parameters, sql}` becomes a `SqlTool` only if the SQL parses with
 sqlglot as exactly one SELECT / INSERT / UPDATE / DELETE, touches only the domain's tables and

@@ -1,4 +1,4 @@
-"""The tool-aware chat template (DESIGN §6): content checks, assistant mask, and TRL golden rendering."""
+"""The tool-aware chat template (docs/architecture.md §8): content checks, assistant mask, and TRL golden rendering."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def test_golden_trl_qwen3_instruct_2507_training():
 def test_golden_trl_qwen3_training_differs_only_by_empty_think_blocks():
     """TRL's `qwen3_training.jinja` (hybrid-thinking Qwen3) opens every assistant turn with a think block, empty
     when there is no reasoning_content: `<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n...`. We emit no
-    think blocks (DESIGN §6), so equality holds once those empty blocks are removed, and only then."""
+    think blocks (docs/architecture.md §8), so equality holds once those empty blocks are removed, and only then."""
     trl = render_template(_trl_template("qwen3_training.jinja"), DIALOGUE, TOOLS)
     ours = render(DIALOGUE, TOOLS)
     empty_think = "<think>\n\n</think>\n\n"

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,9 @@ print("ok")
 @pytest.mark.slow
 def test_wheel_installs_and_runs_from_any_directory(tmp_path):
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True, timeout=300)
+    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
+                            str(ROOT)], check=True, capture_output=True, text=True, timeout=300)
+    assert "warning" not in (build.stdout + build.stderr).lower(), (build.stdout + build.stderr)[-3000:]
     wheel = next(dist.glob("toolturn-*.whl"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
@@ -46,3 +48,17 @@ def test_editable_install_imports_from_the_checkout():
     proc = subprocess.run([sys.executable, "-c", "import toolturn.generate as g; print(g.__file__)"],
                           cwd="/", capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == str(ROOT / "generate" / "__init__.py")
+
+
+def test_every_folder_that_ships_files_is_a_declared_package():
+    """A folder missing from `packages` would install as deprecated data (a setuptools warning) or not at all."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {ROOT / path: package for package, path in setuptools["package-dir"].items()}
+    shipped = set()
+    for root, package in roots.items():
+        for folder in [root, *(d for d in root.rglob("*") if d.is_dir())]:
+            if folder.name == "__pycache__" or (folder != root and folder in roots):
+                continue
+            if any(f.suffix in (".py", ".yaml", ".md") for f in folder.iterdir() if f.is_file()):
+                shipped.add(".".join([package, *folder.relative_to(root).parts]))
+    assert shipped - set(setuptools["packages"]) == set()

@@ -204,8 +204,10 @@ def test_wandb_offline_run_has_metrics_and_lineage(tiny):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["model=nope"], "error: unknown model config 'nope'; choose one of qwen3_30b_a3b_thinking_2507, "
-                     "qwen3_4b_thinking_2507, smollm2_135m, tiny_qwen3"),
+    (["model=nope"], "error: unknown model 'nope'; choose one of ['qwen3_30b_a3b_thinking_2507', "
+                     "'qwen3_4b_thinking_2507', 'smollm2_135m', 'tiny_qwen3']"),
+    (["model=tiny_qwen", "logger=none"], "error: unknown model 'tiny_qwen' (did you mean 'tiny_qwen3'?)"),
+    (["model=tiny_qwen3", "trian.lr=1"], "error: unknown config key 'trian.lr'"),
     (["model=tiny_qwen3", "data.paths=[/nonexistent/run]"], "error: data path '/nonexistent/run' does not exist"),
     (["model=tiny_qwen3", "data.paths=[]"], "error: no training data: set data.paths=[RUN_DIR,...]"),
     (["model=tiny_qwen3", f"data.paths=[{Path(__file__).parent}]"],

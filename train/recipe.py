@@ -28,8 +28,7 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-
-import toolturn.conf
+from toolturn.core.cli import precheck
 from toolturn.core.errors import ToolturnError
 
 from .data import DataOptions, PreparedData, dataset_dir, prepare, to_hf
@@ -333,23 +332,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     print(outputs.line(), flush=True)
 
 
-GROUPS = ("model", "train", "logger")
-
-
-def _precheck_group_choices(argv: list[str]) -> None:
-    """One-line errors for unknown config-group options, before Hydra prints its multi-line message."""
-    conf = Path(toolturn.conf.__file__).parent
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if key in GROUPS and value and "," not in value and not (conf / key / f"{value}.yaml").exists():
-            options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
-            print(f"error: unknown {key} config '{value}'; choose one of {', '.join(options)}", file=sys.stderr)
-            sys.exit(2)
-
-
 def main() -> None:
-    _precheck_group_choices(sys.argv[1:])
+    precheck(sys.argv[1:], "train")
     _hydra_main()
 
 
