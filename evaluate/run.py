@@ -19,12 +19,8 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_module
-from hydra._internal.utils import get_args_parser
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
-
+from toolturn.core.cli import precheck
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import Appender, atomic_write, exclusive_lock
@@ -38,6 +34,7 @@ from toolturn.evaluate.report import FLOOR, PLOT, build_metrics, write_outputs
 from toolturn.evaluate.runner import Checkpoint, latest_rows, run_checkpoint
 from toolturn.evaluate.suites import suite_class
 from toolturn.evaluate.tasks import same_settings
+from tqdm import tqdm
 
 log = logging.getLogger("toolturn.evaluate")
 RULE_ASSISTANTS = ("oracle", FLOOR)
@@ -251,24 +248,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     print(f"wrote {Path(cfg.out_dir) / 'report.md'}")
 
 
-def _precheck(argv: list[str]) -> None:
-    """Compose and check the config before Hydra starts a job, so a bad override is one line (exit 2)."""
-    args, _ = get_args_parser().parse_known_args(argv)
-    if args.multirun or args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
-        return
-    try:
-        with initialize_config_module("toolturn.conf", version_base="1.3"):
-            validate(compose(args.config_name or "evaluate", overrides=args.overrides))
-    except HydraException as exc:
-        print(f"error: {' '.join(str(exc).split('Config search path')[0].split())}", file=sys.stderr)
-        sys.exit(2)
-    except ToolturnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main() -> None:
-    _precheck(sys.argv[1:])
+    precheck(sys.argv[1:], "evaluate", validate)
     _hydra_main()
 
 
