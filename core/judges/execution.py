@@ -39,11 +39,16 @@ REFUSAL_CUE = re.compile(r"\b(can't|cannot|can not|unable|not able|not possible|
 
 
 def unexplained_refusal(task: Task, said: str) -> str | None:
-    """A refusal subtask (the policy forbids the request) must be refused in so many words; its
-    reason's facts are checked like every fact (`missing_fact`)."""
+    """A refusal subtask (the policy forbids the request) must be refused in so many words, stating the
+    values the policy's reason names (the booking's status, the bag's weight, ...), so that a bare
+    "I can't help with that" does not pass for an explanation."""
     for st in task.subtasks:
-        if st.kind == "refuse" and not REFUSAL_CUE.search(said):
-            return f"the request to {st.detail.get('say', st.entity)} was not refused with a reason"
+        if st.kind != "refuse":
+            continue
+        missing = [k for k, v in st.detail.get("reason_facts", {}).items() if not mentions(said, v)]
+        if not REFUSAL_CUE.search(said) or missing:
+            why = f" (the reason's {', '.join(missing)} never stated)" if missing else ""
+            return f"the request to {st.detail.get('say', st.entity)} was not refused with a reason{why}"
     return None
 
 

@@ -17,6 +17,7 @@ and the assistant must explain the policy's reason (`Subtask.detail["refusal"]`)
 from __future__ import annotations
 
 import random
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +186,9 @@ class ServiceTaskGenerator:
             if part.refusal:
                 detail["refusal"] = part.refusal
                 detail["reason_values"] = {k: format_value(v) for k, v in row.items()}
+                # the values the policy's reason names must be in the explanation ("booking X is shipped")
+                reason = self.domain.rules.reasons.get(part.refusal, "")
+                detail["reason_facts"] = {k: row[k] for k in _placeholders(reason) if k in row}
             if part.withhold:
                 detail["withhold"] = list(part.withhold)
             if write is not None and write in part.steps:
@@ -208,6 +212,10 @@ def _arg(value: Any, row: dict, plan: _Plan) -> Any:
     if isinstance(value, M):
         return {"$ref": [value.step, {"$match": {value.field: row[value.slot]}}, value.out]}
     return value
+
+
+def _placeholders(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
 def _skips_identity(scenario: Scenario) -> bool:
