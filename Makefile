@@ -44,6 +44,8 @@ demo-llm: setup
 bench: setup
 	$(BIN)/python benchmarks/sql_env.py
 	$(BIN)/python benchmarks/orchestration.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/eval_throughput.py
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info
