@@ -9,7 +9,6 @@ resumed run continues the same W&B run. Offline runs live in `<out_dir>/wandb/of
 
 from __future__ import annotations
 
-import os
 import secrets
 import string
 import struct
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from toolturn.core.errors import ToolturnError
+from toolturn.core.wandb_run import NoRun, WandbRun
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -35,16 +35,8 @@ class Tracker(Protocol):
     def finish(self) -> None: ...
 
 
-class NoTracker:
+class NoTracker(NoRun):
     """logger=none: nothing leaves metrics.json."""
-
-    run_dir = None
-
-    def log(self, metrics):
-        pass
-
-    def summary(self, values):
-        pass
 
     def use_dataset(self, manifest, content_sha256, metadata):
         pass
@@ -52,42 +44,23 @@ class NoTracker:
     def log_model(self, model_dir, kind, metadata):
         pass
 
-    def finish(self):
-        pass
 
+class WandbTracker(WandbRun):
+    """The training run: its id kept in `<out_dir>/wandb_run_id` (a resumed run continues it), metrics by
+    global step, the dataset as input and the adapter or merged model as output artifact."""
 
-class WandbTracker:
     def __init__(self, logger_cfg, out_dir: Path, config: dict[str, Any], name: str):
-        try:
-            import wandb
-        except ImportError:
-            raise ToolturnError("logger=wandb needs the wandb package: pip install wandb (or use logger=none)") from None
-        self.wandb = wandb
-        mode = os.environ.get("WANDB_MODE") or logger_cfg.get("mode", "offline")
         id_file = out_dir / RUN_ID_FILE
         run_id = id_file.read_text().strip() if id_file.exists() else _new_run_id()
         id_file.write_text(run_id + "\n")
-        self.run = wandb.init(
-            project=logger_cfg.get("project") or "toolturn", entity=logger_cfg.get("entity"), id=run_id,
-            resume="allow", mode=mode, dir=str(out_dir), name=name, config=config, job_type="train",
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
-        )
+        super().__init__(logger_cfg, out_dir, name, config, job_type="train", run_id=run_id)
         self.run.define_metric("train/global_step")
         self.run.define_metric("*", step_metric="train/global_step", step_sync=True)
-        self.offline = mode == "offline"
-        self.run_dir = Path(self.run.dir).parent if mode != "disabled" else None
-
-    def log(self, metrics):
-        self.run.log(metrics)
-
-    def summary(self, values):
-        for k, v in values.items():
-            self.run.summary[k] = v
 
     def use_dataset(self, manifest, content_sha256, metadata):
         artifact = self.wandb.Artifact(f"dataset-{content_sha256[:16]}", type="dataset", metadata=metadata)
         artifact.add_file(str(manifest), name="manifest.json")
-        if self.offline:
+        if self.mode == "offline":
             # run.use_artifact refuses offline mode; for a new artifact it only records the artifact with
             # use_after_commit, which is what we do here (wandb sync then creates and marks it as this run's input).
             self.run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
@@ -99,9 +72,6 @@ class WandbTracker:
         # immutable + skip_cache: the files are referenced where they are instead of being copied to a staging dir
         artifact.add_dir(str(model_dir), policy="immutable", skip_cache=True)
         self.run.log_artifact(artifact, aliases=["best", "latest"])
-
-    def finish(self):
-        self.run.finish()
 
 
 def _new_run_id() -> str:
