@@ -20,6 +20,20 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from toolturn.core.checks import (
+    BOOL,
+    INT_RANGE,
+    KIND,
+    POSITIVE,
+    PROBABILITY,
+    SAMPLING,
+    WEIGHTS,
+    Check,
+    check_table,
+    integer,
+    maybe,
+    plain_config,
+)
 from toolturn.core.cli import precheck
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
@@ -27,7 +41,6 @@ from toolturn.core.files import Appender, atomic_write, exclusive_lock
 from toolturn.core.llm import Sampling
 from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.servers import embedded_smollm2_dir
-from toolturn.core.tasks.programmatic import DIFFICULTIES
 from toolturn.core.wandb_run import open_run
 from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
 from toolturn.evaluate.report import FLOOR, PLOT, build_metrics, write_outputs
@@ -41,34 +54,29 @@ RULE_ASSISTANTS = ("oracle", FLOOR)
 SAMPLE_SETTINGS = ("n", "seed", "sampling", "user", "eval", "domain")
 
 
+# Every numeric and boolean knob of the evaluation config; `*` matches every key at its level.
+CHECKS: dict[str, Check] = {
+    "n": integer(1), "num_tasks": integer(1), "concurrency": integer(1), "seed": integer(0),
+    "infra_retries": integer(0), "progress": BOOL,
+    **{f"sampling.{k}": c for k, c in SAMPLING.items()},
+    "eval.tasks_per_episode": integer(1), "eval.tools_per_episode": integer(0), "eval.max_messages": integer(1),
+    "eval.max_steps_per_turn": integer(1), "eval.refusal_share": PROBABILITY, "eval.difficulty": WEIGHTS,
+    "user.kind": KIND, "user.reveal_per_turn": maybe(INT_RANGE), "user.withhold_ids": maybe(PROBABILITY),
+    "user.max_stall_turns": maybe(integer(1)), "user.feedback": maybe(BOOL),
+    **{f"user.sampling.{k}": maybe(c) for k, c in SAMPLING.items()},
+    "user.endpoint.max_concurrency": maybe(integer(1)), "user.endpoint.timeout_s": maybe(POSITIVE),
+    "user.endpoint.max_retries": maybe(integer(0)),
+    "endpoint.max_concurrency": integer(1), "endpoint.timeout_s": POSITIVE, "endpoint.max_retries": integer(0),
+}
+
+
 def validate(cfg: DictConfig) -> None:
-    for key in ("n", "num_tasks", "concurrency"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise ToolturnError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if not isinstance(cfg.infra_retries, int) or cfg.infra_retries < 0:
-        raise ToolturnError(f"infra_retries must be an integer >= 0, got {cfg.infra_retries!r}")
+    check_table(plain_config(cfg), CHECKS)
     names = [str(c) for c in cfg.checkpoints or []]
     if not names:
         raise ToolturnError("checkpoints is empty; e.g. checkpoints=[base] or checkpoints=[base,runs/train/x/merged]")
     if len(set(names)) != len(names):
         raise ToolturnError(f"checkpoints lists an entry twice: {names}")
-    s = cfg.sampling
-    if not (0 <= float(s.temperature) and 0 < float(s.top_p) <= 1 and int(s.max_tokens) >= 1):
-        raise ToolturnError(f"sampling needs temperature >= 0, 0 < top_p <= 1 and max_tokens >= 1, got {dict(s)}")
-    share = cfg.eval.get("refusal_share", 0.15)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-        raise ToolturnError(f"eval.refusal_share must be a probability in [0, 1], got {share!r}")
-    weights = cfg.eval.get("difficulty") or {}
-    if not set(weights) <= set(DIFFICULTIES) or not any(w > 0 for w in weights.values() if _weight(w)) or \
-            not all(_weight(w) and w >= 0 for w in weights.values()):
-        raise ToolturnError(f"eval.difficulty needs a mapping of {'/'.join(DIFFICULTIES)} to weights >= 0, not all "
-                            f"0, e.g. {{easy: 0.3, medium: 0.4, hard: 0.3}}; got {dict(weights)}")
-    if cfg.user.kind not in ("rule", "llm"):
-        raise ToolturnError(f"user.kind must be rule or llm, got {cfg.user.kind!r}")
-
-
-def _weight(w) -> bool:
-    return isinstance(w, (int, float)) and not isinstance(w, bool)
 
 
 def _base_model(cfg: DictConfig) -> str:
@@ -156,7 +164,7 @@ async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_di
             suite.user_client = users.client("user")
         try:
             for c in checkpoints:
-                n = 1 if c.kind == FLOOR else int(cfg.n)  # rule-based assistants are deterministic
+                n = 1 if c.kind == FLOOR else int(cfg.n)  # the do-nothing floor is deterministic
                 if c.kind != "model":
                     await run_checkpoint(suite, c, _assistant_factory(c, suite), n=n, out=writer, **common)
                     continue

@@ -3,20 +3,28 @@ that turn a bad value or combination into one line naming what is wrong."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
-from collections.abc import Callable
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
+from toolturn.core.checks import (
+    BOOL,
+    INT_RANGE,
+    KIND,
+    POSITIVE,
+    PROBABILITY,
+    REVEAL,
+    SAMPLING,
+    WEIGHTS,
+    Check,
+    check_table,
+    integer,
+    maybe,
+    plain_config,
+)
 from toolturn.core.errors import ToolturnError
 
 # Keys that define a run's content; a resumed run must agree on them.
 IDENTITY_KEYS = ("pipeline", "tasks", "domain", "roles", "tools", "seed", "num_dialogues", "workers", "prefix",
                  "tools_per_dialogue", "max_messages", "llm", "policy")
 ROLES = ("task_generator", "user", "assistant", "judge")
-DIFFICULTIES = ("easy", "medium", "hard")
 
 
 def llm_roles(cfg: DictConfig) -> dict[str, DictConfig]:
@@ -30,50 +38,6 @@ def llm_roles(cfg: DictConfig) -> dict[str, DictConfig]:
 def quota(total: int, workers: int, index: int) -> int:
     return total // workers + (1 if index < total % workers else 0)
 
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One knob's rule: what it must be (in words) and the test. An optional knob may be absent (it is
-    read with a default, or only some group options define it); a required one may not."""
-    must_be: str
-    ok: Callable[[Any], bool]
-    optional: bool = False
-
-
-def maybe(check: Check) -> Check:
-    return replace(check, optional=True)
-
-
-def integer(lo: int) -> Check:
-    words = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
-    return Check(words, lambda v: _is_int(v) and v >= lo)
-
-
-def _int_pair(v) -> bool:
-    return isinstance(v, list) and len(v) == 2 and all(_is_int(x) for x in v) and 1 <= v[0] <= v[1]
-
-
-PAIR = "two integers [lo, hi] with 1 <= lo <= hi"
-INT_RANGE = Check(PAIR, _int_pair)
-REVEAL = Check(f"'all' or {PAIR}", lambda v: v == "all" or _int_pair(v))
-PROBABILITY = Check("a probability in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1)
-POSITIVE = Check("a positive number", lambda v: _is_number(v) and v > 0)
-BOOL = Check("true or false", lambda v: isinstance(v, bool))
-KIND = Check("'rule' or 'llm'", lambda v: v in ("rule", "llm"))
-WEIGHTS = Check(f"a mapping of {'/'.join(DIFFICULTIES)} to non-negative weights, not all zero",
-                lambda v: isinstance(v, dict) and set(v) <= set(DIFFICULTIES)
-                and all(_is_number(w) and w >= 0 for w in v.values()) and sum(v.values()) > 0)
-SAMPLING = {"temperature": Check("a number in [0, 2]", lambda v: _is_number(v) and 0 <= v <= 2),
-            "top_p": Check("a number in (0, 1]", lambda v: _is_number(v) and 0 < v <= 1),
-            "max_tokens": integer(1)}
 
 # Every numeric and boolean knob of the generation config (and the role kinds the checks below rely on).
 # `*` matches every key at its level.
@@ -91,48 +55,21 @@ CHECKS: dict[str, Check] = {
     **{f"roles.*.{k}": maybe(c) for k, c in SAMPLING.items()},
     **{f"tools.simulator.{k}": maybe(c) for k, c in SAMPLING.items()},
     "tools.llm_sql_tools": maybe(integer(0)),
+    "policy.mode": Check("'enforce' or 'report'", lambda v: v in ("enforce", "report")),
+    "policy.refusal_share": PROBABILITY,
     "domain.questions": maybe(integer(1)), "domain.max_questions_for_tools": maybe(integer(1)),
     "llm.endpoints.*.max_concurrency": integer(1), "llm.endpoints.*.timeout_s": POSITIVE,
     "llm.endpoints.*.max_retries": integer(0),
 }
 
 
-_ABSENT = object()
-
-
-def _values(node: dict, parts: list[str], check: Check, prefix: str = ""):
-    """(dotted key, value) for every key of `node` that the pattern `parts` matches; _ABSENT for a
-    required key that is not there."""
-    head, rest = parts[0], parts[1:]
-    if head != "*" and head not in node:
-        if not check.optional:
-            yield f"{prefix}{head}", _ABSENT
-        return
-    for key in list(node) if head == "*" else [head]:
-        full, value = f"{prefix}{key}", node[key]
-        if not rest:
-            yield full, value
-        elif isinstance(value, dict):
-            yield from _values(value, rest, check, f"{full}.")
-        else:
-            raise ToolturnError(f"{full} must be a mapping, got {value!r}")
-
-
 def check_values(cfg: DictConfig) -> None:
     """Type and range of every knob in CHECKS, before anything runs."""
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ToolturnError(f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}") from None
+    plain = plain_config(cfg)
     for key in IDENTITY_KEYS:
         if key not in plain:
             raise ToolturnError(f"{key} is missing from the config")
-    for pattern, check in CHECKS.items():
-        for key, value in _values(plain, pattern.split("."), check):
-            if value is _ABSENT:
-                raise ToolturnError(f"{key} is missing from the config")
-            if not check.ok(value):
-                raise ToolturnError(f"{key} must be {check.must_be}, got {value!r}")
+    check_table(plain, CHECKS)
     if plain["worker_index"] >= plain["workers"]:
         raise ToolturnError(f"worker_index must be in [0, {plain['workers']}), got {plain['worker_index']}")
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from toolturn.core.domains import Domain
 from toolturn.core.endpoints import Endpoints, sampling
-from toolturn.core.errors import ToolturnError
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
 from toolturn.core.judges.execution import Judgment, judge, task_problem
 from toolturn.core.judges.rubric import llm_judge
@@ -103,14 +102,10 @@ class DialogueFactory:
         self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0))
         self.task_oriented = self.behaviour.reveal_per_turn is None
         self.user_prompt = str(cfg.roles.user.get("prompt", "user_simulator"))
-        policy_cfg = cfg.get("policy") or {}
-        self.policy = policy_for(domain, policy_cfg.get("file"))
-        self.policy_mode = str(policy_cfg.get("mode", "enforce"))
-        share = policy_cfg.get("refusal_share", 0.15)
-        if self.policy_mode not in ("enforce", "report"):
-            raise ToolturnError(f"policy.mode must be 'enforce' or 'report', got {self.policy_mode!r}")
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-            raise ToolturnError(f"policy.refusal_share must be a probability in [0, 1], got {share!r}")
+        # policy.mode and policy.refusal_share are checked with the rest of the config (generate/config.py)
+        self.policy = policy_for(domain, cfg.policy.get("file"))
+        self.policy_mode = str(cfg.policy.mode)
+        share = cfg.policy.refusal_share
         self.identify = oracle_identification(cfg.domain)
         self.system_prompt = assistant_system_prompt(domain, self.policy)
         if r.task_generator.kind == "rule":

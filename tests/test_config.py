@@ -11,6 +11,7 @@ from conftest import make_cfg
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from toolturn.core.errors import ToolturnError
+from toolturn.core import checks
 from toolturn.generate import config
 
 CONF = Path(toolturn.conf.__file__).parent
@@ -74,19 +75,21 @@ BAD_VALUES = {
     "a non-negative integer": ["-1", "2.0", "abc", "false"],
     "a probability in [0, 1]": ["2", "-0.1", "nan", "abc", "true"],
     "true or false": ["yes", "1", "null"],
-    config.PAIR: ["[4,1]", "[0,2]", "3", "[1,2,3]", "[1.5,2]", "abc"],
-    config.REVEAL.must_be: ["0", "[2,1]", "some", "[0,1]", "[1]"],
-    config.WEIGHTS.must_be: ["{easy:0,medium:0,hard:0}", "{easy:-1}", "{extreme:1}", "{easy:abc}", "3"],
-    config.KIND.must_be: ["LLM", "1"],
+    checks.PAIR: ["[4,1]", "[0,2]", "3", "[1,2,3]", "[1.5,2]", "abc"],
+    checks.REVEAL.must_be: ["0", "[2,1]", "some", "[0,1]", "[1]"],
+    checks.WEIGHTS.must_be: ["{easy:0,medium:0,hard:0}", "{easy:-1}", "{extreme:1}", "{easy:abc}", "3"],
+    checks.KIND.must_be: ["LLM", "1"],
     "a number in [0, 2]": ["3", "-1", "inf", "abc"],
     "a number in (0, 1]": ["0", "1.5", "nan"],
     "a positive number": ["0", "-5", "abc", "inf"],
+    "'enforce' or 'report'": ["strict", "1", "null"],
 }
 GOOD_VALUES = {
     "a positive integer": ["1"], "a non-negative integer": ["0"], "a probability in [0, 1]": ["0", "1", "0.5"],
-    "true or false": ["true", "false"], config.PAIR: ["[2,2]", "[1,5]"], config.REVEAL.must_be: ["all", "[1,3]"],
-    config.WEIGHTS.must_be: ["{easy:0,medium:0,hard:1}"], config.KIND.must_be: [],
+    "true or false": ["true", "false"], checks.PAIR: ["[2,2]", "[1,5]"], checks.REVEAL.must_be: ["all", "[1,3]"],
+    checks.WEIGHTS.must_be: ["{easy:0,medium:0,hard:1}"], checks.KIND.must_be: [],
     "a number in [0, 2]": ["0", "2"], "a number in (0, 1]": ["1", "0.01"], "a positive number": ["0.5"],
+    "'enforce' or 'report'": ["enforce", "report"],
 }
 
 

@@ -68,11 +68,19 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
                           f"out_dir={out}"))
 
 
-@pytest.mark.parametrize("knob,message", [("eval.refusal_share=1.5", "eval.refusal_share must be a probability"),
-                                          ("eval.refusal_share=yes", "eval.refusal_share must be a probability"),
-                                          ("eval.difficulty={easy:0,medium:0,hard:0}", "eval.difficulty needs"),
-                                          ("eval.difficulty={easy:-1,hard:1}", "eval.difficulty needs"),
-                                          ("+eval.difficulty.trivial=1", "eval.difficulty needs")])
+@pytest.mark.parametrize("knob,message", [
+    ("eval.refusal_share=1.5", "eval.refusal_share must be a probability"),
+    ("eval.refusal_share=yes", "eval.refusal_share must be a probability"),
+    ("eval.difficulty={easy:0,medium:0,hard:0}", "eval.difficulty must be a mapping of easy/medium/hard"),
+    ("eval.difficulty={easy:-1,hard:1}", "eval.difficulty must be a mapping of easy/medium/hard"),
+    ("+eval.difficulty.trivial=1", "eval.difficulty must be a mapping of easy/medium/hard"),
+    ("eval.tasks_per_episode=0", "eval.tasks_per_episode must be a positive integer"),
+    ("sampling.temperature=abc", "sampling.temperature must be a number in [0, 2]"),
+    ("n=two", "n must be a positive integer"),
+    ("user.max_stall_turns=0", "user.max_stall_turns must be a positive integer"),
+    ("user.reveal_per_turn=[2,1]", "user.reveal_per_turn must be two integers"),
+    ("endpoint.timeout_s=-1", "endpoint.timeout_s must be a positive number"),
+])
 def test_bad_task_knobs_are_one_line_errors(knob, message):
     proc = subprocess.run([sys.executable, "-m", "toolturn.evaluate.run", knob, "logger=none", "out_dir=/nonexistent/x"],
                           capture_output=True, text=True, timeout=120)

@@ -18,11 +18,10 @@ from typing import Any, Callable
 
 from toolturn.core.sqlenv import Sandbox, SqlTool
 from toolturn.core.sqlschema import Column, ForeignKey, Table, quote_ident
-from toolturn.core.tasks.types import PlanStep, ReportItem, Subtask, Task, lookup, resolve_args
+from toolturn.core.tasks.types import DIFFICULTIES, PlanStep, ReportItem, Subtask, Task, lookup, resolve_args
 from toolturn.core.tasks.wording import describe_goal
 from toolturn.core.tools.schema_tools import MAX_RESULTS, label, singular
 
-DIFFICULTIES = ("easy", "medium", "hard")
 MAX_ATTEMPTS = 40
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+DIFFICULTIES = ("easy", "medium", "hard")  # 1 step; 2-3 dependent steps; 4+ steps with writes
+
 
 @dataclass
 class PlanStep:
