@@ -58,7 +58,7 @@ async def smol(episodes: int, work: Path) -> tuple[float, float, dict]:
             for name, suite in suites.items():
                 assistant = ModelAssistant(client, sampling, i)
                 t0 = time.perf_counter()
-                await suite.episode(suite.items[i], assistant, i)
+                await suite.episode(suite.items[i], assistant)
                 spent[name] += time.perf_counter() - t0
                 tokens[name] += assistant.prompt_tokens // max(assistant.requests, 1)
         await endpoints.aclose()

@@ -29,9 +29,9 @@ class InfraError(Exception):
         self.reason = reason
 
 
-def request_seed(sample_seed: int, request: int) -> int:
-    """Each request of a sample gets its own seed, a pure function of the sample's seed."""
-    return int(hashlib.sha256(f"{sample_seed}:{request}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+def derive_seed(*parts) -> int:
+    """A 31-bit seed that is a pure function of `parts` (a sample's from its task, a request's from its sample)."""
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 class ModelAssistant:
@@ -44,7 +44,7 @@ class ModelAssistant:
         self.prompt_tokens = self.completion_tokens = 0
 
     async def respond(self, state: EpisodeState) -> AssistantTurn:
-        sampling = replace(self.sampling, seed=request_seed(self.sample_seed, self.requests))
+        sampling = replace(self.sampling, seed=derive_seed(self.sample_seed, self.requests))
         self.requests += 1
         try:
             result = await self.client.chat(state.messages, tools=state.tools, sampling=sampling)

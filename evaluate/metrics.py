@@ -37,15 +37,16 @@ def stderr_pass_1(rates: list[float]) -> float | None:
 
 
 def summarise(counts: dict[str, tuple[int, int]], ks: list[int]) -> dict:
-    """Benchmark scores from {task: (n scored, c correct)}. A task enters the mean for k only when it
-    has at least k scored samples (infrastructure errors may leave fewer than n); `tasks_per_k` says how
-    many did."""
-    out: dict = {"pass_at_k": {}, "pass_hat_k": {}, "tasks_per_k": {}}
+    """Benchmark scores from {task: (n scored, c correct)}. Every point of the curve is a mean over the
+    same tasks: those with at least max(ks) scored samples. A task that infrastructure errors left
+    with fewer is named in `short_tasks` and enters no mean, so pass^k cannot rise with k because
+    the task set changed."""
+    kmax = max(ks)
+    usable = {task: nc for task, nc in counts.items() if nc[0] >= kmax}
+    out: dict = {"tasks_in_curve": len(usable), "short_tasks": sorted(set(counts) - set(usable)),
+                 "pass_at_k": {}, "pass_hat_k": {}}
     for k in ks:
-        usable = [(n, c) for n, c in counts.values() if n >= k]
-        out["tasks_per_k"][str(k)] = len(usable)
-        out["pass_at_k"][str(k)] = mean(pass_at_k(n, c, k) for n, c in usable) if usable else None
-        out["pass_hat_k"][str(k)] = mean(pass_hat_k(n, c, k) for n, c in usable) if usable else None
-    rates = [c / n for n, c in counts.values() if n]
-    out["pass_hat_1_stderr"] = stderr_pass_1(rates)
+        out["pass_at_k"][str(k)] = mean(pass_at_k(n, c, k) for n, c in usable.values()) if usable else None
+        out["pass_hat_k"][str(k)] = mean(pass_hat_k(n, c, k) for n, c in usable.values()) if usable else None
+    out["pass_hat_1_stderr"] = stderr_pass_1([c / n for n, c in usable.values()])
     return out

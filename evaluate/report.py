@@ -16,7 +16,7 @@ from statistics import mean
 from toolturn.core.files import atomic_write
 from toolturn.evaluate.metrics import summarise
 
-FLOOR = "do_nothing"
+DO_NOTHING = "do_nothing"
 PLOT = "pass_hat_k.png"
 
 
@@ -48,11 +48,11 @@ def build_metrics(rows: list[dict], order: list[str], n: int, header: dict) -> d
     grouped: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         grouped[r["checkpoint"]].append(r)
-    checkpoints = {name: checkpoint_metrics(grouped[name], 1 if name == FLOOR else n) for name in order}
-    floor_rows = [r for r in grouped[FLOOR] if r.get("infra_error") is None]
+    checkpoints = {name: checkpoint_metrics(grouped[name], 1 if name == DO_NOTHING else n) for name in order}
+    floor_rows = [r for r in grouped[DO_NOTHING] if r.get("infra_error") is None]
     writes = [r for r in floor_rows if r["needs_write"]]
-    floor = {"domain": header["domain"], "assistant": FLOOR,
-             "pass_hat_1": checkpoints[FLOOR]["pass_hat_k"]["1"] if FLOOR in checkpoints else None,
+    floor = {"domain": header["domain"], "assistant": DO_NOTHING,
+             "pass_hat_1": checkpoints[DO_NOTHING]["pass_hat_k"]["1"] if DO_NOTHING in checkpoints else None,
              "tasks_needing_write": len(writes),
              "pass_hat_1_on_write_tasks": mean(r["reward"] for r in writes) if writes else None}
     for m in checkpoints.values():
@@ -72,7 +72,7 @@ def plot(metrics: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, m in metrics["checkpoints"].items():
-        if name == FLOOR:
+        if name == DO_NOTHING:
             continue
         ks = [int(k) for k, v in m["pass_hat_k"].items() if v is not None]
         ax.plot(ks, [m["pass_hat_k"][str(k)] for k in ks], marker="o", label=name)
@@ -109,7 +109,7 @@ def report_md(metrics: dict) -> str:
         cells = [name, f"{_fmt(m['pass_hat_k']['1'])} ± {_fmt(se)}"]
         cells += [_fmt(m["pass_hat_k"].get(str(k))) for k in ks[1:]] + [_fmt(m["pass_at_k"].get(str(k))) for k in ks[1:]]
         cells += [_fmt(m["floor"]), str(m["infra_error_samples"]),
-                  f"{m['all_identical_tasks']} of {m['tasks']}" if name != FLOOR else "-"]
+                  f"{m['all_identical_tasks']} of {m['tasks']}" if name != DO_NOTHING else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Reward parts (share of scored samples) and how episodes ended:", "",
               "| checkpoint | DB end state = gold | facts communicated | refusals explained | ended by the user | "
@@ -126,6 +126,11 @@ def report_md(metrics: dict) -> str:
     if infra:
         lines += ["", "Infrastructure errors (not scored), per task: " +
                   "; ".join(f"{name}: {json.dumps(v)}" for name, v in infra.items())]
+    short = {name: m["short_tasks"] for name, m in metrics["checkpoints"].items() if m["short_tasks"]}
+    if short:
+        lines += ["", "Left out of the pass@k / pass^k means (fewer than n scored samples after infrastructure "
+                  "errors; every k is averaged over the same tasks): " +
+                  "; ".join(f"{name}: {', '.join(v)}" for name, v in short.items())]
     lines += ["", f"![pass^k against k]({PLOT})", "",
               "pass^k: the chance that all k attempts at a task succeed; pass@k: that at least one does "
               "(unbiased estimators from the n samples). The floor is the score of an assistant that does "

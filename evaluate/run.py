@@ -43,14 +43,14 @@ from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.servers import embedded_smollm2_dir
 from toolturn.core.wandb_run import open_run
 from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
-from toolturn.evaluate.report import FLOOR, PLOT, build_metrics, write_outputs
+from toolturn.evaluate.report import DO_NOTHING, PLOT, build_metrics, write_outputs
 from toolturn.evaluate.runner import Checkpoint, latest_rows, run_checkpoint
 from toolturn.evaluate.suites import suite_class
 from toolturn.evaluate.tasks import same_settings
 from tqdm import tqdm
 
 log = logging.getLogger("toolturn.evaluate")
-RULE_ASSISTANTS = ("oracle", FLOOR)
+RULE_ASSISTANTS = ("oracle", DO_NOTHING)
 SAMPLE_SETTINGS = ("n", "seed", "sampling", "user", "eval", "domain")
 
 
@@ -115,8 +115,8 @@ def resolve_checkpoints(cfg: DictConfig) -> list[Checkpoint]:
             out.append(Checkpoint(entry, entry))
         else:
             out.append(Checkpoint(entry, "model", endpoint_spec(entry, cfg)))
-    if FLOOR not in [c.name for c in out]:
-        out.append(Checkpoint(FLOOR, FLOOR))
+    if DO_NOTHING not in [c.name for c in out]:
+        out.append(Checkpoint(DO_NOTHING, DO_NOTHING))
     return out
 
 
@@ -143,7 +143,7 @@ def _settings(cfg: DictConfig) -> dict:
 
 
 def _assistant_factory(c: Checkpoint, suite, client=None, sampling=None):
-    if c.kind == FLOOR:
+    if c.kind == DO_NOTHING:
         return lambda item, seed: DoNothing()
     if c.kind == "oracle":
         write_tools = {t.name for t in suite.domain.tools if t.effect == "write"}
@@ -164,7 +164,7 @@ async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_di
             suite.user_client = users.client("user")
         try:
             for c in checkpoints:
-                n = 1 if c.kind == FLOOR else int(cfg.n)  # the do-nothing floor is deterministic
+                n = 1 if c.kind == DO_NOTHING else int(cfg.n)  # the do-nothing floor is deterministic
                 if c.kind != "model":
                     await run_checkpoint(suite, c, _assistant_factory(c, suite), n=n, out=writer, **common)
                     continue
@@ -219,7 +219,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 atomic_write(out_dir / "run.json", json.dumps(settings, indent=1, sort_keys=True))
             rows = latest_rows(out_dir / "samples.jsonl")
             done = {k for k, r in rows.items() if r.get("infra_error") is None}
-            total = sum(len(suite.items) * (1 if c.kind == FLOOR else int(cfg.n)) for c in checkpoints)
+            total = sum(len(suite.items) * (1 if c.kind == DO_NOTHING else int(cfg.n)) for c in checkpoints)
             with tqdm(total=total, initial=len(done & _keys(suite, checkpoints, int(cfg.n))), unit="episode",
                       disable=not cfg.progress, desc="evaluate") as bar:
                 asyncio.run(_run_all(cfg, suite, checkpoints, out_dir, done, bar))
@@ -242,7 +242,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 def _keys(suite, checkpoints: list[Checkpoint], n: int) -> set[tuple]:
     return {(c.name, item.id, k) for c in checkpoints for item in suite.items
-            for k in range(1 if c.kind == FLOOR else n)}
+            for k in range(1 if c.kind == DO_NOTHING else n)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://toolturn.conf", config_name="evaluate")

@@ -10,13 +10,12 @@ a key is the one that counts.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
 from toolturn.core.files import Appender, read_jsonl
-from toolturn.evaluate.assistants import InfraError
+from toolturn.evaluate.assistants import InfraError, derive_seed
 
 SAMPLE_KEYS = ("checkpoint", "task_id", "sample")
 
@@ -30,7 +29,7 @@ class Checkpoint:
 
 def sample_seed(seed: int, task_id: str, sample: int) -> int:
     """The seed of sample `sample` of a task: distinct per sample, the same for every checkpoint."""
-    return int(hashlib.sha256(f"{seed}:{task_id}:{sample}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+    return derive_seed(seed, task_id, sample)
 
 
 def latest_rows(path: Path) -> dict[tuple, dict]:
@@ -54,7 +53,7 @@ async def run_checkpoint(suite, checkpoint: Checkpoint, make_assistant: Callable
             for attempt in range(infra_retries + 1):
                 assistant = make_assistant(item, s)
                 try:
-                    row.update(await suite.episode(item, assistant, s), infra_error=None)
+                    row.update(await suite.episode(item, assistant), infra_error=None)
                     row.update(events=dict(getattr(assistant, "events", {})),
                                prompt_tokens=getattr(assistant, "prompt_tokens", 0),
                                completion_tokens=getattr(assistant, "completion_tokens", 0))

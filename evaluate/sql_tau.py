@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
-
 from toolturn.core.domains import prepare_domain
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
 from toolturn.core.judges.execution import task_problem
@@ -86,7 +85,7 @@ class SqlTauSuite:
         model = RoleModel("user", self.user_client, self.user_sampling, meter)
         return LLMUser(model, item.tasks, False, check, self.user_prompt)
 
-    async def episode(self, item: EvalItem, assistant, sample_seed: int) -> dict:
+    async def episode(self, item: EvalItem, assistant) -> dict:
         t0 = time.perf_counter()
         state = EpisodeState(messages=[{"role": "system", "content": self.system}],
                              tools=[self.toolset[n] for n in item.tools], start=1)

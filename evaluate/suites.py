@@ -5,7 +5,7 @@ against a given assistant; the runner, the metrics and the report are shared by 
     class MySuite:
         name: str; domain: str; user_name: str; items: list[EvalItem-like with .id and .needs_write]
         def __init__(self, cfg, out_dir): ...
-        async def episode(self, item, assistant, sample_seed: int) -> dict: ...   # a sample row
+        async def episode(self, item, assistant) -> dict: ...   # a sample row
         def close(self): ...
 """
 

@@ -41,8 +41,7 @@ class EvalItem:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "tasks": [t.to_dict() for t in self.tasks], "gold": self.gold,
-                "gold_start": self.gold_start, "tools": self.tools,
-                "fingerprints": [fingerprint(t.to_dict()) for t in self.tasks]}
+                "gold_start": self.gold_start, "tools": self.tools}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalItem":

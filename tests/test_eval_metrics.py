@@ -28,13 +28,13 @@ def test_bad_counts_are_clear_errors(n, c, k):
         pass_hat_k(n, c, k)
 
 
-def test_summary_means_over_tasks_and_skips_tasks_with_fewer_samples_than_k():
-    counts = {"a": (4, 4), "b": (4, 0), "c": (2, 1)}  # c lost two samples to infrastructure errors
+def test_summary_means_over_one_task_set_and_names_tasks_short_of_samples():
+    counts = {"a": (4, 4), "b": (4, 0), "c": (2, 2)}  # c lost two samples to infrastructure errors
     s = summarise(counts, [1, 2, 4])
-    assert s["pass_hat_k"]["1"] == pytest.approx((1 + 0 + 0.5) / 3)
-    assert s["pass_hat_k"]["2"] == pytest.approx((1 + 0 + 0) / 3)
-    assert s["pass_hat_k"]["4"] == pytest.approx(0.5) and s["tasks_per_k"]["4"] == 2
-    assert s["pass_at_k"]["2"] == pytest.approx((1 + 0 + 1) / 3)
-    # sample std of [1, 0, 0.5] is 0.5; / sqrt(3)
-    assert s["pass_hat_1_stderr"] == pytest.approx(0.5 / 3 ** 0.5)
+    assert s["tasks_in_curve"] == 2 and s["short_tasks"] == ["c"]  # c would have lifted pass^1 and pass^2 only
+    assert s["pass_hat_k"] == pytest.approx({"1": 0.5, "2": 0.5, "4": 0.5})
+    assert s["pass_at_k"]["2"] == pytest.approx(0.5)
+    assert s["pass_hat_1_stderr"] == pytest.approx(0.5 ** 0.5 / 2 ** 0.5)  # stdev of [1, 0] / sqrt(2)
+    mixed = summarise({"a": (4, 1), "b": (4, 3)}, [1, 2, 3, 4])
+    assert mixed["pass_hat_k"]["1"] == pytest.approx(0.5) and mixed["pass_hat_k"]["2"] == pytest.approx(0.25)
     assert stderr_pass_1([0.5]) is None

@@ -98,6 +98,11 @@ def test_overlap_with_training_tasks_is_a_clear_error(tmp_path):
     (run / "shards" / "part-0-0.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(ToolturnError, match="same plan and facts as a training task"):
         evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=2", f"out_dir={out}", f"train_data=[{run}]"))
+    # the same id under another plan (e.g. a task file written by hand): caught by id
+    record["meta"]["tasks"] = [{"id": task["id"], "gold": {**task, "facts": {"other": 1}}}]
+    (run / "shards" / "part-0-0.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ToolturnError, match="is also a training task id"):
+        evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=2", f"out_dir={out}", f"train_data=[{run}]"))
 
 
 def _external(server: MockServer, out: Path, *extra: str):

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from test_eval_run import eval_cfg
 
 from toolturn.core.endpoints import Endpoints
-from toolturn.evaluate.assistants import request_seed
+from toolturn.evaluate.assistants import derive_seed
 from toolturn.evaluate.run import evaluate, request_sampling
 
 pytestmark = [pytest.mark.slow]
@@ -40,7 +40,7 @@ def test_samples_at_temperature_one_differ_and_greedy_ones_do_not(tmp_path):
     prompt = [{"role": "user", "content": "Write one sentence about the sea."}]
 
     async def texts(client, s, n):
-        return [(await client.chat(prompt, sampling=replace(s, seed=request_seed(0, i)))).content for i in range(n)]
+        return [(await client.chat(prompt, sampling=replace(s, seed=derive_seed(0, i)))).content for i in range(n)]
 
     async def both(endpoints):
         client = endpoints.client("m")

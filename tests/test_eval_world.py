@@ -39,7 +39,7 @@ def make_suite(tmp_path, overrides: list[str], num_tasks: int, tasks_per_episode
 
 def play(suite: SqlTauSuite, make, items=None) -> list[dict]:
     async def run():
-        return [await suite.episode(item, make(item, sample_seed(0, item.id, 0)), 0) for item in items or suite.items]
+        return [await suite.episode(item, make(item, sample_seed(0, item.id, 0))) for item in items or suite.items]
     return asyncio.run(run())
 
 
