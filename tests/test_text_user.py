@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import random
-
-import pytest
-from conftest import make_cfg
-
 from dataclasses import replace
 
+import pytest
 from toolturn.core.domains.retail import SERVICE
 from toolturn.core.episode import AssistantTurn, EpisodeState, run_episode
-from toolturn.core.policy_check import is_affirmation
 from toolturn.core.roles import phrasing as P
+from toolturn.core.roles.acts import is_affirmation
 from toolturn.core.roles.oracle_assistant import OracleAssistant
-from toolturn.core.roles.text_user import NO_CHANGE, WRONG_VALUE, TextUser, TextUserBehaviour, questions
+from toolturn.core.roles.text_user import (
+    NO_CHANGE,
+    WRONG_VALUE,
+    YES,
+    TextUser,
+    TextUserBehaviour,
+    change_slots,
+    questions,
+)
 from toolturn.core.tasks.programmatic import TaskGenerator
 from toolturn.core.tasks.service import ServiceTaskGenerator
+from toolturn.core.tasks.types import format_value
 from toolturn.evaluate.assistants import DoNothing, TextOnly
 from toolturn.evaluate.reward import score
 from toolturn.evaluate.tasks import make_items
@@ -117,15 +123,20 @@ def test_proposals_are_confirmed_when_they_match_and_declined_otherwise(retail, 
     si = next(k for k, st in enumerate(task.subtasks) if st.kind == "update")
     user = TextUser([task], random.Random(0), TextUserBehaviour())
     user.started, user.open = True, {(0, si): 1}
-    new = task.facts[task.subtasks[si].value_slots[0]]
+    slot = change_slots(task, task.subtasks[si])[0]
+    new = task.facts[slot]
+    corrections = {t.format(s=slot, v=format_value(new)) for t in WRONG_VALUE}
     state = EpisodeState([{"role": "system", "content": ""}], [], 1)
-    state.messages.append({"role": "assistant", "content": f"Shall I update it to {new}?"})
-    yes = asyncio.run(user.respond(state)).text
-    state.messages.append({"role": "assistant", "content": "Shall I update it to 123456789?"})
-    no = asyncio.run(user.respond(state)).text
-    state.messages.append({"role": "assistant", "content": "Should I delete the customer's account?"})
-    assert yes.startswith(("Yes", "That's right", "Sure")), yes
-    assert str(new) in no or "should be" in no or "make the" in no, no
+
+    def answer(proposal: str) -> str:
+        state.messages.append({"role": "assistant", "content": proposal})
+        return asyncio.run(user.respond(state)).text
+
+    assert answer(f"Shall I update it to {new}?") in YES
+    assert answer("Shall I update it to 123456789?") in corrections
+    assert answer("Should I delete the customer's account?") in corrections  # not the change asked for
+    user.open = {}  # no change left to make: any change is turned down (then the next request follows)
+    assert answer("Should I delete the customer's account?").startswith(NO_CHANGE)
 
 
 def test_questions_are_found_by_mark_or_request_phrase():
