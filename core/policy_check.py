@@ -21,21 +21,15 @@ text of every turn. Each rule of the policy then reads the trace:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolturn.core.judges.facts import mentions
 from toolturn.core.policy import Policy, Rule, StateRule
+from toolturn.core.roles.acts import asks_confirmation, is_affirmation
 from toolturn.core.sqlenv import SqlDomain, SqlTool
 from toolturn.core.sqlschema import Schema, Table, quote_ident
 from toolturn.core.tasks.types import format_value
-
-ASK_CUE = re.compile(r"\b(confirm|proceed|go ahead|shall i|should i|do you want me to|would you like me to|"
-                     r"okay to|ok to|is that right|is that correct)\b", re.IGNORECASE)
-AFFIRM = re.compile(r"\b(yes|yeah|yep|sure|correct|confirm(ed)?|go ahead|please do|proceed|do it|"
-                    r"that's right|that is right|ok(ay)?|absolutely)\b", re.IGNORECASE)
-DECLINE = re.compile(r"\b(no|nope|don't|do not|not now|never ?mind|hold off|stop|wait)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -69,14 +63,6 @@ class Trace:
     identified_at: int | None  # message index of the identification
     customer: Any  # the identified customer's owner id
     owned_tables: set[str] = field(default_factory=set)  # tables whose records belong to a customer
-
-
-def is_confirmation_request(text: str) -> bool:
-    return "?" in text and ASK_CUE.search(text) is not None
-
-
-def is_affirmation(text: str) -> bool:
-    return AFFIRM.search(text) is not None and DECLINE.search(text) is None
 
 
 class _Ownership:
@@ -283,7 +269,7 @@ class ConfirmWrites(Rule):
             ask = None if user is None else next(
                 (j for j in range(user - 1, trace.start - 1, -1)
                  if msgs[j]["role"] == "assistant" and (msgs[j].get("content") or "").strip()), None)
-            if ask is None or not is_confirmation_request(msgs[ask]["content"]):
+            if ask is None or not asks_confirmation(msgs[ask]["content"]):
                 return [Violation(self.name, call.index, f"{call.name} without asking for confirmation first")]
             if not is_affirmation(msgs[user].get("content") or ""):
                 return [Violation(self.name, call.index, f"{call.name} although the user did not confirm")]

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from toolturn.core.episode import AssistantTurn, EpisodeState
 from toolturn.core.llm import LLMClient, LLMError, Sampling
-from toolturn.core.policy_check import is_affirmation
+from toolturn.core.roles.acts import is_affirmation
 
 DO_NOTHING_REPLY = "I'm sorry, I can't help with that right now."
 

@@ -55,7 +55,8 @@ ASSISTANT_FIX = ("You're right, my apologies. {F}.", "Sorry about that, I misrea
                  "My mistake. The right value: {f}.")
 
 # The policy's acts: identification, confirmation before a write, refusals. A proposal asks for a yes
-# (core/policy_check.ASK_CUE), an affirmation says yes and no "no" (AFFIRM / DECLINE), a refusal says it can't.
+# (core/roles/acts.PROPOSAL), an affirmation says yes and no "no" (acts.AFFIRM / acts.DECLINE), and a
+# refusal says it can't.
 ASSISTANT_ASK_IDENTITY = (
     "I can help with that. First I need to verify your identity: what is the {s} on your account?",
     "Happy to look into it. Before I access your account, could you tell me your {s}?",

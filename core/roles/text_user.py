@@ -34,6 +34,7 @@ from toolturn.core.judges.execution import REFUSAL_CUE
 from toolturn.core.judges.facts import mentions
 from toolturn.core.judges.structural import is_error
 from toolturn.core.roles import phrasing as P
+from toolturn.core.roles.acts import PROPOSAL, is_proposal
 from toolturn.core.tasks.types import Subtask, Task, format_value
 from toolturn.core.tasks.wording import clause
 
@@ -69,8 +70,6 @@ GIVE_UP = ("Never mind, I'll sort this out another time. Thanks.", "Okay, let's 
 _SENTENCES = re.compile(r"[^.?!\n]+[.?!]*")
 _REQUEST = re.compile(r"\b(please|could you|can you|would you|may i|i need|i'll need|i will need|tell me|"
                       r"let me know|provide|share|give me|what is|what's|which)\b")
-_PROPOSAL = re.compile(r"\b(shall i|should i|do you want me to|would you like me to|want me to|may i|can i|"
-                       r"ok to|okay to|proceed|go ahead|confirm)\b")
 _WRITE_VERB = re.compile(r"\b(update|change|set|modify|delete|remove|cancel|create|add|insert|save)\b")
 
 
@@ -90,7 +89,7 @@ def questions(text: str) -> list[str]:
 
 def proposes(text: str) -> bool:
     """Whether `text` asks the user's leave for an action ("..., method cash. Shall I go ahead?")."""
-    return any(q.endswith("?") and _PROPOSAL.search(q.lower()) for q in questions(text))
+    return any(is_proposal(q) for q in questions(text))
 
 
 def reported(messages: list[dict], since: int) -> str:
@@ -104,7 +103,7 @@ def reported(messages: list[dict], since: int) -> str:
         kept = []
         for s in _SENTENCES.finditer(text):
             sentence = s.group()
-            if proposal and (_WRITE_VERB.search(sentence.lower()) or _PROPOSAL.search(sentence.lower())):
+            if proposal and (_WRITE_VERB.search(sentence.lower()) or PROPOSAL.search(sentence)):
                 break
             if not sentence.rstrip().endswith("?"):
                 kept.append(sentence)
