@@ -284,10 +284,12 @@ def _retry_after_s(value: str) -> float | None:
 class LLMClient:
     """Async chat-completions client for one endpoint; see the module docstring.
 
-    `sleep` waits between attempts (tests pass one that records the delay and returns at once).
+    `sleep` waits between attempts (tests pass one that records the delay and returns at once);
+    `rng` draws the backoff jitter (default: a private Random, so retries leave the global one alone).
     """
 
-    def __init__(self, endpoint: Endpoint, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+    def __init__(self, endpoint: Endpoint, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 rng: random.Random | None = None):
         self.endpoint = endpoint
         url = urlsplit(endpoint.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -297,6 +299,7 @@ class LLMClient:
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
         self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
         host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
         host += f":{url.port}" if url.port else ""
         auth = f"Authorization: Bearer {endpoint.api_key}\r\n" if endpoint.api_key else ""
@@ -392,7 +395,7 @@ class LLMClient:
         """The server's Retry-After if readable, else exponential backoff with full jitter; capped."""
         wait = _retry_after_s(retry_after) if retry_after else None
         if wait is None:
-            wait = self.endpoint.backoff_s * 2.0 ** min(attempt, 32) * random.random()
+            wait = self.endpoint.backoff_s * 2.0 ** min(attempt, 32) * self._rng.random()
         return min(wait, self.endpoint.max_wait_s)
 
     async def _post(self, body: bytes) -> tuple[int, dict, bytes | None]:

@@ -36,7 +36,8 @@ from toolturn.generate.run import generate
 MSGS = [{"role": "user", "content": "hi"}]
 
 
-def run_calls(url: str, n: int = 1, **ep_kw) -> tuple[LLMClient, list, list[float]]:
+def run_calls(url: str, n: int = 1, rng: random.Random | None = None,
+              **ep_kw) -> tuple[LLMClient, list, list[float]]:
     """`n` chats one after another on one client: (client, results or LLMErrors, waits chosen)."""
     waits: list[float] = []
 
@@ -45,7 +46,7 @@ def run_calls(url: str, n: int = 1, **ep_kw) -> tuple[LLMClient, list, list[floa
 
     async def go():
         endpoint = Endpoint(url, "mock", **{"name": "main", "backoff_s": 0.01, "timeout_s": 5.0, **ep_kw})
-        async with LLMClient(endpoint, sleep=sleep) as c:
+        async with LLMClient(endpoint, sleep=sleep, rng=rng) as c:
             out = []
             for _ in range(n):
                 try:
@@ -82,12 +83,16 @@ def test_retry_after_is_honoured_within_the_cap(status, retry_after, low, high):
 
 
 def test_backoff_without_retry_after_is_jittered_exponential_and_capped():
-    random.seed(1)
     with MockServer(lambda r: Fault.status(429)) as s:
-        _, _, small = run_calls(s.base_url, max_retries=6, backoff_s=1.0)
-        _, _, big = run_calls(s.base_url, max_retries=3, backoff_s=1000.0, max_wait_s=5.0)
-    assert all(0 <= w <= 2 ** i for i, w in enumerate(small)) and len(set(small)) == 6  # jittered
-    assert len(big) == 3 and all(0 <= w <= 5.0 for w in big)
+        _, _, small = run_calls(s.base_url, max_retries=6, backoff_s=1.0, rng=random.Random(1))
+        _, _, big = run_calls(s.base_url, max_retries=3, backoff_s=1000.0, max_wait_s=5.0, rng=random.Random(1))
+        global_state = random.getstate()
+        _, _, default = run_calls(s.base_url, max_retries=2, backoff_s=1.0)
+    jitter = random.Random(1)
+    draws = [jitter.random() for _ in range(6)]
+    assert small == [1.0 * 2.0 ** i * d for i, d in enumerate(draws)]  # full jitter on the doubling base
+    assert big == [min(1000.0 * 2.0 ** i * d, 5.0) for i, d in enumerate(draws[:3])]
+    assert len(default) == 2 and random.getstate() == global_state  # the default jitter is private
 
 
 def test_persistent_429_is_fatal_after_the_retry_budget():
@@ -292,4 +297,4 @@ def test_an_endpoint_fault_during_domain_synthesis_is_one_line(tmp_path):
                                          ("backoff_s", "'fast'")])
 def test_endpoint_size_and_wait_knobs_are_checked(tmp_path, knob, value):
     with pytest.raises(ToolturnError, match=f"llm.endpoints.default.{knob} must be a"):
-        generate(llm_cfg("http://127.0.0.1:9/v1", tmp_path / "run", f"+llm.endpoints.default.{knob}={value}"))
+        generate(llm_cfg("http://127.0.0.1:9/v1", tmp_path / "run", f"llm.endpoints.default.{knob}={value}"))
