@@ -127,7 +127,8 @@ class MockServer:
     """Serves POST /v1/chat/completions through `handler`, plus GET /v1/models and /health.
 
     Counters, readable from any thread: `requests` (parsed bodies, if `record`), `last_headers`,
-    `connections` (accepted), `in_flight` and `max_in_flight` (chat requests being answered).
+    `connections` (accepted), `closed` (connections ended), `in_flight` and `max_in_flight` (chat
+    requests being answered).
     `chunked=True` answers with Transfer-Encoding: chunked; `keep_alive=False` closes after each.
     """
 
@@ -137,7 +138,7 @@ class MockServer:
         self.chunked, self.keep_alive, self.record = chunked, keep_alive, record
         self.requests: list[dict] = []
         self.last_headers: dict[str, str] = {}  # of the last chat request, if `record`
-        self.connections = self.in_flight = self.max_in_flight = 0
+        self.connections = self.closed = self.in_flight = self.max_in_flight = 0
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -175,6 +176,10 @@ class MockServer:
         self._thread.join(10)
         self._loop = self._thread = None
 
+    def drop_connections(self) -> None:
+        """Close every open connection, as a server does with idle keep-alive ones, and keep listening."""
+        asyncio.run_coroutine_threadsafe(self._drop(), self._loop).result(10)
+
     def __enter__(self) -> MockServer:
         self.start()
         return self
@@ -190,10 +195,13 @@ class MockServer:
     async def shutdown(self) -> None:
         """Stop listening and drop every open connection."""
         self._server.close()
+        await self._drop()
+        await self._server.wait_closed()
+
+    async def _drop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
     # -- HTTP
 
@@ -211,6 +219,7 @@ class MockServer:
         finally:
             writer.close()
             self._tasks.discard(task)
+            self.closed += 1
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection should close."""
