@@ -177,10 +177,8 @@ def test_stop_escalates_to_sigkill(tmp_path):
     proc = ServerProcess([sys.executable, "-c", script], f"http://127.0.0.1:{port}", tmp_path / "stubborn.log",
                          startup_timeout_s=20, stop_timeout_s=0.5, cwd=tmp_path)
     proc.start()
-    t0 = time.monotonic()
     proc.stop()
-    assert _gone(proc.pid) and time.monotonic() - t0 < 5
-    assert proc.proc.returncode == -signal.SIGKILL
+    assert _gone(proc.pid) and proc.proc.returncode == -signal.SIGKILL  # SIGTERM was ignored
 
 
 def test_early_exit_quotes_log(tmp_path):
@@ -199,10 +197,8 @@ def test_health_timeout_quotes_log_and_kills(tmp_path):
     script = "import time\nprint('loading weights 1/3', flush=True)\nprint('loading weights 2/3', flush=True)\ntime.sleep(300)"
     proc = ServerProcess([sys.executable, "-c", script], f"http://127.0.0.1:{free_port()}", tmp_path / "slow.log",
                          startup_timeout_s=1.5, stop_timeout_s=5)
-    t0 = time.monotonic()
     with pytest.raises(ToolturnError) as err:
         proc.start()
-    assert time.monotonic() - t0 < 10
     msg = str(err.value)
     assert "not ready after 1.5s" in msg and "loading weights 2/3" in msg
     assert _gone(proc.pid) and proc not in servers._LIVE
