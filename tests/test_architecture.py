@@ -47,7 +47,7 @@ def test_the_scan_sees_a_foreign_import(tmp_path, monkeypatch):
 
 def test_run_dir_readers_load_nothing_heavy():
     probe = ("import sys\n"
-             "import toolturn.generate.audit, toolturn.generate.stats, toolturn.generate.export\n"
+             "import toolturn.generate.audit, toolturn.generate.stats, toolturn.generate.export, toolturn.train.data\n"
              "heavy = ('torch', 'transformers', 'datasets', 'toolturn.core.llm', 'toolturn.core.servers',\n"
              "         'toolturn.core.roles', 'toolturn.core.endpoints', 'toolturn.generate.dialogue')\n"
              "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n")

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 
 from toolturn.train.data import DataOptions
 from toolturn.train.models import ModelSpec
-from toolturn.train.recipe import MethodSpec
+from toolturn.train.recipe import MethodSpec, TrainRecipe, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -33,6 +33,7 @@ def test_groups_are_the_documented_ones():
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_every_combination_composes(model, method, logger):
     cfg = make_cfg(f"model={model}", f"train={method}", f"logger={logger}", "data.paths=[runs/x]")
+    validate(cfg)  # every shipped knob passes the check table; no key is unknown
     spec, m = ModelSpec.from_cfg(cfg.model), MethodSpec.from_cfg(cfg.train)
     assert spec.name == model and m.name == method and cfg.logger.name == logger
     options = DataOptions.from_cfg(cfg.data, cfg.seed)
@@ -54,6 +55,16 @@ def test_defaults_and_paper_settings():
         assert spec.path.startswith("Qwen/Qwen3-") and spec.path.endswith("-Thinking-2507")
     full = MethodSpec.from_cfg(make_cfg("train=full").train)
     assert (full.optimizer, full.learning_rate, full.epochs, full.lora) == ("adamw_torch", 1e-6, 5, None)
+
+
+@pytest.mark.parametrize("model, override, reasoning", [
+    ("qwen3_4b_thinking_2507", None, "keep"), ("qwen3_30b_a3b_thinking_2507", None, "keep"),
+    ("tiny_qwen3", None, "drop"), ("smollm2_135m", None, "drop"),
+    ("qwen3_4b_thinking_2507", "drop", "drop"), ("tiny_qwen3", "keep", "keep"),
+])
+def test_a_thinking_model_keeps_reasoning_unless_overridden(model, override, reasoning):
+    overrides = [f"model={model}", "data.paths=[runs/x]"] + ([f"data.reasoning={override}"] if override else [])
+    assert TrainRecipe(make_cfg(*overrides)).data_options.reasoning == reasoning
 
 
 def test_accelerate_configs():

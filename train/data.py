@@ -5,7 +5,7 @@ Order of operations (each step counted in `DataReport`):
 1. load every source (a run dir's `dataset/`, or any `save_to_disk` dir in the same messages + tools format);
 2. deduplicate by record id across all sources (the first occurrence wins);
 3. drop or refuse rows the template cannot render faithfully (`invalid=strict|skip`);
-4. keep or drop `reasoning_content` (`reasoning=keep|drop`);
+4. keep or drop `reasoning_content` (`reasoning=keep|drop`, or `auto`: keep for a thinking model);
 5. tokenize with the tokenizer's chat template (ours) and its `{% generation %}` assistant mask; rows longer than
    `max_length` are dropped or cut after the last assistant turn that fits (`overlong=drop|truncate`);
 6. split by dialogue: the `val_fraction` of ids with the smallest sha256(id) go to validation, so a dialogue's
@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from toolturn.core.errors import ToolturnError
+from toolturn.core.rundir import RunDir, record_digest
 
 ROLES = ("system", "user", "assistant", "tool")
 INVALID_POLICIES = ("strict", "skip")
 OVERLONG_POLICIES = ("drop", "truncate")
 REASONING_POLICIES = ("drop", "keep")
+REASONING_CHOICES = ("auto", *REASONING_POLICIES)  # data.reasoning; auto: keep for a thinking model, drop otherwise
 
 
 @dataclass(frozen=True)
@@ -44,32 +46,27 @@ class DataOptions:
     seed: int = 0
 
     @classmethod
-    def from_cfg(cls, data_cfg, seed: int) -> "DataOptions":
+    def from_cfg(cls, data_cfg, seed: int, thinking: bool = False) -> "DataOptions":
+        """The options of a `data` config whose knobs passed the recipe's check table; `thinking` (the model's)
+        decides `reasoning=auto`."""
         d = dict(data_cfg)
         paths = d.pop("paths") or []
         if isinstance(paths, str):
             paths = [paths]
         weights = d.pop("weights")
+        if d.get("reasoning") == "auto":
+            d["reasoning"] = "keep" if thinking else "drop"
         opts = cls(paths=tuple(str(p) for p in paths), weights=tuple(float(w) for w in weights) if weights else None,
                    seed=int(seed), **d)
         opts.check()
         return opts
 
     def check(self) -> None:
+        """What the per-knob check table cannot see: the knobs together."""
         if not self.paths:
             raise ToolturnError("no training data: set data.paths=[RUN_DIR,...] (run dirs or HF dataset dirs)")
-        for key, value, allowed in (("invalid", self.invalid, INVALID_POLICIES), ("overlong", self.overlong, OVERLONG_POLICIES),
-                                    ("reasoning", self.reasoning, REASONING_POLICIES)):
-            if value not in allowed:
-                raise ToolturnError(f"data.{key}={value!r}; expected one of {', '.join(allowed)}")
         if self.weights is not None and len(self.weights) != len(self.paths):
             raise ToolturnError(f"data.weights has {len(self.weights)} entries for {len(self.paths)} data.paths")
-        if self.weights is not None and any(not w > 0 for w in self.weights):
-            raise ToolturnError(f"data.weights must all be > 0, got {list(self.weights)}")
-        if not 0 <= self.val_fraction < 1:
-            raise ToolturnError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.max_length < 1:
-            raise ToolturnError(f"max_length must be positive, got {self.max_length}")
 
 
 @dataclass
@@ -139,10 +136,9 @@ class PreparedData:
 def dataset_dir(path: str | Path) -> Path:
     """The `save_to_disk` dir behind a data path: a run dir's `dataset/`, or the dir itself."""
     p = Path(path).expanduser()
-    if (p / "dataset" / "dataset_info.json").exists() or (p / "dataset" / "dataset_dict.json").exists():
-        return p / "dataset"
-    if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists():
-        return p
+    for d in (RunDir(p).dataset, p):
+        if (d / "dataset_info.json").exists() or (d / "dataset_dict.json").exists():
+            return d
     what = "does not exist" if not p.exists() else "is not a run dir (no dataset/) or a saved HF dataset"
     raise ToolturnError(f"data path {str(path)!r} {what}")
 
@@ -160,7 +156,8 @@ def _load_dataset(path: str | Path):
     return d
 
 
-def _json_or_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A JSON string's value; anything else (a parsed value, a string that is not JSON) as it is."""
     if isinstance(value, str):
         try:
             return json.loads(value)
@@ -176,17 +173,12 @@ def _clean_message(message: Any) -> Any:
     return {k: v for k, v in message.items() if v is not None}
 
 
-def content_id(messages: list[dict], tools: list[dict]) -> str:
-    blob = json.dumps({"messages": messages, "tools": tools}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def load_source(path: str | Path, index: int) -> list[Record]:
     records = []
     for row in _load_dataset(path):
         messages = [_clean_message(m) for m in row["messages"]]
-        tools = _json_or_value(row.get("tools")) or []
-        rid = row.get("id") or content_id(messages, tools)
+        tools = json_value(row.get("tools")) or []
+        rid = row.get("id") or record_digest(messages, tools)[:16]
         records.append(Record(id=str(rid), messages=messages, tools=tools, source=index))
     return records
 
@@ -230,7 +222,7 @@ def problems(record: Record) -> list[str]:
                 name = fn.get("name") if isinstance(fn, dict) else None
                 if name not in tool_names:
                     out.append(f"tool call to absent tool {name!r}")
-                args = _json_or_value(fn.get("arguments")) if isinstance(fn, dict) else None
+                args = json_value(fn.get("arguments")) if isinstance(fn, dict) else None
                 if not isinstance(args, dict):
                     out.append("tool call arguments are not a JSON object")
                 pending.append(call.get("id") if isinstance(call, dict) else None)
@@ -259,7 +251,7 @@ def normalize(messages: list[dict]) -> list[dict]:
             calls = []
             for call in m["tool_calls"]:
                 fn = call.get("function", call)
-                fn = {**fn, "arguments": _json_or_value(fn.get("arguments"))}
+                fn = {**fn, "arguments": json_value(fn.get("arguments"))}
                 calls.append({**call, "function": fn} if "function" in call else fn)
             m = {**m, "tool_calls": calls}
         out.append(m)

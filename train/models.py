@@ -15,6 +15,7 @@ from typing import Any, Callable
 from toolturn.core.errors import ToolturnError
 
 SOURCES = ("random_qwen3", "embedded_smollm2", "pretrained")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,7 @@ class ModelSpec:
     tokenizer: str | None = None
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
-    chat_template: str = "toolturn"
-    thinking: bool = False
+    thinking: bool = False  # a reasoning model: data.reasoning=auto keeps its reasoning_content (see DataOptions)
     max_length: int = 2048
     init_seed: int = 0
     tokenizer_vocab: int | None = None  # keep only the first N ids of a BPE tokenizer (tiny models)
@@ -36,25 +36,19 @@ class ModelSpec:
 
     @classmethod
     def from_cfg(cls, cfg) -> "ModelSpec":
+        """The spec of a model config whose knobs passed the recipe's check table."""
         d = dict(cfg)
         d["arch"] = dict(d.get("arch") or {})
         spec = cls(**d)
-        if spec.source not in SOURCES:
-            raise ToolturnError(f"model {spec.name}: unknown source {spec.source!r}; expected one of {', '.join(SOURCES)}")
         if spec.source == "pretrained" and not spec.path:
             raise ToolturnError(f"model {spec.name}: source 'pretrained' needs a path (a Hub id or a local dir)")
-        if spec.chat_template != "toolturn":
-            raise ToolturnError(f"model {spec.name}: chat_template must be 'toolturn' (the only tool-aware template here)")
         return spec
 
 
 def torch_dtype(name: str):
     import torch
 
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    except KeyError:
-        raise ToolturnError(f"unknown dtype {name!r}; expected float32, bfloat16 or float16") from None
+    return getattr(torch, name)  # one of DTYPES (checked with the config)
 
 
 def attn_implementation(requested: str) -> str:

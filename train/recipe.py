@@ -18,24 +18,29 @@ run); re-running a finished run only prints where its outputs are.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from toolturn.core.checks import (BOOL, POSITIVE, PROBABILITY, Check, check_table, integer, is_int, is_number, maybe,
+                                  plain_config)
 from toolturn.core.cli import precheck
 from toolturn.core.errors import ToolturnError
 
-from .data import DataOptions, PreparedData, dataset_dir, prepare, to_hf
+from .data import (INVALID_POLICIES, OVERLONG_POLICIES, REASONING_CHOICES, DataOptions, PreparedData, dataset_dir,
+                   prepare, to_hf)
 from .lineage import make_tracker
-from .models import ModelSpec, attn_implementation, load_model, save_tokenizer, tokenizer_for
+from .models import DTYPES, SOURCES, ModelSpec, attn_implementation, load_model, save_tokenizer, tokenizer_for
 
 BATCHING = ("auto", "padding", "padding_free", "packing")
+PROGRESS = ("auto", "bar", "lines")
 IGNORED_ON_RESUME = ("progress", "out_dir")  # may differ between a run and its resumption (a run dir can move)
 
 
@@ -67,12 +72,83 @@ class MethodSpec:
 
     @classmethod
     def from_cfg(cls, cfg) -> "MethodSpec":
+        """The spec of a method config whose knobs passed the check table."""
         d = OmegaConf.to_container(cfg, resolve=True)
         lora = d.pop("lora", None)
-        spec = cls(lora=LoraSpec(**lora) if lora else None, **d)
-        if spec.batching not in BATCHING:
-            raise ToolturnError(f"train.batching={spec.batching!r}; expected one of {', '.join(BATCHING)}")
-        return spec
+        return cls(lora=LoraSpec(**lora) if lora else None, **d)
+
+
+def one_of(*choices: str) -> Check:
+    return Check(f"one of {', '.join(choices)}", lambda v: v in choices)
+
+
+def or_null(check: Check) -> Check:
+    return Check(f"null or {check.must_be}", lambda v: v is None or check.ok(v))
+
+
+TEXT = Check("a non-empty string", lambda v: isinstance(v, str) and v != "")
+FRACTION = Check("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1)
+NON_NEGATIVE = Check("a non-negative number", lambda v: is_number(v) and v >= 0)
+STRINGS = Check("a string or a list of strings", lambda v: isinstance(v, str) or (isinstance(v, list) and all(
+    isinstance(x, str) for x in v)))
+CHECKS: dict[str, Check] = {
+    "seed": integer(0), "eval_steps": integer(1), "logging_steps": integer(1),
+    "max_steps": Check("-1 (train.epochs decide) or a positive integer", lambda v: is_int(v) and (v == -1 or v > 0)),
+    "save_total_limit": or_null(integer(1)), "progress": one_of(*PROGRESS), "out_dir": TEXT,
+    "model.name": TEXT, "model.source": one_of(*SOURCES), "model.path": or_null(TEXT), "model.tokenizer": or_null(TEXT),
+    "model.tokenizer_vocab": maybe(or_null(integer(1))), "model.dtype": one_of(*DTYPES),
+    "model.attn_implementation": TEXT, "model.thinking": BOOL, "model.max_length": integer(1),
+    "model.init_seed": maybe(integer(0)),
+    "model.arch": maybe(or_null(Check("a mapping of Qwen3Config fields", lambda v: isinstance(v, dict)))),
+    "train.name": TEXT, "train.lora": or_null(Check("a mapping", lambda v: isinstance(v, dict))),
+    "train.optimizer": TEXT, "train.learning_rate": POSITIVE, "train.lr_scheduler": TEXT,
+    # below 1 it is a ratio of the total steps for transformers (a larger value would be a number of steps)
+    "train.warmup_ratio": FRACTION,
+    "train.weight_decay": NON_NEGATIVE, "train.max_grad_norm": NON_NEGATIVE, "train.epochs": POSITIVE,
+    "train.batch_size": integer(1), "train.grad_accum": integer(1), "train.batching": one_of(*BATCHING),
+    "train.gradient_checkpointing": BOOL,
+    # after model.*: data.max_length is ${model.max_length} unless set
+    "data.paths": STRINGS,
+    "data.weights": or_null(Check("a list of positive numbers", lambda v: isinstance(v, list) and all(
+        POSITIVE.ok(w) for w in v))),
+    "data.val_fraction": FRACTION,
+    "data.invalid": one_of(*INVALID_POLICIES), "data.overlong": one_of(*OVERLONG_POLICIES),
+    "data.reasoning": one_of(*REASONING_CHOICES), "data.max_length": integer(1),
+}
+LORA_CHECKS: dict[str, Check] = {  # where train.lora is a mapping
+    "train.lora.r": maybe(integer(1)), "train.lora.alpha": maybe(POSITIVE), "train.lora.dropout": maybe(PROBABILITY),
+    "train.lora.target_modules": maybe(STRINGS),
+}
+# The keys each spec reads: any other key in its group (`+model.foo=1`) is a typo, refused by name.
+SPEC_KEYS = {"model": ModelSpec, "train": MethodSpec, "train.lora": LoraSpec, "data": DataOptions}
+NOT_CONFIG = {"data": {"seed"}}  # set from the top-level key
+
+
+def _unknown_keys(plain: dict) -> None:
+    for group, spec in SPEC_KEYS.items():
+        node = plain
+        for part in group.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        known = {f.name for f in fields(spec)} - NOT_CONFIG.get(group, set())
+        unknown = sorted(set(node) - known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean '{group}.{close[0]}'?" if close else f"{group} takes {', '.join(sorted(known))}"
+            raise ToolturnError(f"unknown config key '{group}.{unknown[0]}' ({hint})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every knob's type and range, unknown keys of the groups, then the specs' own checks (before anything runs)."""
+    plain = plain_config(cfg)
+    _unknown_keys(plain)
+    check_table(plain, CHECKS)
+    if plain["train"]["lora"] is not None:
+        check_table(plain, LORA_CHECKS)
+    model = ModelSpec.from_cfg(cfg.model)
+    MethodSpec.from_cfg(cfg.train)
+    DataOptions.from_cfg(cfg.data, cfg.seed, model.thinking)
 
 
 @dataclass
@@ -111,10 +187,11 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 class TrainRecipe:
     def __init__(self, cfg: DictConfig):
+        validate(cfg)  # again: a multirun job did not pass through precheck
         self.cfg = cfg
         self.model_spec = ModelSpec.from_cfg(cfg.model)
         self.method = MethodSpec.from_cfg(cfg.train)
-        self.data_options = DataOptions.from_cfg(cfg.data, cfg.seed)
+        self.data_options = DataOptions.from_cfg(cfg.data, cfg.seed, self.model_spec.thinking)
         self.batching = resolve_batching(self.method.batching, self.model_spec.attn_implementation)
         self.out = Path(cfg.out_dir)
         self.ckpt_dir = self.out / "checkpoints"
@@ -333,7 +410,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    precheck(sys.argv[1:], "train")
+    precheck(sys.argv[1:], "train", validate)
     _hydra_main()
 
 
