@@ -311,3 +311,38 @@ def test_converter_cli_output_trains(tmp_path, tokenizer):
     assert proc.stdout.strip().splitlines()[-1].startswith(f"done: 2 records in {out}; not converted:")
     data = prepare(DataOptions(paths=(str(out),), val_fraction=0.5), tokenizer)
     assert data.report.train_rows == 1 and data.report.val_rows == 1 and not data.report.invalid
+
+
+def _convert_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolturn.train.convert", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.parametrize("text, line", [
+    ('{"conversations": []}\n\n{"conversations": [}\n', 3),  # JSON lines: the bad line, counted from 1
+    ('[\n {"conversations": []},\n {"conversations": ]\n]\n', 3),  # a JSON list: the line of the error
+])
+def test_converter_cli_corrupt_input_one_line(tmp_path, text, line):
+    src = tmp_path / "rows.json"
+    src.write_text(text)
+    proc = _convert_cli("apigen_mt", str(tmp_path / "out"), "--input", str(src))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {src}:{line}: not JSON ("), \
+        proc.stderr[-1500:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_converter_counts_rows_that_are_not_objects(tmp_path):
+    rows = json.loads((FIXTURES / "apigen_mt.json").read_text())
+    src = tmp_path / "rows.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in [*rows, [1, 2], "text", {**rows[0], "tools": "not json"},
+                                                      {**rows[0], "conversations": ["hi"]}]) + "\n")
+    records, failed = convert.convert("apigen_mt", convert.read_rows(src))
+    assert len(records) == 2 and failed == {
+        "ValueError: unknown APIGen-MT turn kind 'narrator'": 1, "row is not a JSON object": 2,
+        "ValueError: tools is not a JSON list of objects": 1, "TypeError string indices must be integers, not 'str'": 1}
+    nemotron = convert.convert("nemotron", [{"messages": ["hi"]}, {"messages": [{"role": "user"}], "tools": 3}])[1]
+    assert sum(nemotron.values()) == 2
+    proc = _convert_cli("apigen_mt", str(tmp_path / "out"), "--input", str(src))
+    assert proc.returncode == 0 and "'row is not a JSON object': 2" in proc.stdout, proc.stderr[-1500:]
+

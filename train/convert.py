@@ -17,7 +17,6 @@ On a machine with the Hub, convert and save a dataset dir that `toolturn-train d
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -25,35 +24,26 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from toolturn.core.errors import ToolturnError
+from toolturn.core.rundir import record_digest
+
+from .data import json_value
 
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
 
 
-def _loads(value: Any, default: Any) -> Any:
-    if value is None or value == "":
-        return default
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return default
-    return value
-
-
-def _as_tool(tool: dict) -> dict:
-    """OpenAI function-calling form: {"type": "function", "function": {...}}."""
-    if tool.get("type") == "function" and isinstance(tool.get("function"), dict):
-        return tool
-    return {"type": "function", "function": tool}
-
-
-def _record_id(prefix: str, messages: list[dict], tools: list[dict]) -> str:
-    blob = json.dumps({"messages": messages, "tools": tools}, sort_keys=True, ensure_ascii=False)
-    return f"{prefix}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+def _as_tools(tools: Any) -> list[dict]:
+    """A row's tools (a list, or its JSON string; absent: none) in the OpenAI function-calling form
+    {"type": "function", "function": {...}}."""
+    tools = json_value(tools) or []
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise ValueError("tools is not a JSON list of objects")
+    return [t if t.get("type") == "function" and isinstance(t.get("function"), dict) else
+            {"type": "function", "function": t} for t in tools]
 
 
 def _record(prefix: str, messages: list[dict], tools: list[dict], meta: dict) -> dict:
-    return {"id": _record_id(prefix, messages, tools), "messages": messages, "tools": tools, "meta": meta}
+    return {"id": f"{prefix}-{record_digest(messages, tools)[:16]}", "messages": messages, "tools": tools,
+            "meta": meta}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,7 +66,7 @@ def from_apigen_mt(row: dict) -> dict:
         elif kind == "gpt":
             messages.append({"role": "assistant", "content": value})
         elif kind == "function_call":
-            call = _loads(value, None)
+            call = json_value(value)
             if not isinstance(call, dict) or "name" not in call:
                 raise ValueError(f"function_call is not a JSON object with a name: {value[:80]!r}")
             n_calls += 1
@@ -98,8 +88,7 @@ def from_apigen_mt(row: dict) -> dict:
             messages.append(message)
         else:
             raise ValueError(f"unknown APIGen-MT turn kind {kind!r}")
-    tools = [_as_tool(t) for t in _loads(row.get("tools"), [])]
-    return _record("apigen-mt", messages, tools, {"source": "Salesforce/APIGen-MT-5k"})
+    return _record("apigen-mt", messages, _as_tools(row.get("tools")), {"source": "Salesforce/APIGen-MT-5k"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,12 +122,12 @@ def _nemotron_message(m: dict) -> dict:
 
 def from_nemotron(row: dict) -> dict:
     """One Nemotron-Post-Training-Dataset-v1 `tool_calling` row."""
-    metadata = _loads(row.get("metadata"), {})
-    tools = _loads(row.get("tools"), None) or (metadata.get("tools") if isinstance(metadata, dict) else None) or []
+    metadata = json_value(row.get("metadata"))
+    tools = json_value(row.get("tools")) or (metadata.get("tools") if isinstance(metadata, dict) else None)
     messages = [_nemotron_message(m) for m in row["messages"]]
     meta = {"source": "nvidia/Nemotron-Post-Training-Dataset-v1", "uuid": row.get("uuid"),
             "reasoning": row.get("reasoning"), "category": row.get("category")}
-    return _record("nemotron", messages, [_as_tool(t) for t in tools], meta)
+    return _record("nemotron", messages, _as_tools(tools), meta)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,13 +141,21 @@ CONVERTERS: dict[str, tuple[str, str | None, Callable[[dict], dict]]] = {
 }
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """A local copy: a JSON list of rows or JSON lines."""
-    text = Path(path).read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def read_rows(path: str | Path) -> list[Any]:
+    """A local copy: a JSON list of rows or JSON lines (text that is not JSON is one error naming its line)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ToolturnError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    as_list = text.lstrip().startswith("[")
+    chunks = [(1, text)] if as_list else [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    rows = []
+    for lineno, chunk in chunks:
+        try:
+            rows.append(json.loads(chunk))
+        except json.JSONDecodeError as e:
+            raise ToolturnError(f"{path}:{lineno + e.lineno - 1}: not JSON ({e.msg})") from None
+    return rows[0] if as_list else rows
 
 
 def hub_rows(name: str, limit: int | None) -> Iterable[dict]:
@@ -179,9 +176,12 @@ def convert(name: str, rows: Iterable[dict], limit: int | None = None) -> tuple[
     for row in rows:
         if limit and len(records) >= limit:
             break
+        if not isinstance(row, dict):
+            failed["row is not a JSON object"] = failed.get("row is not a JSON object", 0) + 1
+            continue
         try:
             records.append(fn(row))
-        except (KeyError, TypeError, ValueError) as e:
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
             reason = type(e).__name__ + (f": {e}" if isinstance(e, ValueError) else f" {e}")
             failed[reason[:80]] = failed.get(reason[:80], 0) + 1
     return records, failed
