@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -188,7 +189,7 @@ class MockServer:
         self.stop()
 
     async def listen(self, port: int = 0) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, backlog=4096)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, backlog=4096, reuse_port=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.base_url
 
@@ -317,6 +318,15 @@ class MockServer:
             writer.write(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
         else:
             writer.write(head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def hold_port() -> socket.socket:
+    """A bound socket that keeps its port for MockServers (they listen with SO_REUSEPORT) and from every
+    other program: a server can stop and come back at the same address, refusing connections meanwhile."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    held.bind(("127.0.0.1", 0))
+    return held
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import threading
 import pytest
 from conftest import make_cfg
 from llm_world import World
-from mock_openai import Fault, MockServer, completion
+from mock_openai import Fault, MockServer, completion, hold_port
 from toolturn.core.errors import ToolturnError
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
@@ -117,18 +117,19 @@ def test_server_dying_mid_run_stops_cleanly_and_resumes(tmp_path):
             dying.set()  # the server goes away after its 25th answer
         return world(request)
 
-    server = MockServer(handler)
-    url = server.start()
+    server, held = MockServer(handler), hold_port()  # the address stays ours while the server is down
+    url = server.start(port=held.getsockname()[1])
     threading.Thread(target=lambda: dying.wait() and server.stop(), daemon=True).start()
-    with pytest.raises(ToolturnError, match="Connect call failed.*resumes"):
-        generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
-    assert len(RunDir(tmp_path / "run").records()) < 8
-    restarted = MockServer(World())
-    restarted.start(port=server.port)  # the endpoint comes back at the same address
-    try:
-        run = generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
-    finally:
-        restarted.stop()
+    with held:
+        with pytest.raises(ToolturnError, match="Connect call failed.*resumes"):
+            generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
+        assert len(RunDir(tmp_path / "run").records()) < 8
+        restarted = MockServer(World())
+        restarted.start(port=server.port)  # the endpoint comes back at the same address
+        try:
+            run = generate(llm_cfg(url, tmp_path / "run", "concurrency=2", n=8))
+        finally:
+            restarted.stop()
     records = RunDir(run).records()
     assert len(records) == 8 and len({r["id"] for r in records}) == 8
     assert audit_run(RunDir(run)).ok
