@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from toolturn.core.errors import ToolturnError
 
 
@@ -53,8 +52,14 @@ class Policy:
     notes: tuple[str, ...] = ()  # further lines, text only
 
     def rules(self) -> list["Rule"]:
-        from toolturn.core.policy_check import (AllowedStates, ConfirmWrites, IdentifyFirst, NoBulkDisclosure,
-                                                NoForeignData, OwnRecordsOnly)
+        from toolturn.core.policy_check import (
+            AllowedStates,
+            ConfirmWrites,
+            IdentifyFirst,
+            NoBulkDisclosure,
+            NoForeignData,
+            OwnRecordsOnly,
+        )
         out: list[Rule] = []
         if self.identity is not None:
             out += [IdentifyFirst(self), OwnRecordsOnly(self)]

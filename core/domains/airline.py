@@ -8,7 +8,6 @@ from pathlib import Path
 from toolturn.core.policy import Identity, Policy, StateRule
 from toolturn.core.tasks.service import Part, R, S, Scenario, Service, Step
 
-from .actions import action, exists, in_state, next_id, owned, param
 from ._seed import (
     days_since_reference,
     digits,
@@ -24,6 +23,7 @@ from ._seed import (
     weighted,
     write_database,
 )
+from .actions import action, exists, in_state, next_id, owned, param
 
 DESCRIPTION = (
     "Nimbus Air is a mid-sized airline that flies scheduled domestic and international "

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolturn.core.policy import Identity, Policy, StateRule
-
 from toolturn.core.tasks.service import C, M, Part, R, S, Scenario, Service, Step
 
-from .actions import NOW, TODAY, action, exists, in_state, next_id, owned, param
 from ._seed import (
     days_since_reference,
     digits,
@@ -21,6 +19,7 @@ from ._seed import (
     weighted,
     write_database,
 )
+from .actions import NOW, TODAY, action, exists, in_state, next_id, owned, param
 
 DESCRIPTION = (
     "Northwind Goods is an online retailer that sells electronics, home goods, apparel, "
