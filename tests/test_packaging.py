@@ -31,7 +31,11 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path):
     dist = tmp_path / "dist"
     build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
                             str(ROOT)], check=True, capture_output=True, text=True, timeout=300)
-    assert "warning" not in (build.stdout + build.stderr).lower(), (build.stdout + build.stderr)[-3000:]
+    # setuptools' warnings (deprecations, undeclared packages); distutils' "byte-compiling is disabled" (when
+    # PYTHONDONTWRITEBYTECODE is set) is about this environment, not the project
+    warnings = [line for line in (build.stdout + build.stderr).splitlines()
+                if "warning" in line.lower() and "byte-compiling is disabled" not in line]
+    assert not warnings, warnings
     wheel = next(dist.glob("toolturn-*.whl"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
