@@ -17,7 +17,6 @@ from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.roles.text_user import (
     NO_CHANGE,
     WRONG_VALUE,
-    YES,
     TextUser,
     TextUserBehaviour,
     change_slots,
@@ -132,7 +131,7 @@ def test_proposals_are_confirmed_when_they_match_and_declined_otherwise(retail, 
         state.messages.append({"role": "assistant", "content": proposal})
         return asyncio.run(user.respond(state)).text
 
-    assert answer(f"Shall I update it to {new}?") in YES
+    assert answer(f"Shall I update it to {new}?") in P.USER_AFFIRM
     assert answer("Shall I update it to 123456789?") in corrections
     assert answer("Should I delete the customer's account?") in corrections  # not the change asked for
     user.open = {}  # no change left to make: any change is turned down (then the next request follows)

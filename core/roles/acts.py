@@ -13,6 +13,12 @@ PROPOSAL = re.compile(r"\b(shall i|should i|do you want me to|would you like me 
 AFFIRM = re.compile(r"\b(yes|yeah|yep|sure|correct|confirm(ed)?|go ahead|please do|proceed|do it|"
                     r"that's right|that is right|ok(ay)?|absolutely)\b", re.IGNORECASE)
 DECLINE = re.compile(r"\b(no|nope|don't|do not|not now|never ?mind|hold off|stop|wait)\b", re.IGNORECASE)
+_SENTENCE = re.compile(r"[^.?!\n]+[.?!]*")
+
+
+def sentences(text: str) -> list[str]:
+    """`text` cut after each '.', '?' or '!' and at line ends."""
+    return _SENTENCE.findall(text)
 
 
 def is_proposal(sentence: str) -> bool:
@@ -22,7 +28,7 @@ def is_proposal(sentence: str) -> bool:
 
 def asks_confirmation(text: str) -> bool:
     """Some sentence of `text` asks the user's leave for an action."""
-    return any(is_proposal(s) for s in re.findall(r"[^.?!\n]+[.?!]*", text))
+    return any(is_proposal(s) for s in sentences(text))
 
 
 def is_affirmation(text: str) -> bool:

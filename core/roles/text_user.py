@@ -34,7 +34,7 @@ from toolturn.core.judges.execution import REFUSAL_CUE
 from toolturn.core.judges.facts import mentions
 from toolturn.core.judges.structural import is_error
 from toolturn.core.roles import phrasing as P
-from toolturn.core.roles.acts import PROPOSAL, is_proposal
+from toolturn.core.roles.acts import PROPOSAL, is_proposal, sentences
 from toolturn.core.tasks.types import Subtask, Task, format_value
 from toolturn.core.tasks.wording import clause
 
@@ -54,8 +54,6 @@ UNWANTED = ("Wait, it looks like something was changed that I didn't ask for. Co
             "I only wanted information, not changes. Can you revert that?",
             "Something in my records changed that shouldn't have. Could you fix that?",
             "Please don't change anything I didn't ask for. Can you undo it?")
-YES = ("Yes, please go ahead.", "Yes, please do.", "That's right, go ahead.", "Yes, that's correct. Please proceed.",
-       "Sure, go ahead.")
 NO_CHANGE = ("No, please don't change anything there.", "No, I didn't ask for that change.",
              "Please don't, that's not what I want.", "No thanks, leave that as it is.",
              "No, I don't want that changed.")
@@ -67,7 +65,6 @@ GIVE_UP = ("Never mind, I'll sort this out another time. Thanks.", "Okay, let's 
            "I don't think we're getting anywhere; I'll try later. Bye.", "Forget it, thanks anyway.",
            "Let's stop here. Thanks for trying.")
 
-_SENTENCES = re.compile(r"[^.?!\n]+[.?!]*")
 _REQUEST = re.compile(r"\b(please|could you|can you|would you|may i|i need|i'll need|i will need|tell me|"
                       r"let me know|provide|share|give me|what is|what's|which)\b")
 _WRITE_VERB = re.compile(r"\b(update|change|set|modify|delete|remove|cancel|create|add|insert|save)\b")
@@ -80,8 +77,8 @@ def _normalise(text: str) -> str:
 def questions(text: str) -> list[str]:
     """The sentences of `text` that ask the user something (a question mark or a request phrase)."""
     out = []
-    for m in _SENTENCES.finditer(text):
-        sentence = m.group().strip()
+    for sentence in sentences(text):
+        sentence = sentence.strip()
         if sentence.endswith("?") or _REQUEST.search(_normalise(sentence)):
             out.append(sentence)
     return out
@@ -101,8 +98,7 @@ def reported(messages: list[dict], since: int) -> str:
         text = m.get("content") or "" if m["role"] == "assistant" else ""
         proposal = bool(text) and proposes(text)
         kept = []
-        for s in _SENTENCES.finditer(text):
-            sentence = s.group()
+        for sentence in sentences(text):
             if proposal and (_WRITE_VERB.search(sentence.lower()) or PROPOSAL.search(sentence)):
                 break
             if not sentence.rstrip().endswith("?"):
@@ -279,7 +275,7 @@ class TextUser:
         if wrong is not None:
             parts.append(P.pick(self.rng, WRONG_VALUE, s=wrong, v=format_value(task.facts[wrong])))
             return False
-        parts.append(P.pick(self.rng, YES))
+        parts.append(P.pick(self.rng, P.USER_AFFIRM))
         new = key not in self.confirmed
         self.confirmed.add(key)
         return new
