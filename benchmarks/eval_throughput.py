@@ -42,7 +42,7 @@ def mock_level(url: str, concurrency: int, episodes: int, work: Path) -> float:
 async def smol(episodes: int, work: Path) -> tuple[float, float, dict]:
     from toolturn.core.endpoints import Endpoints
     from toolturn.evaluate.assistants import ModelAssistant
-    from toolturn.evaluate.run import request_sampling
+    from toolturn.evaluate.checkpoints import request_sampling
     from toolturn.evaluate.sql_tau import SqlTauSuite
 
     spec = {"server": "transformers", "model": "embedded:smollm2", "max_concurrency": 1, "timeout_s": 900,

@@ -103,3 +103,12 @@ def atomic_write(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, value) -> None:
     atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False))
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """Where converted models and isolated environments are cached: `cache_dir`, else $TOOLTURN_CACHE,
+    else ~/.cache/toolturn."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("TOOLTURN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "toolturn"

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ToolturnError
-from .files import atomic_write
+from .files import atomic_write, cache_root
 
 KINDS = ("transformers", "vllm", "none")
 LORA_NAME = "adapter"
@@ -432,13 +432,6 @@ def _smollm2_gguf() -> Path:
     raise ToolturnError(f"no .gguf file found in the installed {SMOLLM2_PACKAGE} package; reinstall: {SMOLLM2_INSTALL}")
 
 
-def _cache_root(cache_dir: Path | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("TOOLTURN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "toolturn"
-
-
 def _refresh_templates(model_dir: Path) -> None:
     """Make a cached dir carry the current chat/response templates (each file replaced atomically)."""
     from .chat_template import RESPONSE_TEMPLATE, TOOL_CHAT_TEMPLATE
@@ -495,7 +488,7 @@ def embedded_smollm2_dir(cache_dir: Path | None = None) -> Path:
     $TOOLTURN_CACHE, else ~/.cache/toolturn. The conversion (~30 s) writes a temp dir and renames it into
     place under a file lock, so a concurrent or killed conversion never leaves a half-written dir.
     """
-    root = _cache_root(cache_dir)
+    root = cache_root(cache_dir)
     target = root / SMOLLM2_DIRNAME
     if (target / "toolturn.json").exists():
         _refresh_templates(target)

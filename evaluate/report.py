@@ -20,7 +20,7 @@ DO_NOTHING = "do_nothing"
 PLOT = "pass_hat_k.png"
 
 
-def checkpoint_metrics(rows: list[dict], n: int) -> dict:
+def checkpoint_metrics(rows: list[dict], n: int, parts: tuple[str, ...]) -> dict:
     scored = [r for r in rows if r.get("infra_error") is None]
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in scored:
@@ -29,13 +29,12 @@ def checkpoint_metrics(rows: list[dict], n: int) -> dict:
     out = summarise(counts, list(range(1, n + 1)))
     infra = Counter(r["task_id"] for r in rows if r.get("infra_error") is not None)
     identical = [t for t, rs in by_task.items() if len(rs) > 1 and len({r["assistant_digest"] for r in rs}) == 1]
-    parts = ("db_match", "facts_communicated", "refusals_explained", "ended_by_user", "policy_compliant")
     out.update({
         "samples": len(rows), "scored_samples": len(scored), "tasks": len(by_task),
         "infra_errors": dict(sorted(infra.items())), "infra_error_samples": sum(infra.values()),
         "all_identical_tasks": len(identical),
         "parts": {p: mean(bool(r["parts"][p]) for r in scored) if scored else None for p in parts},
-        "policy_violations": dict(Counter(v["rule"] for r in scored for v in r["parts"]["policy_violations"])
+        "policy_violations": dict(Counter(v["rule"] for r in scored for v in r["parts"].get("policy_violations") or [])
                                   .most_common()),
         "terminations": dict(Counter(r["termination"] for r in scored).most_common()),
         "events": dict(sum((Counter(r.get("events") or {}) for r in scored), Counter())),
@@ -44,20 +43,24 @@ def checkpoint_metrics(rows: list[dict], n: int) -> dict:
     return out
 
 
-def build_metrics(rows: list[dict], order: list[str], n: int, header: dict) -> dict:
+def build_metrics(rows: list[dict], order: list[str], n: int, header: dict, suite) -> dict:
     grouped: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         grouped[r["checkpoint"]].append(r)
-    checkpoints = {name: checkpoint_metrics(grouped[name], 1 if name == DO_NOTHING else n) for name in order}
+    checkpoints = {name: checkpoint_metrics(grouped[name], 1 if name == DO_NOTHING else n, suite.parts)
+                   for name in order}
     floor_rows = [r for r in grouped[DO_NOTHING] if r.get("infra_error") is None]
-    writes = [r for r in floor_rows if r["needs_write"]]
+    writes = [r for r in floor_rows if r.get("needs_write")]
     floor = {"domain": header["domain"], "assistant": DO_NOTHING,
              "pass_hat_1": checkpoints[DO_NOTHING]["pass_hat_k"]["1"] if DO_NOTHING in checkpoints else None,
              "tasks_needing_write": len(writes),
              "pass_hat_1_on_write_tasks": mean(r["reward"] for r in writes) if writes else None}
     for m in checkpoints.values():
         m["floor"] = floor["pass_hat_1"]
-    return {**header, "n": n, "floor": floor, "checkpoints": checkpoints}
+    out = {**header, "n": n, "parts": list(suite.parts), "floor": floor, "checkpoints": checkpoints}
+    if hasattr(suite, "extra_metrics"):
+        out["suite_metrics"] = suite.extra_metrics({name: grouped[name] for name in order})
+    return out
 
 
 def _fmt(x) -> str:
@@ -89,7 +92,12 @@ def plot(metrics: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report_md(metrics: dict) -> str:
+PART_TITLES = {"db_match": "DB end state = gold", "facts_communicated": "facts communicated",
+               "refusals_explained": "refusals explained", "ended_by_user": "ended by the user",
+               "policy_compliant": "policy followed (violations)"}
+
+
+def report_md(metrics: dict, extra: list[str] = ()) -> str:
     n, floor = metrics["n"], metrics["floor"]
     ks = list(range(1, n + 1))
     s = metrics["sampling"]
@@ -98,8 +106,9 @@ def report_md(metrics: dict) -> str:
              f"- tasks: {metrics['num_tasks']} held-out (seed {metrics['seed']}), {n} samples each",
              f"- sampling: temperature {s['temperature']}, top_p {s['top_p']}, max_tokens {s['max_tokens']}, "
              f"a seed per sample",
-             f"- do-nothing floor ({floor['domain']}): pass^1 = {_fmt(floor['pass_hat_1'])}; on the "
-             f"{floor['tasks_needing_write']} tasks that need a write: {_fmt(floor['pass_hat_1_on_write_tasks'])}",
+             f"- do-nothing floor ({floor['domain']}): pass^1 = {_fmt(floor['pass_hat_1'])}" +
+             (f"; on the {floor['tasks_needing_write']} tasks that need a write: "
+              f"{_fmt(floor['pass_hat_1_on_write_tasks'])}" if floor["tasks_needing_write"] else ""),
              "", "| checkpoint | pass^1 ± se | " + " | ".join(f"pass^{k}" for k in ks[1:]) +
              (" | " if n > 1 else "") + " | ".join(f"pass@{k}" for k in ks[1:]) + (" | " if n > 1 else "") +
              "floor | infra errors | tasks with identical samples |",
@@ -111,17 +120,16 @@ def report_md(metrics: dict) -> str:
         cells += [_fmt(m["floor"]), str(m["infra_error_samples"]),
                   f"{m['all_identical_tasks']} of {m['tasks']}" if name != DO_NOTHING else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    parts = metrics["parts"]
     lines += ["", "Reward parts (share of scored samples) and how episodes ended:", "",
-              "| checkpoint | DB end state = gold | facts communicated | refusals explained | ended by the user | "
-              "policy followed (violations) | terminations |",
-              "|---|---|---|---|---|---|---|"]
+              "| checkpoint | " + " | ".join(PART_TITLES.get(p, p) for p in parts) + " | terminations |",
+              "|---|" + "---|" * (len(parts) + 1)]
     for name, m in metrics["checkpoints"].items():
-        p = m["parts"]
         ends = ", ".join(f"{k} {v}" for k, v in m["terminations"].items())
         broken = ", ".join(f"{k} {v}" for k, v in m["policy_violations"].items())
-        lines.append(f"| {name} | {_fmt(p['db_match'])} | {_fmt(p['facts_communicated'])} | "
-                     f"{_fmt(p['refusals_explained'])} | {_fmt(p['ended_by_user'])} | {_fmt(p['policy_compliant'])}"
-                     f"{f' ({broken})' if broken else ''} | {ends} |")
+        cells = [_fmt(m["parts"][p]) + (f" ({broken})" if p == "policy_compliant" and broken else "") for p in parts]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ends} |")
+    lines += list(extra)
     infra = {name: m["infra_errors"] for name, m in metrics["checkpoints"].items() if m["infra_errors"]}
     if infra:
         lines += ["", "Infrastructure errors (not scored), per task: " +
@@ -138,7 +146,8 @@ def report_md(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out_dir: Path, metrics: dict) -> None:
+def write_outputs(out_dir: Path, metrics: dict, suite) -> None:
     atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     plot(metrics, out_dir / PLOT)
-    atomic_write(out_dir / "report.md", report_md(metrics))
+    extra = suite.report_lines(metrics) if hasattr(suite, "report_lines") else []
+    atomic_write(out_dir / "report.md", report_md(metrics, extra))

@@ -27,7 +27,6 @@ from toolturn.core.checks import (
     POSITIVE,
     PROBABILITY,
     SAMPLING,
-    WEIGHTS,
     Check,
     check_table,
     integer,
@@ -38,19 +37,17 @@ from toolturn.core.cli import precheck
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import Appender, atomic_write, exclusive_lock
-from toolturn.core.llm import Sampling
 from toolturn.core.roles.oracle_assistant import OracleAssistant
-from toolturn.core.servers import embedded_smollm2_dir
 from toolturn.core.wandb_run import open_run
 from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
 from toolturn.evaluate.report import DO_NOTHING, PLOT, build_metrics, write_outputs
-from toolturn.evaluate.runner import Checkpoint, latest_rows, run_checkpoint
-from toolturn.evaluate.suites import suite_class
+from toolturn.evaluate.checkpoints import request_sampling, resolve_checkpoints
+from toolturn.evaluate.runner import Checkpoint, latest_rows, run_checkpoint, sample_seed
+from toolturn.evaluate.suites import Sample, suite_class
 from toolturn.evaluate.tasks import same_settings
 from tqdm import tqdm
 
 log = logging.getLogger("toolturn.evaluate")
-RULE_ASSISTANTS = ("oracle", DO_NOTHING)
 SAMPLE_SETTINGS = ("n", "seed", "sampling", "user", "eval", "domain")
 
 
@@ -59,8 +56,6 @@ CHECKS: dict[str, Check] = {
     "n": integer(1), "num_tasks": integer(1), "concurrency": integer(1), "seed": integer(0),
     "infra_retries": integer(0), "progress": BOOL,
     **{f"sampling.{k}": c for k, c in SAMPLING.items()},
-    "eval.tasks_per_episode": integer(1), "eval.tools_per_episode": integer(0), "eval.max_messages": integer(1),
-    "eval.max_steps_per_turn": integer(1), "eval.refusal_share": PROBABILITY, "eval.difficulty": WEIGHTS,
     "user.kind": KIND, "user.reveal_per_turn": maybe(INT_RANGE), "user.withhold_ids": maybe(PROBABILITY),
     "user.max_stall_turns": maybe(integer(1)), "user.feedback": maybe(BOOL),
     **{f"user.sampling.{k}": maybe(c) for k, c in SAMPLING.items()},
@@ -71,70 +66,14 @@ CHECKS: dict[str, Check] = {
 
 
 def validate(cfg: DictConfig) -> None:
-    check_table(plain_config(cfg), CHECKS)
+    plain = plain_config(cfg)
+    check_table(plain, CHECKS)
+    check_table(plain, getattr(suite_class(str(cfg.eval.name)), "CHECKS", {}))  # the suite's own eval.* knobs
     names = [str(c) for c in cfg.checkpoints or []]
     if not names:
         raise ToolturnError("checkpoints is empty; e.g. checkpoints=[base] or checkpoints=[base,runs/train/x/merged]")
     if len(set(names)) != len(names):
         raise ToolturnError(f"checkpoints lists an entry twice: {names}")
-
-
-def _base_model(cfg: DictConfig) -> str:
-    m = cfg.model
-    if m.source == "embedded_smollm2":
-        return "embedded:smollm2"
-    if m.source == "pretrained" and m.get("path"):
-        return str(m.path)
-    raise ToolturnError(f"model {m.name} (source {m.source}) has no base weights to serve; list a trained "
-                        f"model dir in checkpoints instead of base")
-
-
-def endpoint_spec(entry: str, cfg: DictConfig) -> dict:
-    """The endpoint that serves checkpoint `entry` (base, a model dir or a LoRA adapter dir)."""
-    e = OmegaConf.to_container(cfg.endpoint, resolve=True)
-    if e["server"] == "none":
-        return {**e, "model": e["model"] if entry == "base" else entry}
-    if entry == "base":
-        return {**e, "model": _base_model(cfg)}
-    path = Path(entry).expanduser()
-    if (path / "adapter_config.json").exists():
-        if e["server"] != "vllm":
-            raise ToolturnError(f"checkpoint {entry} is a LoRA adapter: serve it with endpoint.server=vllm, "
-                                f"or evaluate its merged model dir")
-        return {**e, "model": _base_model(cfg), "lora": str(path.resolve())}
-    if not (path / "config.json").exists():
-        raise ToolturnError(f"checkpoint {entry}: not a model dir (no config.json) nor a LoRA adapter "
-                            f"(no adapter_config.json)")
-    return {**e, "model": str(path.resolve())}
-
-
-def resolve_checkpoints(cfg: DictConfig) -> list[Checkpoint]:
-    out = []
-    for entry in map(str, cfg.checkpoints):
-        if entry in RULE_ASSISTANTS:
-            out.append(Checkpoint(entry, entry))
-        else:
-            out.append(Checkpoint(entry, "model", endpoint_spec(entry, cfg)))
-    if DO_NOTHING not in [c.name for c in out]:
-        out.append(Checkpoint(DO_NOTHING, DO_NOTHING))
-    return out
-
-
-def request_sampling(s, spec: dict) -> Sampling:
-    """Explicit sampling for every request. `transformers serve` decodes greedily unless a request's
-    generation_config turns sampling on (and that config replaces the model's): it gets the model's own
-    generation_config.json (eos ids, ...) with do_sample and these settings on top."""
-    sampling = Sampling(temperature=float(s.temperature), top_p=float(s.top_p), max_tokens=int(s.max_tokens))
-    if spec["server"] != "transformers":
-        return sampling
-    model_dir = embedded_smollm2_dir() if spec["model"] == "embedded:smollm2" else Path(spec["model"])
-    path = model_dir / "generation_config.json"
-    config = json.loads(path.read_text()) if path.exists() else {}
-    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}
-    config.update(do_sample=sampling.temperature > 0, temperature=sampling.temperature, top_p=sampling.top_p,
-                  max_new_tokens=sampling.max_tokens)
-    sampling.generation_config = json.dumps(config, sort_keys=True)
-    return sampling
 
 
 def _settings(cfg: DictConfig) -> dict:
@@ -159,6 +98,14 @@ async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_di
     with contextlib.ExitStack() as stack:
         writer = Appender(out_dir / "samples.jsonl")
         stack.callback(writer.close)
+        if hasattr(suite, "run_batch"):  # an official benchmark: it runs its own process, endpoints included
+            for c in checkpoints:
+                n = 1 if c.kind == DO_NOTHING else int(cfg.n)
+                todo = [Sample(item, k, sample_seed(int(cfg.seed), item.id, k)) for item in suite.items
+                        for k in range(n) if (c.name, item.id, k) not in done]
+                if todo:
+                    await suite.run_batch(c, todo, lambda row: (writer.write(row), bar.update()))
+            return
         if cfg.user.kind == "llm":
             users = stack.enter_context(Endpoints({"user": cfg.user.endpoint}, ["user"], logs))
             suite.user_client = users.client("user")
@@ -183,18 +130,16 @@ async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_di
 def _log_wandb(cfg: DictConfig, out_dir: Path, metrics: dict, rows: list[dict]) -> None:
     run = open_run(cfg.logger, out_dir, f"eval-{metrics['suite']}-{metrics['domain']}-s{cfg.seed}",
                    OmegaConf.to_container(cfg, resolve=True), job_type="eval")
-    columns = ["checkpoint", "task_id", "sample", "seed", "reward", "db_match", "facts_communicated",
-               "refusals_explained", "ended_by_user", "policy_violations", "termination", "infra_error", "user_turns",
-               "tool_calls", "messages"]
+    parts = metrics["parts"]
+    columns = ["checkpoint", "task_id", "sample", "seed", "reward", *parts, "policy_violations", "termination",
+               "infra_error", "user_turns", "tool_calls", "messages"]
     table = []
     for r in rows:
-        parts = r.get("parts") or {}
-        broken = ", ".join(f"{v['rule']} @{v['message']}" for v in parts.get("policy_violations") or [])
-        table.append([r["checkpoint"], r["task_id"], r["sample"], r["seed"], r.get("reward"), parts.get("db_match"),
-                      parts.get("facts_communicated"), parts.get("refusals_explained"), parts.get("ended_by_user"),
-                      broken, r.get("termination"),
-                      r.get("infra_error"), r.get("user_turns"), r.get("tool_calls"),
-                      json.dumps(r.get("messages") or [], ensure_ascii=False)])
+        got = r.get("parts") or {}
+        broken = ", ".join(f"{v['rule']} @{v['message']}" for v in got.get("policy_violations") or [])
+        table.append([r["checkpoint"], r["task_id"], r["sample"], r["seed"], r.get("reward"),
+                      *(got.get(p) for p in parts), broken, r.get("termination"), r.get("infra_error"),
+                      r.get("user_turns"), r.get("tool_calls"), json.dumps(r.get("messages") or [], ensure_ascii=False)])
     run.table("samples", columns, table)
     run.image("pass_hat_k", out_dir / PLOT)
     summary = {"floor/pass_hat_1": metrics["floor"]["pass_hat_1"]}
@@ -227,11 +172,11 @@ def evaluate(cfg: DictConfig) -> dict:
             suite.close()
         wanted = _keys(suite, checkpoints, int(cfg.n))
         rows = [r for k, r in latest_rows(out_dir / "samples.jsonl").items() if k in wanted]
-        header = {"suite": suite.name, "domain": suite.domain.name, "user": suite.user_name,
+        header = {"suite": suite.name, "domain": suite.domain_name, "user": suite.user_name,
                   "sampling": OmegaConf.to_container(cfg.sampling, resolve=True), "num_tasks": len(suite.items),
                   "seed": int(cfg.seed)}
-        metrics = build_metrics(rows, [c.name for c in checkpoints], int(cfg.n), header)
-        write_outputs(out_dir, metrics)
+        metrics = build_metrics(rows, [c.name for c in checkpoints], int(cfg.n), header, suite)
+        write_outputs(out_dir, metrics, suite)
         _log_wandb(cfg, out_dir, metrics, rows)
     down = [c.name for c in checkpoints if metrics["checkpoints"][c.name]["scored_samples"] == 0]
     if down:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from toolturn.core.checks import PROBABILITY, WEIGHTS, integer
 from toolturn.core.domains import prepare_domain
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
 from toolturn.core.judges.execution import task_problem
@@ -41,10 +42,15 @@ def assistant_digest(messages: list[dict], start: int) -> str:
 
 @register("sql_tau")
 class SqlTauSuite:
+    CHECKS = {"eval.tasks_per_episode": integer(1), "eval.tools_per_episode": integer(0),
+              "eval.max_messages": integer(1), "eval.max_steps_per_turn": integer(1),
+              "eval.refusal_share": PROBABILITY, "eval.difficulty": WEIGHTS}
+    parts = ("db_match", "facts_communicated", "refusals_explained", "ended_by_user", "policy_compliant")
+
     def __init__(self, cfg, out_dir: Path):
         e = cfg.eval
         self.domain = prepare_domain(cfg.domain, out_dir, seed=int(cfg.seed))
-        self.name = e.name
+        self.name, self.domain_name = e.name, self.domain.name
         self.max_messages, self.max_steps = int(e.max_messages), int(e.max_steps_per_turn)
         settings = {"suite": e.name, "domain": self.domain.name, "seed": int(cfg.seed),
                     "num_tasks": int(cfg.num_tasks), "tasks_per_episode": int(e.tasks_per_episode),

@@ -15,7 +15,8 @@ from test_eval_run import eval_cfg
 
 from toolturn.core.endpoints import Endpoints
 from toolturn.evaluate.assistants import derive_seed
-from toolturn.evaluate.run import evaluate, request_sampling
+from toolturn.evaluate.checkpoints import request_sampling
+from toolturn.evaluate.run import evaluate
 
 pytestmark = [pytest.mark.slow]
 
