@@ -53,3 +53,20 @@ def test_run_dir_readers_load_nothing_heavy():
              "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+ISOLATED = ("tau2", "bfcl_eval")  # the official benchmark packages, which live in venvs of their own (§10)
+
+
+@pytest.mark.parametrize("folder", sorted(PACKAGES))
+def test_benchmark_packages_are_imported_only_by_workers(folder):
+    leaks = [f"{path.relative_to(ROOT)} imports {module}" for path, module in imports(folder)
+             if module.split(".")[0] in ISOLATED and "workers" not in path.relative_to(ROOT).parts]
+    assert not leaks
+
+
+def test_workers_import_nothing_of_ours():
+    """A worker runs under another venv's python, where toolturn is not installed."""
+    ours = [f"{path.relative_to(ROOT)} imports {module}" for path, module in imports("evaluate")
+            if "workers" in path.relative_to(ROOT).parts and module.startswith(("toolturn", "evaluate"))]
+    assert not ours
