@@ -1,4 +1,5 @@
-"""Domain sources: built-in customer-service databases and import of any SQLite file.
+"""Domain sources: built-in customer-service databases, import of any SQLite file, and τ²-bench's
+databases converted to SQLite (`tau2_db.py`, docs/tau2-domains.md).
 
 `prepare_domain` materialises a domain into `<run_dir>/domains/<name>/` (db.sqlite is the pristine
 initial state, source.json what it was made from; schema.sql, tools.json and skipped.json describe it)
@@ -11,7 +12,7 @@ import importlib
 import json
 import logging
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
@@ -20,6 +21,8 @@ from toolturn.core.policy import GENERIC, Policy
 from toolturn.core.sqlenv import SIDE_FILES, SqlDomain, SqlTool, load_into_memory
 from toolturn.core.sqlschema import Schema, introspect, slugify
 from toolturn.core.tools.schema_tools import derive_tools
+
+from . import tau2_db
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +58,42 @@ def _builtin_module(name: str):
 
 
 def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
-    """cfg: the `domain` config group ({kind: builtin, name} or {kind: sqlite, path, name?})."""
+    """cfg: the `domain` config group ({kind: builtin, name}, {kind: sqlite, path, name?} or
+    {kind: tau2, source, name?, policy_files?, data_dir?})."""
     kind = cfg.get("kind")
+    rules, actions, shown = GENERIC, [], None
     if kind == "builtin":
         if cfg.name not in BUILTIN:
             raise ToolturnError(f"unknown built-in domain '{cfg.name}'; choose one of {list(BUILTIN)} "
                                 f"or domain=sqlite domain.path=FILE")
         name, module = cfg.name, _builtin_module(cfg.name)
-        rules, actions = module.POLICY, module.ACTIONS
-        description, policy = module.DESCRIPTION, rules.text()
+        rules, actions, description = module.POLICY, module.ACTIONS, module.DESCRIPTION
+        identity = {"kind": "builtin", "name": name, "seed": seed}
+        build = lambda tmp: module.build(tmp, seed)
     elif kind == "sqlite":
         if not cfg.get("path"):
             raise ToolturnError("domain=sqlite needs domain.path=FILE (a SQLite database)")
         source = Path(cfg.path).expanduser().resolve()
         name = cfg.get("name") or slugify(source.stem) or "sqlite"
         description = cfg.get("description") or f"the '{source.stem}' database"
-        policy, module, rules, actions = GENERIC_POLICY, None, GENERIC, []
+        identity, shown = {"kind": "sqlite", **_file_identity(source)}, cfg.path
+        build = lambda tmp: _copy_database(source, tmp)
+    elif kind == "tau2":
+        files = tau2_db.locate(str(cfg.get("source") or ""), cfg.get("data_dir"), cfg.get("policy_files"))
+        name = cfg.get("name") or f"tau2_{files.source.domain}"
+        description = cfg.get("description") or tau2_db.description(files)
+        # the package's policy text, then the generic rules the policy checker enforces (core/policy.py)
+        rules = replace(GENERIC, name=name, preamble=tau2_db.policy_preamble(files))
+        identity, shown = files.identity(), str(files.db_path)
+        build = lambda tmp: tau2_db.convert(files, tmp, tmp.parent / tau2_db.REPORT)
     else:
-        raise ToolturnError(f"unknown domain kind '{kind}' (expected builtin or sqlite)")
+        raise ToolturnError(f"unknown domain kind '{kind}' (expected builtin, sqlite or tau2)")
 
     out = run_dir / "domains" / name
     db_path = out / "db.sqlite"
-    identity = ({"kind": "builtin", "name": name, "seed": seed} if module is not None
-                else {"kind": "sqlite", **_file_identity(source)})
-    built = _reuse_or_build(db_path, identity, lambda tmp: module.build(tmp, seed) if module is not None
-                            else _copy_database(source, tmp))
+    built = _reuse_or_build(db_path, identity, build)
     try:
-        domain = _load_domain(name, description, policy, db_path, cfg.path if module is None else db_path.name,
-                              actions)
+        domain = _load_domain(name, description, rules.text(), db_path, shown or db_path.name, actions)
         domain.rules = rules
         return domain
     except BaseException:
@@ -92,7 +103,7 @@ def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
         raise
 
 
-DESCRIPTION_FILES = ("schema.sql", "tools.json", "skipped.json")
+DESCRIPTION_FILES = ("schema.sql", "tools.json", "skipped.json", tau2_db.REPORT)
 
 
 def _identity_path(db_path: Path) -> Path:
@@ -136,6 +147,9 @@ def _differs(recorded: dict, current: dict) -> str:
         return f"recorded {recorded.get('path') or recorded.get('name')}, now {current.get('path') or current.get('name')}"
     if current["kind"] == "builtin":
         return f"recorded seed {recorded.get('seed')}, now {current['seed']}"
+    if current["kind"] == "tau2":
+        changed = sorted(k for k in ("domain", "version", "files", "converter") if recorded.get(k) != current.get(k))
+        return f"the τ² {current['domain']} source differs in {', '.join(changed)}"
     return f"{current['path']} changed size, modification time or -wal/-journal files since"
 
 
