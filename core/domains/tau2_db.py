@@ -110,9 +110,9 @@ class Tau2Files:
 
     def identity(self) -> dict:
         files = (self.source.db_file, *self.policy_files)
+        # not the directory: a rebuilt venv has another path but the same files
         return {"kind": "tau2", "domain": self.source.domain, "package": PACKAGE, "version": self.version,
-                "path": str(self.directory), "files": {n: _digest(self.directory / n) for n in files},
-                "converter": _digest(Path(__file__))}
+                "files": {n: _digest(self.directory / n) for n in files}, "converter": _digest(Path(__file__))}
 
 
 def description(files: Tau2Files) -> str:
@@ -226,6 +226,12 @@ def _kind(v: Any) -> str:
     raise ShapeError(f"unsupported value of type {type(v).__name__}")
 
 
+def _scalar_type(v: Any) -> str:
+    if type(v) is int and not -2 ** 63 <= v < 2 ** 63:
+        return "bigint"  # beyond SQLite's INTEGER: kept as text
+    return type(v).__name__
+
+
 def _scalar_family(v: Any) -> str:
     return "bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else "text"
 
@@ -244,7 +250,7 @@ def _shape(values: list, path: str) -> Any:
         raise ShapeError(f"{path}: mixes {' and '.join(sorted(kinds))} values; cannot give it one column or table")
     kind = kinds.pop()
     if kind == "scalar":
-        return _Scalar({type(v).__name__ for v in present}, nullable)
+        return _Scalar({_scalar_type(v) for v in present}, nullable)
     if kind == "list":
         items = [x for v in present for x in v]
         if any(x is None or isinstance(x, list) for x in items):
@@ -324,6 +330,11 @@ class Table:
 
     def index(self, name: str) -> int:
         return next(i for i, c in enumerate(self.columns) if c.name == name)
+
+    def values(self, names) -> list[tuple]:
+        """The rows' values of columns `names`, one tuple per row."""
+        idx = [self.index(n) for n in names]
+        return [tuple(r[i] for i in idx) for r in self.rows]
 
 
 def _sql_type(node: _Scalar) -> tuple[str, bool]:
@@ -460,6 +471,7 @@ class _Planner:
         if container is None:
             return
         entries = container.items() if t.container == "map" else enumerate(container)
+        key_idx = [t.index(c) for c in t.primary_key]
         for key, item in entries:
             row = dict(zip(t.inherited, parent_key))
             if t.key_column:
@@ -471,7 +483,7 @@ class _Planner:
             for col, path in t.fields:
                 row[col] = _get(item, path)
             t.rows.append(tuple(_cell(row.get(c.name), c.sql_type) for c in t.columns))
-            own = tuple(t.rows[-1][t.index(c)] for c in t.primary_key)
+            own = tuple(t.rows[-1][i] for i in key_idx)
             for path, child in t.children:
                 self.fill(child, _get(item, path), own)
 
@@ -526,11 +538,10 @@ def _name_score(col: str, field_name: str | None, target: Table, key: str) -> in
 
 def _link(tables: list[Table]) -> None:
     """Declare a foreign key wherever a column names another table's key and its values are all keys."""
-    keysets = {t.name: {r[t.index(c)] for r in t.rows for c in t.primary_key[:1]} for t in tables
-               if len(t.primary_key) == 1}
+    keysets = {t.name: {v for v, in t.values(t.primary_key)} for t in tables if len(t.primary_key) == 1}
     for t in tables:
         for col in sorted(t.references - set(t.primary_key if len(t.primary_key) == 1 else ()) - set(t.inherited)):
-            values = {r[t.index(col)] for r in t.rows} - {None}
+            values = {v for v, in t.values([col])} - {None}
             if not values:
                 continue
             ranked = sorted((score, i, target) for i, target in enumerate(tables) if target is not t
@@ -552,9 +563,8 @@ def _link(tables: list[Table]) -> None:
             have = {c.name for c in t.columns}
             if not set(pk) <= have or set(pk) <= set(t.inherited):
                 continue
-            tuples = {tuple(r[t.index(c)] for c in pk) for r in t.rows}
-            if tuples and all(None not in x for x in tuples) and tuples <= {
-                    tuple(r[target.index(c)] for c in pk) for r in target.rows}:
+            tuples = set(t.values(pk))
+            if tuples and all(None not in x for x in tuples) and tuples <= set(target.values(pk)):
                 t.foreign_keys.append(ForeignKey(pk, target.name, pk, "reference"))
 
 
@@ -624,7 +634,7 @@ def convert_tree(tree: dict, where: str = "database") -> Conversion:
     for t in tables:
         if not t.rows:
             notes.append(f"{t.name} ({t.source}) is empty in the source")
-        unique = {tuple(r[t.index(c)] for c in t.primary_key) for r in t.rows}
+        unique = set(t.values(t.primary_key))
         if len(unique) != len(t.rows):
             raise ToolturnError(f"τ² {where}: {t.source} has duplicate keys {list(t.primary_key)}")
     _link(tables)
