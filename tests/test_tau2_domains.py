@@ -97,13 +97,20 @@ def runs(tmp_path_factory):
     return out
 
 
-def db(runs, domain: str) -> sqlite3.Connection:
-    return sqlite3.connect(runs[domain][0] / "domains" / f"tau2_{domain}" / "db.sqlite")
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """The three domains prepared (converted) into one run dir, as generation and evaluation do."""
+    run = tmp_path_factory.mktemp("tau2_domains")
+    return run, {d: prepare_domain(domain_cfg(d), run, 0) for d in DOMAINS}
+
+
+def db(converted, domain: str) -> sqlite3.Connection:
+    return sqlite3.connect(converted[1][domain].db_path)
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_every_source_object_is_one_row_and_every_key_holds(runs, domain):
-    tree, conn = source_tree(domain), db(runs, domain)
+def test_every_source_object_is_one_row_and_every_key_holds(converted, domain):
+    tree, conn = source_tree(domain), db(converted, domain)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == set(LAYOUT[domain])
     for table, path in LAYOUT[domain].items():
@@ -116,12 +123,12 @@ def test_every_source_object_is_one_row_and_every_key_holds(runs, domain):
             by_id.setdefault(fk_id, [ref]).append(col)
         declared |= {(t, tuple(cols), ref) for ref, *cols in by_id.values()}
     assert REFERENCES[domain] <= declared
-    report = json.loads((runs[domain][0] / "domains" / f"tau2_{domain}" / tau2_db.REPORT).read_text())
+    report = json.loads((converted[1][domain].db_path.parent / tau2_db.REPORT).read_text())
     assert {t: v["rows"] for t, v in report["tables"].items()} == {t: count(tree, p) for t, p in LAYOUT[domain].items()}
 
 
-def test_nested_values_are_reachable_by_joins(runs):
-    air, conn = source_tree("airline"), db(runs, "airline")
+def test_nested_values_are_reachable_by_joins(converted):
+    air, conn = source_tree("airline"), db(converted, "airline")
     res = next(r for r in air["reservations"].values() if len(r["flights"]) >= 2)
     leg = res["flights"][1]
     day = air["flights"][leg["flight_number"]]["dates"][leg["date"]]
@@ -135,7 +142,7 @@ def test_nested_values_are_reachable_by_joins(runs):
     assert row == (day["status"], user["name"]["first_name"],
                    user["payment_methods"][res["payment_history"][0]["payment_id"]]["source"])
 
-    shop, conn = source_tree("retail"), db(runs, "retail")
+    shop, conn = source_tree("retail"), db(converted, "retail")
     order = next(o for o in shop["orders"].values() if len(o["items"]) >= 2)
     item = order["items"][1]
     option, value = next(iter(item["options"].items()))
@@ -146,7 +153,7 @@ def test_nested_values_are_reachable_by_joins(runs):
     assert row == (value, shop["products"][item["product_id"]]["variants"][item["item_id"]]["price"],
                    shop["products"][item["product_id"]]["name"])
 
-    tel, conn = source_tree("telecom"), db(runs, "telecom")
+    tel, conn = source_tree("telecom"), db(converted, "telecom")
     customer = next(c for c in tel["customers"] if len(c["line_ids"]) >= 2)
     line = next(x for x in tel["lines"] if x["line_id"] == customer["line_ids"][1])
     plan = next(p for p in tel["plans"] if p["plan_id"] == line["plan_id"])
@@ -158,8 +165,8 @@ def test_nested_values_are_reachable_by_joins(runs):
                         (line["line_id"],)).fetchone() == ("integer", int(line["roaming_enabled"]))
 
 
-def test_derived_tools_work_in_the_sandbox(runs):
-    run = runs["airline"][0]
+def test_derived_tools_work_in_the_sandbox(converted):
+    run = converted[0]
     made = (run / "domains" / "tau2_airline" / "db.sqlite").stat().st_mtime_ns
     d = prepare_domain(domain_cfg("airline"), run, 0)  # the run's converted copy is reused, not rebuilt
     assert (run / "domains" / "tau2_airline" / "db.sqlite").stat().st_mtime_ns == made
@@ -177,6 +184,7 @@ def test_derived_tools_work_in_the_sandbox(runs):
     box.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_cli_generates_audited_dialogues_under_the_packages_policy(runs, domain):
     run, audit = runs[domain]
@@ -208,6 +216,7 @@ def strings(value, out: list[str]) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_no_tau2_task_reaches_the_data(runs, domain):
     ids, texts = set(), set()
