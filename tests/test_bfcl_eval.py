@@ -1,0 +1,282 @@
+"""`eval=bfcl`: the official bfcl-eval package (its isolated venv, data, handler loop and checkers).
+
+Evidence, offline: BFCL's checkers score answers built from its ground truth as valid and wrong ones as
+invalid (single-turn in Python-call and Qwen <tool_call> form, one multi-turn entry, re-checked in the same
+process after a wrong answer); a run against a scripted completions server scores its known-correct call 1
+and sends our sampling and a seed per sample; infrastructure failures are rows, retried on re-run; config
+errors are one line; and a real SmolLM2 smoke run through the command line (slow).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from toolturn.core.isolated_env import ensure_env, site_packages
+from toolturn.evaluate.bfcl_bench import WORKER
+
+EVAL = [sys.executable, "-m", "toolturn.evaluate.run"]
+QWEN_FC, QWEN_PROMPT = "Qwen/Qwen3-8B-FC", "Qwen/Qwen3-8B"
+
+
+@pytest.fixture(scope="module")
+def bfcl_data() -> Path:
+    return site_packages("bfcl") / "bfcl_eval" / "data"
+
+
+def _jsonl(path: Path) -> dict[str, dict]:
+    return {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+
+
+def _truth(data: Path, category: str) -> dict[str, dict]:
+    return _jsonl(data / "possible_answer" / f"BFCL_v4_{category}.json")
+
+
+def _first_allowed(values: list):
+    return next(v for v in values if v != "")  # "" marks an optional parameter that may be left out
+
+
+def _calls(ground_truth: list[dict]) -> list[tuple[str, dict]]:
+    return [(name, {k: _first_allowed(v) for k, v in args.items()}) for call in ground_truth
+            for name, args in call.items()]
+
+
+def python_form(calls: list[tuple[str, dict]]) -> str:
+    return "[" + ", ".join(f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})" for name, args in calls) + "]"
+
+
+def qwen_form(calls: list[tuple[str, dict]]) -> str:
+    # QwenFCHandler reads only `<tool_call>\n{json}\n</tool_call>`, newlines included
+    return "\n".join(f"<tool_call>\n{json.dumps({'name': n, 'arguments': a})}\n</tool_call>" for n, a in calls)
+
+
+def _parse_call(text: str, docs: dict[str, list[str]]) -> tuple[str, dict]:
+    """A ground-truth call string as (name, JSON arguments); positional ones named from BFCL's function docs."""
+    call = ast.parse(text, mode="eval").body
+    args = dict(zip(docs[call.func.id], map(ast.literal_eval, call.args)))
+    return call.func.id, {**args, **{k.arg: ast.literal_eval(k.value) for k in call.keywords}}
+
+
+def _param_names(data: Path) -> dict[str, list[str]]:
+    return {doc["name"]: list(doc["parameters"]["properties"]) for f in (data / "multi_turn_func_doc").glob("*.json")
+            for doc in map(json.loads, f.read_text().splitlines())}
+
+
+def score(tmp_path: Path, key: str, outputs: list[dict]) -> list[dict]:
+    """The worker's score mode: BFCL's per-entry checker on given outputs, in one process, in order."""
+    job = tmp_path / f"score-{len(list(tmp_path.glob('score-*')))}.json"
+    job.write_text(json.dumps({"model_key": key, "outputs": outputs}))
+    root = tmp_path / "bfcl-root"
+    done = subprocess.run([str(ensure_env("bfcl")), "-I", str(WORKER), "score", str(job)], capture_output=True,
+                          text=True, env={**os.environ, "BFCL_PROJECT_ROOT": str(root)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (root / "score").is_dir()  # bfcl wrote its dirs under BFCL_PROJECT_ROOT, not into site-packages
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_official_checkers_on_answers_built_from_ground_truth(tmp_path, bfcl_data):
+    ids = ["simple_python_0", "simple_python_1", "multiple_0", "parallel_0", "live_simple_0-0-0"]
+    truth = {i: _calls(_truth(bfcl_data, i.rsplit("_", 1)[0])[i]["ground_truth"]) for i in ids}
+    name, args = truth["simple_python_0"][0]
+    wrong = {"value": [(name, {**args, "height": args["height"] + 1})],
+             "type": [(name, {**args, "base": str(args["base"])})]}
+
+    fc = score(tmp_path, QWEN_FC, [{"id": i, "result": qwen_form(truth[i])} for i in ids] + [
+        {"id": "simple_python_0", "result": qwen_form(wrong["value"])},
+        {"id": "simple_python_0", "result": qwen_form(wrong["type"])},
+        {"id": "simple_python_0", "result": qwen_form(truth["simple_python_0"]).replace("\n", "")},
+        {"id": "simple_python_0", "result": "Sorry, I cannot help with that."},
+        {"id": "irrelevance_0", "result": "I have no function for that."},
+        {"id": "irrelevance_0", "result": qwen_form(truth["simple_python_0"])},
+        {"id": "live_relevance_0-0-0", "result": "I have no function for that."}])
+    assert [r["valid"] for r in fc[:5]] == [True] * 5, fc[:5]
+    assert all(r["made_call"] for r in fc[:5])
+    value, kind, squashed, text, irrel_text, irrel_call, rel_text = fc[5:]
+    assert not value["valid"] and value["error_type"].startswith("value_error")
+    assert not kind["valid"] and kind["error_type"].startswith("type_error")
+    assert not squashed["valid"] and not squashed["made_call"]  # <tool_call>{...}</tool_call>: no call at all
+    assert not text["valid"] and not text["made_call"]
+    assert irrel_text["valid"] and not irrel_call["valid"]  # irrelevance: correct when no call decodes
+    assert not rel_text["valid"]  # live_relevance: correct only when the model DOES call
+
+    prompt = score(tmp_path, QWEN_PROMPT, [{"id": i, "result": python_form(truth[i])} for i in ids] +
+                   [{"id": "simple_python_0", "result": python_form(wrong["value"])}])
+    assert [r["valid"] for r in prompt] == [True] * 5 + [False], prompt
+
+
+def test_official_multi_turn_checker_and_no_state_left_between_checks(tmp_path, bfcl_data):
+    gt = _truth(bfcl_data, "multi_turn_base")["multi_turn_base_0"]["ground_truth"]
+    docs = _param_names(bfcl_data)
+    right = [[qwen_form([_parse_call(c, docs) for c in turn])] for turn in gt]
+    wrong = [[qwen_form([("ls", {})])], *right[1:]]  # the first turn's calls replaced by a harmless one
+    out = score(tmp_path, QWEN_FC, [{"id": "multi_turn_base_0", "result": r, "ns": "same"}
+                                    for r in (right, wrong, right)])
+    assert [r["valid"] for r in out] == [True, False, True], out
+    assert out[1]["error_type"].startswith("multi_turn:")
+    # each check leaves no cached backend behind, so the third (after a wrong one) starts from the real state
+    assert [r["cached_instances"] for r in out] == [0, 0, 0]
+
+
+# ------------------------------------------------------------------------------- a scripted completions server
+
+class Completions:
+    """POST /v1/completions answered by `answer(prompt) -> text`; GET /v1/models; every body recorded."""
+
+    def __init__(self, answer, port: int = 0):
+        self.answer, self.requests = answer, []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests.append(body)
+                self._send({"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                            "choices": [{"text": owner.answer(body["prompt"]), "index": 0, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _smollm2_dir() -> Path:
+    from toolturn.core.servers import embedded_smollm2_dir
+    try:
+        return embedded_smollm2_dir()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"the embedded SmolLM2 tokenizer is needed: {exc}")
+
+
+def run_eval(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*EVAL, "eval=bfcl", "logger=none", "progress=false", f"out_dir={out}", *overrides],
+                          capture_output=True, text=True, timeout=600)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def external(port: int, *more: str) -> list[str]:
+    return ["endpoint=external", f"endpoint.base_url=http://127.0.0.1:{port}/v1", "endpoint.model=served-name",
+            f"eval.local_model_path={_smollm2_dir()}", "checkpoints=[base]", *more]
+
+
+def test_scripted_server_known_correct_call_scores_one_with_our_sampling(tmp_path, bfcl_data):
+    name, args = _calls(_truth(bfcl_data, "simple_python")["simple_python_0"]["ground_truth"])[0]
+    question = _jsonl(bfcl_data / "BFCL_v4_simple_python.json")["simple_python_0"]["question"][0][0]["content"]
+    right = qwen_form([(name, args)])
+    server = Completions(lambda prompt: right if question in prompt else "No call from me.")
+    try:
+        out = tmp_path / "ev"
+        done = run_eval(out, *external(server.port, "n=2", "sampling.temperature=0.7", "sampling.top_p=0.9",
+                                       "sampling.max_tokens=40", "eval.ids=[simple_python_0,simple_python_1,irrelevance_0]"))
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = {(r["checkpoint"], r["task_id"], r["sample"]): r for r in rows(out)}
+    assert {k: r["reward"] for k, r in got.items() if k[0] == "base"} == {
+        ("base", "simple_python_0", 0): 1.0, ("base", "simple_python_0", 1): 1.0,
+        ("base", "simple_python_1", 0): 0.0, ("base", "simple_python_1", 1): 0.0,
+        ("base", "irrelevance_0", 0): 1.0, ("base", "irrelevance_0", 1): 1.0}
+    assert got[("do_nothing", "irrelevance_0", 0)]["reward"] == 1.0
+    assert got[("do_nothing", "simple_python_0", 0)]["reward"] == 0.0
+    # what reached the server: BFCL's Qwen FC prompt, our served name, our sampling and the sample's seed
+    assert len(server.requests) == 6
+    assert all(r["prompt"].startswith("<|im_start|>system\n# Tools") for r in server.requests)
+    assert {(r["model"], r["temperature"], r["top_p"], r["max_tokens"]) for r in server.requests} == {
+        ("served-name", 0.7, 0.9, 40)}
+    seeds = sorted(r["seed"] for r in server.requests)
+    assert seeds == sorted(r["seed"] for r in got.values() if r["checkpoint"] == "base") and len(set(seeds)) == 6
+    metrics = json.loads((out / "metrics.json").read_text())
+    cats = metrics["suite_metrics"]["checkpoints"]["base"]["categories"]
+    assert cats["simple_python"]["accuracy"] == 0.5 and cats["irrelevance"]["accuracy"] == 1.0
+    assert cats["simple_python"]["identical_entries"] == 2  # a scripted server repeats itself: flagged
+    # BFCL's own aggregation, categories not run counted 0: Non-Live = mean(Simple = mean(0.5, java 0, js 0),
+    # multiple 0, parallel 0, parallel_multiple 0), Irrelevance = mean(1.0, live_irrelevance 0), weights 10/10/10/30/40
+    base = metrics["suite_metrics"]["checkpoints"]["base"]
+    assert base["overall"] == pytest.approx(round(10 * (0.5 / 3) / 4 + 10 * 0.5, 2) / 100)
+    assert base["irrelevance"] is None and base["agentic"] == 0.0  # shown N/A by BFCL: live_irrelevance not run
+    report = (out / "report.md").read_text()
+    assert "do-nothing floor" in report and "Hall. (Irrel)" in report and "Partial evaluation" in report
+
+
+def test_endpoint_down_is_infra_error_then_resumed(tmp_path):
+    server = Completions(lambda prompt: "No call from me.")
+    port = server.port
+    server.close()  # nothing listens there now
+    out = tmp_path / "ev"
+    ids = "eval.ids=[simple_python_0,multi_turn_base_0]"
+    down = run_eval(out, *external(port, "n=1", ids))
+    assert down.returncode == 2 and "Traceback" not in down.stderr
+    assert {r["infra_error"] for r in rows(out) if r["checkpoint"] == "base"} == {"endpoint_down"}
+    server = Completions(lambda prompt: "No call from me.", port=port)
+    try:
+        up = run_eval(out, *external(port, "n=1", ids))
+        assert up.returncode == 0, up.stderr[-3000:]
+        first = len(server.requests)
+        again = run_eval(out, *external(port, "n=1", ids))
+        assert again.returncode == 0 and len(server.requests) == first  # finished entries are not redone
+    finally:
+        server.close()
+    latest = {(r["checkpoint"], r["task_id"]): r for r in rows(out)}
+    assert all(r["infra_error"] is None and r["reward"] == 0.0 for k, r in latest.items() if k[0] == "base")
+
+
+@pytest.mark.parametrize("override,words", [
+    ("eval.categories=[web_search]", "needs the internet"),
+    ("eval.categories=[memory_kv]", "needs the internet"),
+    ("eval.categories=[simpel]", "unknown BFCL category 'simpel'"),
+    ("eval.ids=[simple_python_9999]", "eval.ids names entries"),
+    ("eval.model_key=my-finetune", "not in BFCL's model registry"),
+    ("eval.model_key=gpt-4o-2024-11-20-FC", "API model"),
+])
+def test_config_errors_are_one_line(tmp_path, override, words):
+    done = run_eval(tmp_path / "ev", "checkpoints=[do_nothing]", override)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], done.stderr
+
+
+@pytest.mark.slow
+def test_smollm2_smoke_run_through_the_command_line(tmp_path):
+    _smollm2_dir()
+    out = tmp_path / "ev"
+    done = run_eval(out, "model=smollm2_135m", "endpoint=managed", "checkpoints=[base]", "n=1",
+                    "sampling.max_tokens=24", "eval.ids=[simple_python_0,multiple_0,multi_turn_base_100]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = rows(out)
+    assert {(r["checkpoint"], r["task_id"]) for r in got} == {
+        (c, i) for c in ("base", "do_nothing") for i in ("simple_python_0", "multiple_0", "multi_turn_base_100")}
+    assert all(r["infra_error"] is None and r["reward"] in (0.0, 1.0) for r in got)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["suite_metrics"]["checkpoints"]["base"]["categories"]) == {
+        "simple_python", "multiple", "multi_turn_base"}
+    log = next((out / "logs").glob("server-transformers-*.log")).read_text()
+    assert "/v1/completions" in log and "400" not in log.split("/v1/completions")[-1][:20]
+    assert "Overall" in (out / "report.md").read_text()
