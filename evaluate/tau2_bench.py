@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from omegaconf import OmegaConf
-from toolturn.core.checks import SAMPLING, Check, integer, is_int
+from toolturn.core.checks import POSITIVE, SAMPLING, Check, integer, is_int
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.isolated_env import ensure_env
@@ -68,9 +68,15 @@ def _task_ids_ok(v) -> bool:
     return v is None or (isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) or is_int(x) for x in v))
 
 
+# an endpoint's knobs that a user_simulator endpoint may leave out: the checkpoints' endpoint group's then apply
+ENDPOINT_KNOBS = {"max_concurrency": integer(1), "timeout_s": POSITIVE, "max_retries": integer(0)}
+
+
 def _user_endpoint_ok(v) -> bool:
     return v is None or (isinstance(v, dict) and v.get("server") in KINDS and isinstance(v.get("model"), str)
-                         and (v["server"] != "none" or isinstance(v.get("base_url"), str)))
+                         and (v["server"] != "none" or isinstance(v.get("base_url"), str))
+                         and all(c.ok(v[k]) for k, c in ENDPOINT_KNOBS.items() if k in v)
+                         and isinstance(v.get("api_key_env"), (str, type(None))))
 
 
 @dataclass(frozen=True)
@@ -142,8 +148,9 @@ class Tau2Suite:
         "eval.num_tasks": Check("null or a positive integer", lambda v: v is None or (is_int(v) and v >= 1)),
         "eval.max_steps": integer(1), "eval.max_errors": integer(1), "eval.max_concurrency": integer(1),
         "eval.user_simulator.endpoint": Check(
-            f"null (the checkpoint's own server) or an endpoint mapping with server ({'|'.join(KINDS)}), model "
-            f"and, for server none, base_url", _user_endpoint_ok),
+            f"null (the checkpoint's own server) or an endpoint mapping with server ({'|'.join(KINDS)}), model, "
+            f"for server none base_url, and optionally api_key_env, max_concurrency, timeout_s, max_retries",
+            _user_endpoint_ok),
         **{f"eval.user_simulator.sampling.{k}": c for k, c in SAMPLING.items()},
     }
 
@@ -168,7 +175,8 @@ class Tau2Suite:
         self.items = self._tasks()
         self.parts = tuple(p.lower() for p in REWARD_TYPES if any(p in t.reward_basis for t in self.items))
         user = e.user_simulator.endpoint
-        self.user_spec = None if user is None else OmegaConf.to_container(user, resolve=True)
+        self.user_spec = None if user is None else {**{k: cfg.endpoint[k] for k in ENDPOINT_KNOBS},
+                                                    **OmegaConf.to_container(user, resolve=True)}
         try:  # the floor's agent calls no LLM, but its user simulator needs one
             self.floor_user_spec = self.user_spec or endpoint_spec("base", cfg)
         except ToolturnError as exc:

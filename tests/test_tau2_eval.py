@@ -133,6 +133,25 @@ def test_mock_domain_rows_pass_hat_k_floor_and_resume(tmp_path):
         assert sorted((out / "logs").iterdir()) == logs_before  # no worker started (the task list is kept)
 
 
+def test_a_configured_user_simulator_endpoint_plays_every_user_with_its_own_key(tmp_path):
+    out = tmp_path / "ev"
+    with MockServer(scripted) as agent_server, MockServer(scripted) as user_server:
+        user = (f"eval.user_simulator.endpoint={{server:none,base_url:'{user_server.base_url}',model:usersim,"
+                f"api_key_env:TAU2_TEST_USER_KEY,timeout_s:60}}")
+        proc = subprocess.run([*EVAL, "eval.domain=mock", "endpoint=external", f"endpoint.base_url={agent_server.base_url}",
+                               "endpoint.model=mock", "checkpoints=[base]", "n=1", "eval.task_ids=[create_task_1]",
+                               user, f"out_dir={out}"], capture_output=True, text=True, timeout=240,
+                              env={**os.environ, "TAU2_TEST_USER_KEY": "sk-user"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert agent_server.requests and all("<policy>" in q["messages"][0]["content"] for q in agent_server.requests)
+        assert {q["model"] for q in user_server.requests} == {"usersim"}  # the floor's user too
+        assert all("<scenario>" in q["messages"][0]["content"] for q in user_server.requests)
+        assert user_server.last_headers["authorization"] == "Bearer sk-user"
+    got = rows(out)
+    assert {r["user_model"] for r in got} == {"openai/usersim"} and all(r["infra_error"] is None for r in got)
+    assert "τ² user_simulator on usersim (temperature 0.0" in (out / "report.md").read_text()
+
+
 def test_worker_sends_every_sampling_setting_generation_config_and_key(tmp_path):
     """What reaches the server: explicit sampling (tau2's llm args replace its defaults), the sample's seed,
     `transformers serve`'s generation_config in the body (litellm extra_body), and the API key by variable."""

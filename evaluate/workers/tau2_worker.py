@@ -61,8 +61,13 @@ def _quiet_imports() -> None:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     # Quirk: importing tau2 logs its whole registry at DEBUG through Loguru's default stderr handler.
     os.environ.setdefault("LOGURU_LEVEL", "WARNING")
-    # Quirk: tau2.utils.utils calls load_dotenv(), reading `.env` from the working directory: the caller
-    # starts this process in an empty dir of its own, so no stray .env (API keys, LLM_CACHE_ENABLED=...) applies.
+    # Quirk: tau2.utils.utils calls load_dotenv() at import, which loads the first `.env` found in the folders
+    # above site-packages (~/.env, say; the working dir in a REPL) into the environment: API keys, CACHE_TYPE,
+    # LLM_CACHE_ENABLED, ... PYTHON_DOTENV_DISABLED turns that off, and the caller starts this process in an
+    # empty dir of its own (also what info.git_commit reads).
+    os.environ["PYTHON_DOTENV_DISABLED"] = "1"
+    # A response cache (LLM_CACHE_ENABLED, off by default) would hand one sample's reply to another.
+    os.environ["LLM_CACHE_ENABLED"] = "false"
 
 
 def _emit(out, lock: threading.Lock, obj: dict) -> None:
