@@ -28,7 +28,11 @@ from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.isolated_env import ensure_env
 from toolturn.core.servers import _child_setup, embedded_smollm2_dir
-from toolturn.evaluate.checkpoints import RULE_ASSISTANTS, endpoint_spec, request_sampling
+from toolturn.evaluate.checkpoints import (
+    RULE_ASSISTANTS,
+    endpoint_spec,
+    request_sampling,
+)
 from toolturn.evaluate.metrics import summarise
 from toolturn.evaluate.report import DO_NOTHING
 from toolturn.evaluate.runner import Checkpoint
@@ -148,7 +152,7 @@ class BfclSuite:
         path, log = self._job(mode, payload, label or mode)
         with open(log, "wb") as err:
             done = subprocess.run([str(self.python), "-I", str(WORKER), mode, str(path)], stdout=subprocess.PIPE,
-                                  stderr=err, env=self._env(), timeout=900, start_new_session=True,
+                                  stderr=err, env=self._env(), timeout=900, start_new_session=True, check=False,
                                   preexec_fn=_child_setup(os.getpid()))
         if done.returncode != 0 or not done.stdout.strip():
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]

