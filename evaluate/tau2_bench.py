@@ -29,19 +29,24 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 from omegaconf import OmegaConf
 from toolturn.core.checks import POSITIVE, SAMPLING, Check, integer, is_int
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
+from toolturn.core.files import atomic_write
 from toolturn.core.isolated_env import ensure_env
-from toolturn.core.llm import _MODEL_OUTPUT_ERRORS, Endpoint  # the worker sorts failures as core/llm.py does
+from toolturn.core.llm import (  # the worker sorts failures as core/llm.py does
+    _MODEL_OUTPUT_ERRORS,
+    Endpoint,
+)
 from toolturn.core.servers import KINDS
 from toolturn.evaluate.checkpoints import endpoint_spec, request_sampling
 from toolturn.evaluate.report import DO_NOTHING, checkpoint_metrics
@@ -158,19 +163,20 @@ class Tau2Suite:
         e = cfg.eval
         self.name, self.domain_name = str(e.name), str(e.domain)
         self.split = str(e.task_split)
-        self.n, self.infra_retries, self.base_seed = int(cfg.n), int(cfg.infra_retries), int(cfg.seed)
+        self.n, self.infra_retries = int(cfg.n), int(cfg.infra_retries)
         self.sampling, self.user_sampling = cfg.sampling, e.user_simulator.sampling
         self.max_steps, self.max_errors, self.max_concurrency = int(e.max_steps), int(e.max_errors), int(e.max_concurrency)
         self.task_ids = None if e.task_ids is None else [str(t) for t in e.task_ids]
         self.num_tasks = None if e.num_tasks is None else int(e.num_tasks)
         self.out_dir, self.logs = out_dir, out_dir / "logs"
         self.results_dir = out_dir / "tau2_results"  # the package's Results files, one per worker run
-        self.cwd = out_dir / "tau2_cwd"  # an empty working dir: the package's load_dotenv() reads .env from it
+        self.cwd = out_dir / "tau2_cwd"  # the worker's working dir, kept empty (no .env, no stray relative paths)
         if "oracle" in [str(x) for x in cfg.checkpoints or []]:
             raise ToolturnError("eval=tau2 has no oracle (τ² scores a served model); list served checkpoints, the "
                                 "do-nothing floor always runs")
         self._servers: dict[str, Endpoints] = {}
         self._runs = itertools.count()
+        self.cwd.mkdir(parents=True, exist_ok=True)
         self.python = ensure_env("tau2")
         self.items = self._tasks()
         self.parts = tuple(p.lower() for p in REWARD_TYPES if any(p in t.reward_basis for t in self.items))
@@ -202,12 +208,11 @@ class Tau2Suite:
             if "error" in answer:
                 raise ToolturnError(answer["error"])
             cached = {"settings": settings, "tasks": answer["tasks"]}
-            path.write_text(json.dumps(cached, indent=1))
+            atomic_write(path, json.dumps(cached, indent=1))
         return [Tau2Task(t["id"], tuple(t["reward_basis"]), bool(t["needs_write"]), int(t["history"]))
                 for t in cached["tasks"]]
 
     def _job_file(self, job: dict, tag: str) -> Path:
-        self.cwd.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "tau2_jobs" / f"{tag}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**job, "parent_pid": os.getpid(), "model_output_markers": list(_MODEL_OUTPUT_ERRORS)},
@@ -218,10 +223,14 @@ class Tau2Suite:
         tag = f"tasks-{self._stamp()}"
         log = self.logs / f"tau2-{tag}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as err:
-            proc = subprocess.run([str(self.python), "-I", str(WORKER), str(self._job_file(job, tag))], cwd=self.cwd,
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                  timeout=WORKER_TIMEOUT_S, start_new_session=True)
+        try:
+            with open(log, "wb") as err:
+                proc = subprocess.run([str(self.python), "-I", str(WORKER), str(self._job_file(job, tag))], cwd=self.cwd,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                      timeout=WORKER_TIMEOUT_S, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            raise ToolturnError(f"the tau2 worker did not list the {self.domain_name} tasks within "
+                                f"{WORKER_TIMEOUT_S}s; see {log}") from None
         lines = proc.stdout.decode().splitlines()
         if proc.returncode != 0 or not lines:
             raise ToolturnError(f"the tau2 worker failed listing the {self.domain_name} tasks (exit {proc.returncode}); "
@@ -269,12 +278,14 @@ class Tau2Suite:
             pending = list(todo)
             for attempt in range(self.infra_retries + 1):
                 failed = []
-                async for sample, line in self._stream(checkpoint, pending, agent, user, keys):
-                    row = self.sample_row(checkpoint, sample, line, user.model)
-                    if row["infra_error"] is not None and attempt < self.infra_retries:
-                        failed.append(sample)  # tried again below; only the last attempt's failure is written
-                        continue
-                    write({**row, "attempts": attempt + 1})
+                # aclosing: the worker is killed at once if anything here raises (or the run is interrupted)
+                async with contextlib.aclosing(self._stream(checkpoint, pending, agent, user, keys)) as lines:
+                    async for sample, line in lines:
+                        row = self.sample_row(checkpoint, sample, line, user.model)
+                        if row["infra_error"] is not None and attempt < self.infra_retries:
+                            failed.append(sample)  # tried again below; only the last attempt's failure is written
+                            continue
+                        write({**row, "attempts": attempt + 1})
                 if not failed:
                     break
                 pending = failed
@@ -311,7 +322,7 @@ class Tau2Suite:
         finally:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, 9)
+                    os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         for sample in by_key.values():
             yield sample, {"infra_error": f"worker_exit_{code}", "detail": f"the tau2 worker exited with {code} "
@@ -393,8 +404,8 @@ class Tau2Suite:
         floor, pub = sm["measured_floor"], sm["published_floor"]
         lines = ["", f"## τ² {self.domain_name}: scores against the do-nothing floor", "",
                  f"- data: {sm['data_version']}, split {self.split}, {len(self.items)} tasks",
-                 f"- measured floor (the do-nothing agent on these tasks, user simulator as above): "
-                 f"pass^1 = {fmt(floor)}"]
+                 (f"- measured floor (the do-nothing agent on these tasks, user simulator as above): "
+                  f"pass^1 = {fmt(floor)}")]
         if pub:
             lines.append(f"- published floor ({self.domain_name}, full base split of {pub['tasks']} tasks): pass^1 = "
                          f"{pub['pass_hat_1']:.3f}" + ("" if pub["same_tasks"] else " (another task set than this run's)"))
@@ -408,8 +419,8 @@ class Tau2Suite:
             verdict = "-" if ok is None else "yes" if ok else "**NO: not above the do-nothing floor**"
             lines.append(f"| {name} | {fmt(p)} | {fmt(floor)} | {'-' if margin is None else f'{margin:+.3f}'} | {verdict} |")
         if sm["below_floor"]:
-            lines += ["", f"Not above the do-nothing floor: {', '.join(sm['below_floor'])}. Such a score says nothing "
-                      f"about the model: an agent that does nothing scores as much."]
+            lines += ["", (f"Not above the do-nothing floor: {', '.join(sm['below_floor'])}. Such a score says "
+                           f"nothing about the model: an agent that does nothing scores as much.")]
         parts = self.parts
         lines += ["", "Reward parts over the samples whose task counts them (τ² reward_basis):", "",
                   "| checkpoint | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts)]

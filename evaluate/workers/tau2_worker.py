@@ -17,7 +17,7 @@ Two modes (`job["mode"]`):
   `tau2.run.run_task(..., seed=sample seed)` (the package's own per-simulation entry point: the
   orchestrator sets that seed on the agent's and the user's LLM args, and the official evaluator
   scores it). Per sample, one line `{"task_id", "index", "seed", "simulation": <SimulationRun dump>}`,
-  or `{"..., "crash": {"where", "error"}}` (the simulation or its evaluator raised: the sample failed,
+  or `{..., "crash": {"where", "error"}}` (the simulation or its evaluator raised: the sample failed,
   as the CLI's --skip-failed-samples records it), or `{..., "infra_error", "detail"}` (an endpoint
   failed after litellm's retries: not the model's doing, so never scored). Then the run's `Results`
   file (the format `tau2 view` reads) is written to `job["results_file"]`.
@@ -194,8 +194,8 @@ def _dump_simulation(sim) -> dict:
 
 
 def run(job: dict, out, lock: threading.Lock) -> None:
-    from tau2.evaluator.evaluator import EvaluationType
     from tau2.data_model.simulation import Results
+    from tau2.evaluator.evaluator import EvaluationType
     from tau2.run import get_info, get_tasks, run_task
 
     domain = job["domain"]
