@@ -242,12 +242,13 @@ class Tau2Suite:
 
     # ---------------------------------------------------------------------------------- endpoints
 
-    def _endpoint(self, spec: dict) -> Endpoint:
-        """The live endpoint serving `spec`, started on first use; one server per distinct spec."""
+    def _endpoint(self, spec: dict, name: str) -> Endpoint:
+        """The live endpoint serving `spec`, started on first use (`name` in its errors); one server per spec."""
         key = json.dumps(spec, sort_keys=True)
         if key not in self._servers:
-            self._servers[key] = Endpoints({"m": OmegaConf.create(spec)}, ["m"], self.logs).__enter__()
-        return self._servers[key].live["m"].endpoint
+            self._servers[key] = Endpoints({name: OmegaConf.create(spec)}, [name], self.logs).__enter__()
+        endpoints = self._servers[key]
+        return endpoints.live[endpoints.needed[0]].endpoint
 
     def _release(self) -> None:
         """Stop the servers of a finished checkpoint, keeping the floor's user simulator (base) for later."""
@@ -260,13 +261,13 @@ class Tau2Suite:
         keys: dict[str, str] = {}
         agent: dict = {"kind": DO_NOTHING if c.kind == DO_NOTHING else "llm"}
         if c.kind == "model":
-            live = self._endpoint(c.endpoint)
+            live = self._endpoint(c.endpoint, c.name)
             agent.update(asdict(Role.of(live, self.sampling, c.endpoint, KEY_VARS["agent"])))
             keys[KEY_VARS["agent"]] = live.api_key or ""
         elif c.kind != DO_NOTHING:
             raise ToolturnError(f"eval=tau2 evaluates served models and the do-nothing floor, not {c.kind!r}")
         spec = self.user_spec or (c.endpoint if c.kind == "model" else self.floor_user_spec)
-        live = self._endpoint(spec)
+        live = self._endpoint(spec, "user simulator" if self.user_spec or c.kind != "model" else c.name)
         keys[KEY_VARS["user"]] = live.api_key or ""
         return agent, Role.of(live, self.user_sampling, spec, KEY_VARS["user"]), keys
 
