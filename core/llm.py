@@ -96,7 +96,7 @@ _ENDPOINT_STATUS = {401, 403, 404, 405, 407}  # a 4xx that says the endpoint con
 # A 5xx whose body says the server could not parse the model's own output (`transformers serve` on a
 # malformed <tool_call> block): a property of this completion, so not retried (a greedy or seeded
 # resample is the same) and not fatal; the caller counts it as the model's failure.
-_MODEL_OUTPUT_ERRORS = ("could not parse region as JSON", "could not parse after dialect transforms")
+MODEL_OUTPUT_ERRORS = ("could not parse region as JSON", "could not parse after dialect transforms")
 _HINTS = {401: " (check the API key)", 403: " (check the API key)", 404: " (check base_url and model)",
           429: " (rate limited)"}
 
@@ -377,7 +377,7 @@ class LLMClient:
                 reason, detail = "bad_response", f"malformed response: {e}"
             else:
                 reason, detail = f"http_{status}", f"HTTP {status}{_HINTS.get(status, '')}: {_snippet(data)}"
-                if status >= 500 and data is not None and any(m.encode() in data for m in _MODEL_OUTPUT_ERRORS):
+                if status >= 500 and data is not None and any(m.encode() in data for m in MODEL_OUTPUT_ERRORS):
                     raise LLMError("model_output", self._message(detail), fatal=False)
                 if status < 500 and status not in _RETRIED_STATUS:
                     blames_request = 400 <= status < 500 and status not in _ENDPOINT_STATUS

@@ -143,7 +143,7 @@ def served_model_name(spec: ServerSpec) -> str | None:
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None]:
+def child_setup(parent_pid: int) -> Callable[[], None]:
     """preexec_fn: die with the parent (Linux). Runs in the child between fork and exec."""
 
     def setup() -> None:
@@ -257,7 +257,7 @@ class ServerProcess:
             try:
                 self.proc = subprocess.Popen(
                     self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                    cwd=self.cwd, start_new_session=True, preexec_fn=_child_setup(os.getpid()),
+                    cwd=self.cwd, start_new_session=True, preexec_fn=child_setup(os.getpid()),
                 )
             except OSError as e:
                 raise ToolturnError(f"cannot start server {self.cmd[0]!r}: {e}") from e

@@ -12,11 +12,8 @@ beside the do-nothing floor. docs/bfcl.md has the traps this handles.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import subprocess
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ from toolturn.core.checks import Check, integer, maybe
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.isolated_env import ensure_env
-from toolturn.core.servers import _child_setup, embedded_smollm2_dir
+from toolturn.core.servers import embedded_smollm2_dir
 from toolturn.evaluate.checkpoints import (
     RULE_ASSISTANTS,
     endpoint_spec,
@@ -37,6 +34,7 @@ from toolturn.evaluate.metrics import summarise
 from toolturn.evaluate.report import DO_NOTHING
 from toolturn.evaluate.runner import Checkpoint
 from toolturn.evaluate.suites import Sample, register
+from toolturn.evaluate.worker_process import Worker
 
 WORKER = Path(__file__).parent / "workers" / "bfcl_worker.py"
 PACKAGE = "bfcl-eval 2026.3.23"
@@ -98,6 +96,7 @@ def _slug(name: str) -> str:
 
 @register("bfcl")
 class BfclSuite:
+    SAMPLE_SETTINGS = ("n", "seed", "sampling", "eval")  # no domain/user group: those are sql_tau's
     CHECKS = {"eval.categories": Check("a list of BFCL categories or groups", _categories_ok),
               "eval.ids": maybe(Check("a list of BFCL entry ids (or null)", _names)),
               "eval.limit_per_category": maybe(Check("a positive integer or null",
@@ -110,6 +109,7 @@ class BfclSuite:
         self.cfg, self.out_dir = cfg, out_dir
         self.name, self.domain_name = str(e.name), "bfcl_v4"
         self.user_name = f"none (BFCL's own user turns; {PACKAGE})"
+        self.tasks_are = "BFCL entries"
         self.key = str(e.model_key)
         self.n = int(cfg.n)
         self.categories = expand(list(e.categories))
@@ -117,7 +117,10 @@ class BfclSuite:
             raise ToolturnError("eval=bfcl has no oracle checkpoint (BFCL's answers are checked by its own checkers)")
         # BFCL_PROJECT_ROOT: bfcl creates result/, score/ and .file_locks/ there at import (site-packages if unset)
         self.root = out_dir / "bfcl"
-        self.python = ensure_env("bfcl")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.worker = Worker(ensure_env("bfcl"), WORKER, env={
+            "BFCL_PROJECT_ROOT": str(self.root), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error"})  # (-I ignores PYTHON* variables; the worker flushes each line)
         self.model_paths = {str(c): self._model_path(endpoint_spec(str(c), cfg)) for c in cfg.checkpoints
                             if str(c) not in RULE_ASSISTANTS}
         ids = [str(i) for i in e.ids] if e.get("ids") else None
@@ -133,32 +136,17 @@ class BfclSuite:
 
     # -- the worker process
 
-    def _env(self) -> dict:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return {**os.environ, "BFCL_PROJECT_ROOT": str(self.root), "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONUNBUFFERED": "1"}
-
     def _job(self, mode: str, payload: dict, label: str) -> tuple[Path, Path]:
         jobs = self.root / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         path = jobs / f"{mode}-{_slug(label)}.json"
         path.write_text(json.dumps(payload))
-        log = self.out_dir / "logs" / f"bfcl-{mode}-{_slug(label)}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        return path, log
+        return path, self.out_dir / "logs" / f"bfcl-{mode}-{_slug(label)}.log"
 
     def _call(self, mode: str, payload: dict, label: str = "") -> dict:
         """One short worker run (describe, leaderboard): its single JSON line, or one error line."""
         path, log = self._job(mode, payload, label or mode)
-        with open(log, "wb") as err:
-            done = subprocess.run([str(self.python), "-I", str(WORKER), mode, str(path)], stdout=subprocess.PIPE,
-                                  stderr=err, env=self._env(), timeout=900, start_new_session=True, check=False,
-                                  preexec_fn=_child_setup(os.getpid()))
-        if done.returncode != 0 or not done.stdout.strip():
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
-            raise ToolturnError(f"the bfcl worker ({mode}) failed with exit code {done.returncode}: {tail[0]} "
-                                f"(log {log})")
-        return json.loads(done.stdout.decode().splitlines()[-1])
+        return self.worker.call([mode, path], log, timeout_s=900, what=mode)
 
     def _model_path(self, spec: dict) -> str:
         """The dir BFCL loads the tokenizer and config from (--local-model-path): the served dir, the base
@@ -203,25 +191,16 @@ class BfclSuite:
         """Run the worker; a row per line as it comes; samples it never reported become infra_error rows."""
         path, log = self._job("run", payload, checkpoint.name)
         pending = {(s["id"], s["index"]): s for s in payload["samples"]}
-        with open(log, "ab") as err:
-            proc = await asyncio.create_subprocess_exec(
-                str(self.python), "-I", str(WORKER), "run", str(path), stdout=asyncio.subprocess.PIPE, stderr=err,
-                env=self._env(), start_new_session=True, preexec_fn=_child_setup(os.getpid()), limit=2 ** 26)
-            try:
-                while line := await proc.stdout.readline():
-                    out = json.loads(line)
-                    pending.pop((out["id"], out["index"]), None)
-                    write(self._row(checkpoint.name, out))
-                code = await proc.wait()
-            finally:
-                if proc.returncode is None:  # cancelled or failed: the worker goes with us
-                    os.killpg(proc.pid, 9)
-                    await proc.wait()
+        async with self.worker.stream(["run", path], log) as run:
+            async for out in run:
+                pending.pop((out["id"], out["index"]), None)
+                write(self._row(checkpoint.name, out))
         if pending:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
             for s in pending.values():
                 write(self._row(checkpoint.name, {**s, "infra_error": "worker_crashed",
-                                                  "infra_detail": f"exit code {code}: {tail[0][:300]} (log {log})"}))
+                                                  "infra_detail": f"exit code {run.returncode}: {tail[0][:300]} "
+                                                                  f"(log {log})"}))
 
     def _row(self, checkpoint: str, out: dict) -> dict:
         row = {"checkpoint": checkpoint, "task_id": out["id"], "sample": out["index"], "seed": out["seed"],

@@ -94,7 +94,9 @@ def plot(metrics: dict, path: Path) -> None:
 
 PART_TITLES = {"db_match": "DB end state = gold", "facts_communicated": "facts communicated",
                "refusals_explained": "refusals explained", "ended_by_user": "ended by the user",
-               "policy_compliant": "policy followed (violations)"}
+               "policy_compliant": "policy followed (violations)",
+               "db": "DB check (τ²)", "env_assertion": "env assertions (τ²)", "action": "actions (τ²)",
+               "communicate": "communicated (τ²)", "made_call": "made a call (BFCL)", "valid": "valid (BFCL checker)"}
 
 
 def report_md(metrics: dict, extra: list[str] = ()) -> str:
@@ -103,7 +105,8 @@ def report_md(metrics: dict, extra: list[str] = ()) -> str:
     s = metrics["sampling"]
     lines = [f"# Evaluation: {metrics['suite']} on {metrics['domain']}", "",
              f"- user simulator: **{metrics['user']}**",
-             f"- tasks: {metrics['num_tasks']} held-out (seed {metrics['seed']}), {n} samples each",
+             f"- tasks: {metrics['num_tasks']} {metrics.get('tasks_are', 'held-out')} (seed {metrics['seed']}), "
+             f"{n} samples each",
              f"- sampling: temperature {s['temperature']}, top_p {s['top_p']}, max_tokens {s['max_tokens']}, "
              f"a seed per sample",
              f"- do-nothing floor ({floor['domain']}): pass^1 = {_fmt(floor['pass_hat_1'])}" +

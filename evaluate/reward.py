@@ -16,7 +16,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from toolturn.core.judges.execution import assistant_text, missing_fact, unexplained_refusal
+from toolturn.core.judges.execution import (
+    assistant_text,
+    missing_fact,
+    unexplained_refusal,
+)
 from toolturn.core.tasks.types import Task
 
 USER_ENDINGS = ("user_done", "user_gave_up")

@@ -40,14 +40,21 @@ from toolturn.core.files import Appender, atomic_write, exclusive_lock
 from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.wandb_run import open_run
 from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
-from toolturn.evaluate.report import DO_NOTHING, PLOT, build_metrics, write_outputs
 from toolturn.evaluate.checkpoints import request_sampling, resolve_checkpoints
-from toolturn.evaluate.runner import Checkpoint, latest_rows, run_checkpoint, sample_seed
+from toolturn.evaluate.report import DO_NOTHING, PLOT, build_metrics, write_outputs
+from toolturn.evaluate.runner import (
+    Checkpoint,
+    latest_rows,
+    run_checkpoint,
+    sample_seed,
+)
 from toolturn.evaluate.suites import Sample, suite_class
 from toolturn.evaluate.tasks import same_settings
 from tqdm import tqdm
 
 log = logging.getLogger("toolturn.evaluate")
+# the config a run dir's samples were drawn with: resuming with other values is refused (a suite may
+# name its own, e.g. without sql_tau's domain and user groups, which it never reads)
 SAMPLE_SETTINGS = ("n", "seed", "sampling", "user", "eval", "domain")
 
 
@@ -76,9 +83,9 @@ def validate(cfg: DictConfig) -> None:
         raise ToolturnError(f"checkpoints lists an entry twice: {names}")
 
 
-def _settings(cfg: DictConfig) -> dict:
+def _settings(cfg: DictConfig, keys: tuple[str, ...]) -> dict:
     return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-            for k in SAMPLE_SETTINGS}
+            for k in keys}
 
 
 def _assistant_factory(c: Checkpoint, suite, client=None, sampling=None):
@@ -159,7 +166,7 @@ def evaluate(cfg: DictConfig) -> dict:
         checkpoints = resolve_checkpoints(cfg)
         suite = suite_class(cfg.eval.name)(cfg, out_dir)
         try:
-            settings = _settings(cfg)
+            settings = _settings(cfg, getattr(suite, "SAMPLE_SETTINGS", SAMPLE_SETTINGS))
             if not same_settings(out_dir / "run.json", settings, "samples"):
                 atomic_write(out_dir / "run.json", json.dumps(settings, indent=1, sort_keys=True))
             rows = latest_rows(out_dir / "samples.jsonl")
@@ -174,7 +181,7 @@ def evaluate(cfg: DictConfig) -> dict:
         rows = [r for k, r in latest_rows(out_dir / "samples.jsonl").items() if k in wanted]
         header = {"suite": suite.name, "domain": suite.domain_name, "user": suite.user_name,
                   "sampling": OmegaConf.to_container(cfg.sampling, resolve=True), "num_tasks": len(suite.items),
-                  "seed": int(cfg.seed)}
+                  "seed": int(cfg.seed), "tasks_are": getattr(suite, "tasks_are", "held-out")}
         metrics = build_metrics(rows, [c.name for c in checkpoints], int(cfg.n), header, suite)
         write_outputs(out_dir, metrics, suite)
         _log_wandb(cfg, out_dir, metrics, rows)

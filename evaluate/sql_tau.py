@@ -27,7 +27,11 @@ from toolturn.core.policy_check import check_policy
 from toolturn.core.role_model import Meter, RoleModel
 from toolturn.core.roles.llm_user import LLMUser
 from toolturn.core.roles.text_user import TextUser, TextUserBehaviour
-from toolturn.core.tasks.sources import assistant_system_prompt, oracle_identification, rule_task_generator
+from toolturn.core.tasks.sources import (
+    assistant_system_prompt,
+    oracle_identification,
+    rule_task_generator,
+)
 from toolturn.evaluate.assistants import InfraError
 from toolturn.evaluate.reward import score
 from toolturn.evaluate.suites import register

@@ -19,7 +19,8 @@ Two kinds:
         async def run_batch(self, checkpoint, todo, write) -> None: ...  # batch
         def close(self): ...
         # optional: extra_metrics(rows_by_checkpoint) -> dict (metrics["suite_metrics"]),
-        #           report_lines(metrics) -> list[str] (a section of report.md)
+        #           report_lines(metrics) -> list[str] (a section of report.md),
+        #           SAMPLE_SETTINGS (the config keys a resume must match), tasks_are (how report.md names items)
 
 A sample row carries checkpoint, task_id, sample, seed, reward (None when not scored), parts,
 termination, infra_error (None when scored) and assistant_digest (what the assistant did, to spot

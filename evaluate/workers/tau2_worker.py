@@ -30,10 +30,8 @@ per sample. The samples run in a thread pool of `max_concurrency`, as run_tasks 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -43,16 +41,6 @@ from pathlib import Path
 DO_NOTHING_AGENT = "toolturn_do_nothing"
 DO_NOTHING_REPLY = "I am sorry, I cannot help with that."  # the reply the published floors were measured with
 PLACEHOLDER_KEY = "dummy_key"  # what the tau2 CLI sends for an unset --*-api-key variable
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """PR_SET_PDEATHSIG: SIGKILL when the toolturn process that started this one dies, even by SIGKILL
-    (the same guard core/servers.py gives managed servers). Set here rather than in a preexec_fn, which is
-    unsafe in a threaded parent."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _quiet_imports() -> None:
@@ -251,7 +239,6 @@ def run(job: dict, out, lock: threading.Lock) -> None:
 
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
-    _die_with_parent(int(job["parent_pid"]))
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")  # the answer channel: the original stdout
     os.dup2(2, 1)  # whatever the package prints goes to stderr (the log), not into the answer
     _quiet_imports()
