@@ -22,6 +22,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
@@ -111,11 +112,17 @@ def site_packages(name: str) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     names = (argv if argv is not None else sys.argv[1:]) or sorted(p.stem for p in SPECS.glob("*.txt"))
-    try:
-        for name in names:
-            print(f"{name}: {ensure_env(name)}")
-    except ToolturnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    # built side by side: each is mostly pip waiting on downloads and unpacking, one process each
+    with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+        futures = {name: pool.submit(ensure_env, name) for name in names}
+    errors = []
+    for name, future in futures.items():
+        try:
+            print(f"{name}: {future.result()}")
+        except ToolturnError as exc:
+            errors.append(str(exc))
+    if errors:
+        print(f"error: {errors[0]}", file=sys.stderr)
         sys.exit(2)
 
 

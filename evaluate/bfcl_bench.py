@@ -34,7 +34,7 @@ from toolturn.evaluate.metrics import summarise
 from toolturn.evaluate.report import DO_NOTHING
 from toolturn.evaluate.runner import Checkpoint
 from toolturn.evaluate.suites import Sample, register
-from toolturn.evaluate.worker_process import Worker
+from toolturn.evaluate.worker_process import Session, Worker
 
 WORKER = Path(__file__).parent / "workers" / "bfcl_worker.py"
 PACKAGE = "bfcl-eval 2026.3.23"
@@ -121,32 +121,34 @@ class BfclSuite:
         self.worker = Worker(ensure_env("bfcl"), WORKER, env={
             "BFCL_PROJECT_ROOT": str(self.root), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_VERBOSITY": "error"})  # (-I ignores PYTHON* variables; the worker flushes each line)
+        # one worker for the whole evaluation: describe, a run per checkpoint, the leaderboard
+        self.session = Session(self.worker, out_dir / "logs" / "bfcl-worker.log")
         self.model_paths = {str(c): self._model_path(endpoint_spec(str(c), cfg)) for c in cfg.checkpoints
                             if str(c) not in RULE_ASSISTANTS}
         ids = [str(i) for i in e.ids] if e.get("ids") else None
         got = self._call("describe", {"model_key": self.key, "categories": self.categories, "ids": ids,
                                       "limit_per_category": e.get("limit_per_category")})
-        if "error" in got:
-            raise ToolturnError(got["error"])
-        self.items = [BfclItem(x["id"], x["category"]) for x in got["entries"]]
+        self.items = [BfclItem(x["id"], x["category"]) for x in got.get("entries") or []]
         if not self.items:
-            raise ToolturnError(f"no BFCL entries selected (categories {self.categories}, ids {ids})")
+            self.session.close()  # the app never gets this suite to close
+            raise ToolturnError(got.get("error") or f"no BFCL entries selected (categories {self.categories}, "
+                                                     f"ids {ids})")
         self.categories = [c for c in self.categories if any(i.category == c for i in self.items)]
         self.partial = ids is not None or e.get("limit_per_category") is not None
 
     # -- the worker process
 
-    def _job(self, mode: str, payload: dict, label: str) -> tuple[Path, Path]:
+    def _job(self, mode: str, payload: dict, label: str) -> Path:
         jobs = self.root / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         path = jobs / f"{mode}-{_slug(label)}.json"
         path.write_text(json.dumps(payload))
-        return path, self.out_dir / "logs" / f"bfcl-{mode}-{_slug(label)}.log"
+        return path
 
     def _call(self, mode: str, payload: dict, label: str = "") -> dict:
-        """One short worker run (describe, leaderboard): its single JSON line, or one error line."""
-        path, log = self._job(mode, payload, label or mode)
-        return self.worker.call([mode, path], log, timeout_s=900, what=mode)
+        """One short job (describe, leaderboard): its single JSON line, or one error line."""
+        path = self._job(mode, payload, label or mode)
+        return self.session.call(mode, path, what=mode)
 
     def _model_path(self, spec: dict) -> str:
         """The dir BFCL loads the tokenizer and config from (--local-model-path): the served dir, the base
@@ -189,9 +191,10 @@ class BfclSuite:
 
     async def _stream(self, checkpoint: Checkpoint, payload: dict, write) -> None:
         """Run the worker; a row per line as it comes; samples it never reported become infra_error rows."""
-        path, log = self._job("run", payload, checkpoint.name)
+        path = self._job("run", payload, checkpoint.name)
+        log = self.session.log
         pending = {(s["id"], s["index"]): s for s in payload["samples"]}
-        async with self.worker.stream(["run", path], log) as run:
+        async with self.session.stream("run", path) as run:
             async for out in run:
                 pending.pop((out["id"], out["index"]), None)
                 write(self._row(checkpoint.name, out))
@@ -217,7 +220,7 @@ class BfclSuite:
                 "inference_error": out.get("inference_error")}
 
     def close(self) -> None:
-        pass
+        self.session.close()
 
     # -- metrics and report
 

@@ -11,6 +11,8 @@ stops reading it (an exception, a cancelled run), so an interrupted evaluation l
         async for line in run:      # one dict per JSON line, as the worker prints it
             ...
     run.returncode                  # the exit code (negative: killed by that signal)
+
+`Session` keeps one worker for several jobs (`script serve`), for packages whose imports are slow.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
@@ -31,19 +33,22 @@ LINE_LIMIT = 1 << 28  # one line carries a whole trajectory; asyncio's default o
 
 
 class Run:
-    def __init__(self, proc: asyncio.subprocess.Process):
-        self.proc = proc
-        self.returncode: int | None = None
+    """The lines of one worker job (`async for line in run`), then its `returncode`."""
 
-    async def __aiter__(self) -> AsyncIterator[dict]:
-        while raw := await self.proc.stdout.readline():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue  # the unterminated last line of a killed worker
-            if isinstance(line, dict):
-                yield line
-        self.returncode = await self.proc.wait()
+    def __init__(self):
+        self.returncode: int | None = None
+        self._lines: Callable[[], AsyncIterator[dict]] | None = None
+
+    def __aiter__(self) -> AsyncIterator[dict]:
+        return self._lines()
+
+
+def _parse(raw: bytes) -> dict | None:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None  # the unterminated last line of a killed worker
+    return line if isinstance(line, dict) else None
 
 
 class Worker:
@@ -86,7 +91,15 @@ class Worker:
         with open(log, "ab") as err:
             proc = await asyncio.create_subprocess_exec(*self._cmd(args), stdout=asyncio.subprocess.PIPE,
                                                         stderr=err, limit=LINE_LIMIT, **self._popen_args(env))
-        run = Run(proc)
+        run = Run()
+
+        async def lines() -> AsyncIterator[dict]:
+            while raw := await proc.stdout.readline():
+                if (line := _parse(raw)) is not None:
+                    yield line
+            run.returncode = await proc.wait()
+
+        run._lines = lines
         try:
             yield run
         finally:
@@ -95,3 +108,97 @@ class Worker:
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
             run.returncode = proc.returncode
+
+
+END = {"end": True}  # a serving worker's line after each job's answer
+
+
+class Session:
+    """One long-lived worker (`script serve`) that answers jobs in turn, `{"mode", "job"}` lines on its stdin,
+    each answered by its JSON lines and then END. For a benchmark whose imports are slow (BFCL's model
+    registry takes ~5 s), an evaluation pays the start-up once instead of once per job. It works across
+    event loops (a suite lists its items before the app's loop starts and aggregates after it ends): the
+    pipe is a plain one, read in a thread when a loop is running. A worker that dies is started again by
+    the next job; one whose job was abandoned half-way is killed, never reused."""
+
+    def __init__(self, worker: Worker, log: Path):
+        self.worker, self.log = worker, log
+        self.proc: subprocess.Popen | None = None
+
+    def _send(self, mode: str, job: Path) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log, "ab") as err:
+                self.proc = subprocess.Popen(self.worker._cmd(["serve"]), stdout=subprocess.PIPE, stderr=err,
+                                             **{**self.worker._popen_args(), "stdin": subprocess.PIPE})
+        try:
+            self.proc.stdin.write(json.dumps({"mode": mode, "job": str(job)}).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died meanwhile: its stdout ends at once, and the caller sees the exit code
+        return self.proc
+
+    def call(self, mode: str, job: Path, what: str) -> dict:
+        """A job with one answer (its last line), or one ToolturnError line if the worker died first."""
+        proc, answer, code = self._send(mode, job), None, None
+        while True:
+            raw = proc.stdout.readline()
+            if not raw:
+                code = proc.wait()
+                break
+            line = _parse(raw)
+            if line == END:
+                break
+            answer = line if line is not None else answer
+        if code is None and answer is not None:
+            return answer
+        self.kill()
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
+        raise ToolturnError(f"the {self.worker.script.stem} failed {what} (exit {code}): {tail[0][:300]}; "
+                            f"see {self.log}")
+
+    @contextlib.asynccontextmanager
+    async def stream(self, mode: str, job: Path) -> AsyncIterator[Run]:
+        """A job's lines as they come; `run.returncode` is None if the job ended normally, else the exit code
+        of the worker that died during it."""
+        proc = self._send(mode, job)
+        loop = asyncio.get_running_loop()
+        run = Run()
+        ended = False
+
+        async def lines() -> AsyncIterator[dict]:
+            nonlocal ended
+            while raw := await loop.run_in_executor(None, proc.stdout.readline):
+                line = _parse(raw)
+                if line == END:
+                    ended = True
+                    return
+                if line is not None:
+                    yield line
+            run.returncode = await loop.run_in_executor(None, proc.wait)
+
+        run._lines = lines
+        try:
+            yield run
+        finally:
+            if not ended:  # abandoned half-way or died: never reused
+                self.kill()
+                run.returncode = proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        """Ask the worker to finish (EOF on its stdin), then make sure it has."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()

@@ -8,6 +8,7 @@ MODE IN.json`): stdlib + bfcl_eval only, never imported by toolturn. Modes:
             answers as BFCL does.
 - leaderboard: BFCL's own aggregation (generate_leaderboard_csv) of per-category accuracies; returns
             its data_overall.csv and data_live.csv rows.
+- serve:    the jobs of one evaluation in turn, from stdin (evaluate/worker_process.Session).
 
 Every print of bfcl goes to stderr (fd 1 is re-pointed at fd 2); results go to the original stdout, one
 line each, so the harness writes a row as soon as a sample is scored.
@@ -364,10 +365,7 @@ def leaderboard(b, cfg: dict) -> dict:
     return out
 
 
-def main() -> None:
-    mode, path = sys.argv[1], sys.argv[2]
-    cfg = json.loads(Path(path).read_text())
-    b = bfcl_imports()
+def handle(b, mode: str, cfg: dict) -> None:
     if mode == "describe":
         emit(describe(b, cfg))
     elif mode == "run":
@@ -378,6 +376,19 @@ def main() -> None:
         emit(leaderboard(b, cfg))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
+
+
+def main() -> None:
+    """`MODE JOB.json` runs one job; `serve` answers {"mode", "job"} lines from stdin in turn, each followed by
+    {"end": true}, so that BFCL's imports (~5 s, its model registry) are paid once per evaluation."""
+    b = bfcl_imports()
+    if sys.argv[1] != "serve":
+        handle(b, sys.argv[1], json.loads(Path(sys.argv[2]).read_text()))
+        return
+    for line in sys.stdin:
+        job = json.loads(line)
+        handle(b, job["mode"], json.loads(Path(job["job"]).read_text()))
+        emit({"end": True})
 
 
 if __name__ == "__main__":
