@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python benchmarks/orchestration.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/tau2_floors.py
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info
