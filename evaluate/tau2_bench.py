@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 from toolturn.core.checks import POSITIVE, SAMPLING, Check, integer, is_int
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
-from toolturn.core.files import atomic_write
+from toolturn.core.files import atomic_write, cache_root
 from toolturn.core.isolated_env import ensure_env
 from toolturn.core.llm import (  # the worker sorts failures as core/llm.py does
     MODEL_OUTPUT_ERRORS,
@@ -135,6 +135,13 @@ def passed(info: dict, part: str) -> bool:
     return all(c[key] for c in ([checks] if isinstance(checks, dict) else checks or []))
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or torn by a kill: listed again
+        return {}
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-80:] or "checkpoint"
 
@@ -198,17 +205,23 @@ class Tau2Suite:
     # ---------------------------------------------------------------------------------- tasks
 
     def _tasks(self) -> list[Tau2Task]:
-        """The selected tasks, listed by the worker (the package's get_tasks) once per out_dir."""
+        """The selected tasks, listed by the worker (the package's get_tasks). The list is a pure function of the
+        package (its venv) and the selection, so it is kept in out_dir and in the cache root, and listed once."""
         settings = {"domain": self.domain_name, "split": self.split, "task_ids": self.task_ids,
                     "num_tasks": self.num_tasks, "env": str(self.worker.python)}
         path = self.out_dir / "tau2_tasks.json"
-        cached = json.loads(path.read_text()) if path.exists() else {}
-        if cached.get("settings") != settings:
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        shared = cache_root() / "tau2_tasks" / f"{digest}.json"
+        cached = next((c for c in map(_read_json, (path, shared)) if c.get("settings") == settings), None)
+        if cached is None:
             answer = self._call_worker({"mode": "tasks", "domain": self.domain_name, "split": self.split,
                                         "task_ids": self.task_ids, "num_tasks": self.num_tasks})
             if "error" in answer:
                 raise ToolturnError(answer["error"])
             cached = {"settings": settings, "tasks": answer["tasks"]}
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(shared, json.dumps(cached, indent=1))
+        if _read_json(path) != cached:
             atomic_write(path, json.dumps(cached, indent=1))
         return [Tau2Task(t["id"], tuple(t["reward_basis"]), bool(t["needs_write"]), int(t["history"]))
                 for t in cached["tasks"]]
