@@ -261,6 +261,7 @@ class BfclSuite:
         if not ckpts:
             return []
         names = list(ckpts)
+        models = [n for n in names if n != DO_NOTHING]
         floor = ckpts.get(DO_NOTHING, {}).get("categories", {})
         lines = ["", f"## BFCL ({sm['package']}, --model {sm['model_key']})", ""]
         if sm["partial"]:
@@ -268,12 +269,13 @@ class BfclSuite:
                       "only, not comparable with the leaderboard (BFCL's --partial-eval).", ""]
         lines += ["Accuracy per category (share of scored samples BFCL's checker calls valid; the do-nothing floor "
                   "beside each score):", "",
-                  "| category | entries | " + " | ".join(n for n in names if n != DO_NOTHING) + " | do-nothing floor |",
-                  "|---|---|" + "---|" * len(names)]
+                  "| " + " | ".join(["category", "entries", *models, "do-nothing floor"]) + " |",
+                  "|" + "---|" * (len(models) + 3)]
         for cat in sm["categories"]:
-            cells = [_pct(ckpts[n]["categories"][cat]["accuracy"]) for n in names if n != DO_NOTHING]
             entries = next(iter(ckpts.values()))["categories"][cat]["entries"]
-            lines.append(f"| {cat} | {entries} | " + " | ".join(cells) + f" | {_pct(floor.get(cat, {}).get('accuracy'))} |")
+            cells = [cat, str(entries), *(_pct(ckpts[n]["categories"][cat]["accuracy"]) for n in models),
+                     _pct(floor.get(cat, {}).get("accuracy"))]
+            lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "BFCL's own aggregation (`generate_leaderboard_csv`; Overall = Non-Live 10, Live 10, Irrelevance "
                   "10, Multi-Turn 30, Agentic 40; a category not run counts 0, as in BFCL, and Agentic (web search, "
                   "memory) is never run here: Overall is at most 60%). Paper Table-2 columns: Multi-turn, Live, "
