@@ -21,7 +21,8 @@ def sampling(spec) -> Sampling:
                     max_tokens=int(spec.get("max_tokens", 512)))
 
 
-def _resolve_model(model: str) -> str:
+def resolve_model(model: str) -> str:
+    """A model name as a server takes it: `embedded:smollm2` is the converted SmolLM2 dir (built once)."""
     if model == "embedded:smollm2":
         return str(embedded_smollm2_dir())
     return model
@@ -70,7 +71,7 @@ class Endpoints:
             for name in self.needed:
                 e = self.specs[name]
                 try:
-                    spec = ServerSpec(kind=e.server, model=_resolve_model(e.model) if e.server != "none" else e.model,
+                    spec = ServerSpec(kind=e.server, model=resolve_model(e.model) if e.server != "none" else e.model,
                                       base_url=e.get("base_url"), api_key_env=e.get("api_key_env"),
                                       lora=e.get("lora"), extra_args=list(e.get("extra_args") or []))
                     if e.server != "none":

@@ -13,7 +13,6 @@ beside the do-nothing floor. docs/bfcl.md has the traps this handles.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,9 @@ from statistics import mean
 
 from omegaconf import OmegaConf
 from toolturn.core.checks import Check, integer, maybe
-from toolturn.core.endpoints import Endpoints
+from toolturn.core.endpoints import Endpoints, resolve_model
 from toolturn.core.errors import ToolturnError
 from toolturn.core.isolated_env import ensure_env
-from toolturn.core.servers import embedded_smollm2_dir
 from toolturn.evaluate.checkpoints import (
     RULE_ASSISTANTS,
     endpoint_spec,
@@ -34,7 +32,7 @@ from toolturn.evaluate.metrics import summarise
 from toolturn.evaluate.report import DO_NOTHING
 from toolturn.evaluate.runner import Checkpoint
 from toolturn.evaluate.suites import Sample, register
-from toolturn.evaluate.worker_process import Session, Worker
+from toolturn.evaluate.worker_process import Session, Worker, file_label
 
 WORKER = Path(__file__).parent / "workers" / "bfcl_worker.py"
 PACKAGE = "bfcl-eval 2026.3.23"
@@ -90,10 +88,6 @@ class BfclItem:
     category: str
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-60:] or "checkpoint"
-
-
 @register("bfcl")
 class BfclSuite:
     SAMPLE_SETTINGS = ("n", "seed", "sampling", "eval")  # no domain/user group: those are sql_tau's
@@ -141,7 +135,7 @@ class BfclSuite:
     def _job(self, mode: str, payload: dict, label: str) -> Path:
         jobs = self.root / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
-        path = jobs / f"{mode}-{_slug(label)}.json"
+        path = jobs / f"{mode}-{file_label(label, 60)}.json"
         path.write_text(json.dumps(payload))
         return path
 
@@ -160,7 +154,7 @@ class BfclSuite:
                                     "served model's config.json and tokenizer_config.json (BFCL builds the prompt "
                                     "and counts its tokens locally)")
         else:
-            path = str(embedded_smollm2_dir()) if spec["model"] == "embedded:smollm2" else spec["model"]
+            path = resolve_model(spec["model"])
         missing = [f for f in ("config.json", "tokenizer_config.json") if not (Path(path) / f).exists()]
         if missing:
             raise ToolturnError(f"BFCL needs {' and '.join(missing)} in the model dir {path}")

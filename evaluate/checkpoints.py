@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from toolturn.core.endpoints import resolve_model
 from toolturn.core.errors import ToolturnError
 from toolturn.core.llm import Sampling
-from toolturn.core.servers import embedded_smollm2_dir
 from toolturn.evaluate.report import DO_NOTHING
 from toolturn.evaluate.runner import Checkpoint
 
@@ -64,7 +64,7 @@ def request_sampling(s, spec: dict) -> Sampling:
     sampling = Sampling(temperature=float(s.temperature), top_p=float(s.top_p), max_tokens=int(s.max_tokens))
     if spec["server"] != "transformers":
         return sampling
-    model_dir = embedded_smollm2_dir() if spec["model"] == "embedded:smollm2" else Path(spec["model"])
+    model_dir = Path(resolve_model(spec["model"]))
     path = model_dir / "generation_config.json"
     config = json.loads(path.read_text()) if path.exists() else {}
     config = {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -49,7 +48,7 @@ from toolturn.evaluate.checkpoints import endpoint_spec, request_sampling
 from toolturn.evaluate.report import DO_NOTHING, checkpoint_metrics
 from toolturn.evaluate.runner import Checkpoint
 from toolturn.evaluate.suites import Sample, register
-from toolturn.evaluate.worker_process import Worker
+from toolturn.evaluate.worker_process import Worker, file_label
 
 WORKER = Path(__file__).parent / "workers" / "tau2_worker.py"
 DOMAINS = ("airline", "retail", "telecom", "mock")
@@ -140,10 +139,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):  # absent, or torn by a kill: listed again
         return {}
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-80:] or "checkpoint"
 
 
 @register("tau2")
@@ -297,7 +292,7 @@ class Tau2Suite:
                       keys: dict[str, str]) -> AsyncIterator[tuple[Sample, dict]]:
         """Run the worker on `samples`; yield (sample, its JSON line) as each finishes. A sample the worker
         never reported (it died, or was killed) comes back as an infrastructure error."""
-        tag = f"{_safe(c.name)}-{self._stamp()}"
+        tag = f"{file_label(c.name)}-{self._stamp()}"
         job = {"mode": "run", "domain": self.domain_name, "split": self.split, "agent": agent, "user": asdict(user),
                "samples": [{"task_id": s.item.id, "index": s.index, "seed": s.seed} for s in samples],
                "max_steps": self.max_steps, "max_errors": self.max_errors, "max_concurrency": self.max_concurrency,

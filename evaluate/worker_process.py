@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,11 @@ from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
 from toolturn.core.servers import child_setup
+
+def file_label(name: str, limit: int = 80) -> str:
+    """A checkpoint name (a path, say) as a piece of a job or log file name: its last `limit` safe characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-limit:] or "checkpoint"
+
 
 LINE_LIMIT = 1 << 28  # one line carries a whole trajectory; asyncio's default of 64 KiB is far too small
 
