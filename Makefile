@@ -27,21 +27,18 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The whole loop on CPU (toolturn-run experiment=demo, conf/experiment/demo.yaml): generate and audit user- and
+# task-oriented dialogues, LoRA-tune SmolLM2-135M, evaluate base vs tuned vs the floor, write report.md.
+# Re-running skips the stages that are already done.
 demo: setup
-	rm -rf $(RUN)
-	$(BIN)/toolturn-generate pipeline=user_oriented domain=retail roles=rule num_dialogues=50 seed=0 concurrency=8 out_dir=$(RUN)/user_oriented
-	$(BIN)/toolturn-generate pipeline=task_oriented domain=retail roles=rule num_dialogues=50 seed=0 concurrency=8 out_dir=$(RUN)/task_oriented
-	$(BIN)/toolturn-audit $(RUN)/user_oriented
-	$(BIN)/toolturn-audit $(RUN)/task_oriented
-	$(BIN)/toolturn-stats $(RUN)/user_oriented
-	$(BIN)/toolturn-stats $(RUN)/task_oriented
+	$(BIN)/toolturn-run experiment=demo out_dir=$(RUN)
 
 # LLM roles on the embedded SmolLM2-135M, served on CPU by the harness (a few minutes; many counted drops)
 demo-llm: setup
-	rm -rf $(RUN)/smollm2
-	$(BIN)/toolturn-generate experiment=smollm2_cpu pipeline=task_oriented num_dialogues=2 out_dir=$(RUN)/smollm2
-	$(BIN)/toolturn-audit $(RUN)/smollm2
-	$(BIN)/toolturn-stats $(RUN)/smollm2
+	rm -rf runs/demo-llm
+	$(BIN)/toolturn-generate preset=smollm2_cpu pipeline=task_oriented num_dialogues=2 out_dir=runs/demo-llm
+	$(BIN)/toolturn-audit runs/demo-llm
+	$(BIN)/toolturn-stats runs/demo-llm
 
 bench: setup
 	$(BIN)/python benchmarks/sql_env.py

@@ -54,6 +54,10 @@ KIND = Check("'rule' or 'llm'", lambda v: v in ("rule", "llm"))
 WEIGHTS = Check(f"a mapping of {'/'.join(DIFFICULTIES)} to non-negative weights, not all zero",
                 lambda v: isinstance(v, dict) and set(v) <= set(DIFFICULTIES)
                 and all(is_number(w) and w >= 0 for w in v.values()) and sum(v.values()) > 0)
+# the `logger` group the stages share (conf/logger/); logger=none has no mode
+LOGGER = {"logger.name": Check("'wandb' or 'none'", lambda v: v in ("wandb", "none")),
+          "logger.mode": maybe(Check("'offline', 'online' or 'disabled'",
+                                     lambda v: v in ("offline", "online", "disabled")))}
 SAMPLING = {"temperature": Check("a number in [0, 2]", lambda v: is_number(v) and 0 <= v <= 2),
             "top_p": Check("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1),
             "max_tokens": integer(1)}
@@ -95,3 +99,13 @@ def check_table(plain: dict, checks: dict[str, Check]) -> None:
                 raise ToolturnError(f"{key} is missing from the config")
             if not check.ok(value):
                 raise ToolturnError(f"{key} must be {check.must_be}, got {value!r}")
+
+
+def require_set(cfg: DictConfig, keys: list[str]) -> None:
+    """Each dotted key must hold a value: a mandatory one left unset (`???`) is one line naming it and how to
+    set it, before anything runs, instead of a MissingMandatoryValue traceback from wherever it is first read."""
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is None or leaf not in node or OmegaConf.is_missing(node, leaf):
+            raise ToolturnError(f"{key} is not set; add {key}=VALUE to the command line")

@@ -1,16 +1,22 @@
 """What every stage's command line shares: the config composed and checked before Hydra starts a job,
-so that a typo'd key, an unknown option, a bad override or a bad value is one line naming it (exit 2),
-and no run dir is created."""
+so that a typo'd key, an unknown option, a bad override, a key added with `+` that nothing reads, or a
+bad value is one line naming it (exit 2), and no run dir is created.
+
+Hydra has no public API for its command-line parser, so `get_args_parser` comes from `hydra._internal`:
+hydra-core is pinned to 1.3.x (pyproject.toml) and tests/test_cli.py checks the flags read here."""
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 import sys
 from typing import Callable
 
+from importlib import resources
+
 from hydra import compose, initialize_config_module
-from hydra._internal.utils import get_args_parser
+from hydra._internal.utils import get_args_parser  # private: pinned and tested (see the module docstring)
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
@@ -63,8 +69,32 @@ def _config_keys(config_name: str, overrides: list[str]) -> list[str]:
     return list(walk(plain))
 
 
-def precheck(argv: list[str], config_name: str, validate: Callable[[DictConfig], None] | None = None) -> None:
+def _groups() -> set[str]:
+    """The config groups of toolturn.conf (`+preset=x` adds a group option, not a key)."""
+    return {entry.name for entry in resources.files("toolturn.conf").iterdir() if entry.is_dir()}
+
+
+def _check_added(overrides: list[str], config_name: str, addable: tuple[str, ...]) -> None:
+    """A key added with `+`/`++` must be one the stage reads: present in the composed config without it (then
+    `++` only overrides it) or matching a pattern of `addable` (keys the code reads that config files may leave
+    out; `*` matches one level). Anything else would be silently ignored: one line, with the closest key."""
+    parsed = [(o, OverridesParser.create().parse_override(o)) for o in overrides if o.startswith("+")]
+    added = [(o, p.key_or_group) for o, p in parsed if "/" not in p.key_or_group
+             and p.key_or_group not in _groups() and p.key_or_group.split(".")[0] != "hydra"]
+    if not added:
+        return
+    keys = _config_keys(config_name, [o for o in overrides if o not in {raw for raw, _ in added}])
+    for _, key in added:
+        if key in keys or any(fnmatch.fnmatchcase(key, pattern) for pattern in addable):
+            continue
+        raise ToolturnError(f"unknown config key '{key}'{_did_you_mean(key, keys + list(addable))}: nothing reads "
+                            f"an added key of that name")
+
+
+def precheck(argv: list[str], config_name: str, validate: Callable[[DictConfig], None] | None = None,
+             addable: tuple[str, ...] | None = None) -> None:
     """Compose the config as Hydra will and `validate` it; on failure print one line and exit 2.
+    `addable`: the stage's keys that `+key=value` may add (None: added keys are not checked).
     Multirun, help and custom config paths are left to Hydra (each job still validates its config)."""
     args, _ = get_args_parser().parse_known_args(argv)
     if (args.multirun or args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
@@ -74,6 +104,8 @@ def precheck(argv: list[str], config_name: str, validate: Callable[[DictConfig],
     try:
         with initialize_config_module("toolturn.conf", version_base="1.3"):
             cfg = compose(name, overrides=args.overrides)
+        if addable is not None:
+            _check_added(args.overrides, name, addable)
         if validate is not None:
             validate(cfg)
     except HydraException as exc:

@@ -53,6 +53,19 @@ class _Live:
     endpoint: Endpoint
 
 
+def required_keys(prefix: str, specs: Mapping[str, Any], names: Iterable[str]) -> list[str]:
+    """The dotted keys (under `prefix`, e.g. llm.endpoints) that the endpoints `names` must set: the model, and
+    the URL of one the harness does not start. An endpoint `specs` lacks is one line naming the choices."""
+    unknown = sorted(set(names) - set(specs))
+    if unknown:
+        raise ToolturnError(f"roles name endpoint(s) {unknown} that {prefix} does not define (defined: {sorted(specs)})")
+    keys = []
+    for name in sorted(set(names)):
+        external = specs[name].get("server") == "none"
+        keys += [f"{prefix}.{name}.model"] + ([f"{prefix}.{name}.base_url"] if external else [])
+    return keys
+
+
 class Endpoints:
     """Context manager: starts what the config needs; `client(name)` inside the event loop."""
 

@@ -5,11 +5,13 @@ classic agenda-based simulation setup: a user emits acts plus their surface text
 text. Tool errors are tool messages, never exceptions; a role that breaks the protocol ends the
 episode with an `EpisodeError` whose reason is counted by the caller. Every message is recorded as
 standard JSON in UTF-8 (a message that is not: `unencodable_message`), and the dialogue's JSON stays
-under `max_dialogue_bytes` (`dialogue_too_large`).
+under `max_dialogue_bytes` (`dialogue_too_large`). An assistant's reasoning (a thinking model's
+`reasoning_content`) is recorded on its message and read by nothing here: no role, judge or transcript.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ class AssistantTurn:
     content: str
     tool_calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]
     acts: list[dict] = field(default_factory=list)
+    reasoning: str | None = None  # the model's reasoning_content, when it returned one
 
 
 @dataclass
@@ -62,6 +65,16 @@ class Assistant(Protocol):
 class ToolExecutor(Protocol):
     """Executes a call: the SQL sandbox synchronously, the LLM tool simulator as a coroutine."""
     def call(self, name: str, arguments: Any) -> ToolResult | Awaitable[ToolResult]: ...
+
+
+async def execute(tools: ToolExecutor, name: str, arguments: Any) -> ToolResult:
+    """One tool call. A synchronous executor (the SQL sandbox) runs in a worker thread, so that a call that
+    runs up to its time limit holds up only its own dialogue, never the event loop and the others (a
+    sandbox closed meanwhile by a cancelled dialogue waits for the call, `Sandbox.close`)."""
+    if inspect.iscoroutinefunction(tools.call):
+        return await tools.call(name, arguments)
+    result = await asyncio.to_thread(tools.call, name, arguments)
+    return await result if inspect.isawaitable(result) else result
 
 
 MAX_DIALOGUE_BYTES = 2 * 1024 * 1024
@@ -103,6 +116,8 @@ async def run_episode(state: EpisodeState, user: User, assistant: Assistant, too
         for _ in range(max_steps_per_turn):
             reply = await assistant.respond(state)
             message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+            if reply.reasoning and reply.reasoning.strip():
+                message["reasoning_content"] = reply.reasoning
             if not reply.tool_calls:
                 append(message)
                 state.assistant_acts = reply.acts
@@ -115,9 +130,7 @@ async def run_episode(state: EpisodeState, user: User, assistant: Assistant, too
             message["tool_calls"] = calls
             append(message)
             for call in calls:
-                result = tools.call(call["function"]["name"], call["function"]["arguments"])
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await execute(tools, call["function"]["name"], call["function"]["arguments"])
                 state.tool_errors += not result.ok
                 append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
                         "content": result.content})

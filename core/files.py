@@ -7,9 +7,10 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from toolturn.core.errors import ToolturnError
 
@@ -64,27 +65,80 @@ class Appender:
         self.path = path
         self._f = open(path, "a", encoding="utf-8")
 
+    def lock(self, what: str) -> None:
+        """Hold an exclusive lock on this very file while it is open (a ToolturnError naming `what` if another
+        process holds one): a lock on the data itself, which no removed or replaced lock file can defeat."""
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._f.close()
+            raise ToolturnError(f"{what} is being written by another process; wait for it to end or stop it") from None
+
+    @staticmethod
+    def line(row: dict) -> str:
+        return json.dumps(row, ensure_ascii=False) + "\n"
+
     def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.write(self.line(row))
         self._f.flush()
 
     def close(self) -> None:
         self._f.close()
 
 
+def replace_locked(path: Path, text: str, what: str) -> Appender:
+    """Replace `path` with `text` atomically and return an Appender on it that holds its lock, taken before the
+    new file is in place: no other process can lock (or write) the new file before we do."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        appender = Appender(tmp)
+        appender.lock(what)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    appender.path = path
+    return appender
+
+
+def _same_file(f: IO, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lock(path: Path, blocking: bool) -> tuple[IO, bool]:
+    """An open handle of `path` and whether it holds the exclusive lock (flock, released by the kernel when the
+    process ends however it ends). Verified after locking: a file removed or replaced between our open and our
+    lock guards nothing, so the lock is taken again on what `path` names now."""
+    while True:
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return f, False
+        except BaseException:
+            f.close()
+            raise
+        if _same_file(f, path):
+            return f, True
+        f.close()
+
+
 @contextmanager
 def exclusive_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (flock, released when the process ends however it ends) with our pid
-    in the file; if another process holds it, a ToolturnError naming that process, at once."""
-    f = open(path, "a+", encoding="utf-8")
+    """Hold an exclusive lock on `path` with our pid in the file; if another process holds it, a ToolturnError
+    naming that process, at once."""
+    f, held = _lock(path, blocking=False)
     try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not held:
             f.seek(0)
             holder = f.read().strip() or "unknown"
             raise ToolturnError(f"{what} is in use by another process (pid {holder}); wait for it to end or "
-                                f"stop it") from None
+                                f"stop it")
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
@@ -94,11 +148,33 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         f.close()
 
 
+class WaitedLock:
+    """The exclusive lock on `path`, waited for while another process holds it (a signal handler that raises
+    ends the wait); released by `release()`, at the end of its `with` block, or when the process ends."""
+
+    def __init__(self, path: Path):
+        self._f: IO | None = _lock(path, blocking=True)[0]
+
+    def release(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> "WaitedLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Replace `path` with `text` in one rename: a reader or a killed writer never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")  # this writer's alone
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_json(path: Path, value) -> None:

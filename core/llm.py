@@ -181,7 +181,9 @@ def _native_tool_calls(raw: list) -> list[dict]:
 
 
 def _wire_messages(messages: list[dict]) -> list[dict]:
-    """Dialogue records keep tool-call arguments as objects; the OpenAI API wants JSON strings.
+    """Dialogue records keep tool-call arguments as objects; the OpenAI API wants JSON strings. An
+    assistant's recorded `reasoning_content` is not sent back: some OpenAI-compatible APIs refuse the
+    field in a request (DeepSeek's answers 400), and the model sees what it saw before reasoning was kept.
 
     Copies only the messages that need it. `json.dumps` spacing matches the `tojson` filter of HF
     chat templates, for servers that render the string as-is.
@@ -196,9 +198,14 @@ def _wire_messages(messages: list[dict]) -> list[dict]:
 
     out = messages
     for i, m in enumerate(messages):
-        if m.get("tool_calls") and any(wire(tc) is not tc for tc in m["tool_calls"]):
+        sent = m
+        if "reasoning_content" in sent:
+            sent = {k: v for k, v in sent.items() if k != "reasoning_content"}
+        if sent.get("tool_calls") and any(wire(tc) is not tc for tc in sent["tool_calls"]):
+            sent = {**sent, "tool_calls": [wire(tc) for tc in sent["tool_calls"]]}
+        if sent is not m:
             out = list(messages) if out is messages else out
-            out[i] = {**m, "tool_calls": [wire(tc) for tc in m["tool_calls"]]}
+            out[i] = sent
     return out
 
 
@@ -437,7 +444,7 @@ class LLMClient:
         if not (isinstance(content, str) and isinstance(raw_calls, list) and isinstance(reasoning, (str, type(None)))):
             raise _BadResponse(f"not a chat completion (a field has the wrong type): {_snippet(data)}")
         cap = self.endpoint.max_content_chars
-        if len(content) > cap or (raw_calls and any(  # what roles read; reasoning only counts in the byte cap
+        if len(content) > cap or (raw_calls and any(  # what roles act on; reasoning only counts in the byte cap
                 isinstance(tc, dict) and isinstance(fn := tc.get("function"), dict)
                 and isinstance(args := fn.get("arguments"), str) and len(args) > cap for tc in raw_calls)):
             raise LLMError("reply_too_large", self._message(f"reply content over max_content_chars={cap}"),

@@ -12,7 +12,9 @@ A bring-your-own database gets `GENERIC`, optionally extended by a small YAML/JS
 
 from __future__ import annotations
 
+import difflib
 import json
+import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,18 @@ class StateRule:
     table: str
     column: str  # a column (parameter name) of `table`
     allowed: tuple[str, ...]  # states in which a write may touch the record
-    tools: tuple[str, ...] = ()  # the write tools the rule governs (empty: every write on `table`)
+    tools: tuple[str, ...] = ()  # write tools the rule governs by name, whatever table they write
     text: str = ""  # the policy line; default: written from the fields
+    # tables whose records belong to a `table` record (through foreign keys): every write on one of them is
+    # checked against the state of the `table` record it belongs to (with `tools` and `tables` both empty:
+    # every write on `table` itself)
+    tables: tuple[str, ...] = ()
+
+    def governs(self, tool: str, written: str) -> bool:
+        """Whether a write by `tool` on a record of table `written` falls under this rule."""
+        if not self.tools and not self.tables:
+            return written == self.table
+        return tool in self.tools or written in self.tables
 
 
 @dataclass(frozen=True)
@@ -101,95 +113,221 @@ GENERIC = Policy(
            "If a tool returns an error, say so plainly and suggest a next step."),
 )
 
-FILE_KEYS = {"preamble", "identity", "states", "private", "bulk_limit", "reasons", "notes"}
+FILE_KEYS = ("preamble", "identity", "states", "private", "bulk_limit", "reasons", "notes")
+IDENTITY_KEYS = ("table", "key", "tools", "who", "by", "records")
+STATE_KEYS = ("table", "column", "allowed", "tools", "tables", "text")
 
 
-def load_policy_file(path: str | Path, base: Policy, tables: dict[str, set[str]], tools: set[str]) -> Policy:
-    """`base` extended by a user-written policy file (YAML or JSON), checked against the domain's
-    tables (name -> parameter names) and tool names. Example:
+@dataclass(frozen=True)
+class DomainFacts:
+    """What a policy file is checked against: the domain's tables, tools and refusal tasks."""
+    tables: dict[str, set[str]]  # table -> its column parameter names
+    parents: dict[str, set[str]]  # table -> the tables its foreign keys reference
+    tools: dict[str, set[str]]  # tool -> its argument names
+    reasons: dict[str, set[str]]  # refusal reason id -> the values every task refusing with it fills in
+
+    def reaches(self, table: str, target: str) -> bool:
+        """Whether a record of `table` belongs to a record of `target` through foreign keys."""
+        seen, todo = {table}, [table]
+        while todo:
+            for parent in self.parents.get(todo.pop(), ()):
+                if parent == target:
+                    return True
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        return False
+
+
+def _placeholders(template: str, where: str) -> set[str]:
+    """The {name} fields of a reason; anything `str.format` could fail on at run time is an error now."""
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ToolturnError(f"{where}: not a valid template ({exc})") from None
+    names = set()
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if not name or name.isdigit() or any(c in name for c in ".[]") or spec or conversion:
+            raise ToolturnError(f"{where}: only plain {{name}} placeholders are allowed, got {{{name}"
+                                f"{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}")
+        names.add(name)
+    return names
+
+
+class _FileShape:
+    """The domain-independent checks of a policy file: each entry's type, no unknown keys."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, what: str) -> ToolturnError:
+        return ToolturnError(f"{self.where}: {what}")
+
+    def mapping(self, v: Any, what: str, keys: tuple[str, ...] | None = None) -> dict:
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise self.fail(f"{what} must be a mapping")
+        unknown = sorted(set(v) - set(keys)) if keys is not None else []
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], keys, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise self.fail(f"{what} has unknown key '{unknown[0]}'{hint}; expected keys among {list(keys)}")
+        return v
+
+    def text(self, v: Any, what: str) -> str:
+        if not isinstance(v, str) or not v.strip():
+            raise self.fail(f"{what} must be non-empty text")
+        return v
+
+    def texts(self, v: Any, what: str, empty: bool = False) -> list[str]:
+        if not isinstance(v, list) or not (v or empty) or not all(isinstance(x, str) and x for x in v):
+            raise self.fail(f"{what} must be a {'' if empty else 'non-empty '}list of names or texts")
+        return v
+
+    def check(self, data: dict) -> None:
+        self.mapping(data, "the file", FILE_KEYS)
+        if "preamble" in data:
+            self.text(data["preamble"], "preamble")
+        if "notes" in data:
+            self.texts(data["notes"], "notes")
+        if "bulk_limit" in data and not (type(data["bulk_limit"]) is int and data["bulk_limit"] >= 1):
+            raise self.fail("bulk_limit must be a positive integer")
+        for rid, template in self.mapping(data.get("reasons", {}), "reasons").items():
+            _placeholders(self.text(template, f"reasons.{rid}"), f"{self.where}: reasons.{rid}")
+        for t, cols in self.mapping(data.get("private", {}), "private").items():
+            self.texts(cols, f"private.{t}")
+        if "identity" in data:
+            d = self.mapping(data["identity"], "identity", IDENTITY_KEYS)
+            self.text(d.get("table"), "identity.table")
+            tools = self.mapping(d.get("tools"), "identity.tools")
+            if not tools or not all(isinstance(a, str) and a for a in tools.values()):
+                raise self.fail("identity.tools must map at least one tool to the argument the user's value goes in")
+            for key in ("key", "who", "by", "records"):
+                if key in d:
+                    self.text(d[key], f"identity.{key}")
+        if "states" in data:
+            if not isinstance(data["states"], list):
+                raise self.fail("states must be a list of rules")
+            for i, rule in enumerate(data["states"]):
+                r = self.mapping(rule, f"states[{i}]", STATE_KEYS)
+                for key in ("table", "column"):
+                    self.text(r.get(key), f"states[{i}].{key}")
+                self.texts(r.get("allowed"), f"states[{i}].allowed")
+                for key in ("tools", "tables"):
+                    if key in r:
+                        self.texts(r[key], f"states[{i}].{key}", empty=True)
+                if "text" in r:
+                    self.text(r["text"], f"states[{i}].text")
+
+
+def read_policy_file(path: Any) -> dict:
+    """A policy file's content, checked for everything that needs no domain (readable UTF-8 YAML or JSON, known
+    keys, each value's type, reason templates): one ToolturnError naming the problem."""
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise ToolturnError(f"policy.file must be the path of a YAML or JSON file, got {path!r}")
+    p = Path(path).expanduser()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ToolturnError(f"policy.file: cannot read {p}: {exc.strerror or exc}") from None
+    where = f"policy.file {p}"
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ToolturnError(f"{where}: not UTF-8 text (a binary file?)") from None
+    except yaml.YAMLError as exc:
+        raise ToolturnError(f"{where}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    _FileShape(where).check(data)
+    return data
+
+
+def load_policy_file(path: Any, base: Policy, facts: DomainFacts) -> Policy:
+    """`base` extended by a user-written policy file (YAML or JSON), every name in it checked against the
+    domain (`facts`) before anything runs. Example:
 
         notes: ["Never discuss invoices older than a year."]
         bulk_limit: 5
         private: {customers: [email, phone]}
         identity: {table: customers, key: customer_id, tools: {search_customers: email}, by: "their email"}
-        states: [{table: orders, column: status, allowed: [open], tools: [update_order]}]
+        states: [{table: orders, column: status, allowed: [open], tools: [update_order], tables: [order_lines]}]
+        reasons: {state: "order {order number} is {status}"}   # only ids and {values} the domain's refusal tasks fill
     """
-    p = Path(path).expanduser()
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ToolturnError(f"policy.file: cannot read {p}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ToolturnError(f"policy.file {p}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return base
-    if not isinstance(data, dict) or set(data) - FILE_KEYS:
-        raise ToolturnError(f"policy.file {p}: expected a mapping with keys among {sorted(FILE_KEYS)}"
-                            + (f", got {sorted(set(data) - FILE_KEYS)}" if isinstance(data, dict) else ""))
-    where = f"policy.file {p}"
+    data = read_policy_file(path)
+    where = f"policy.file {Path(path).expanduser()}"
 
-    def table(name: Any, what: str) -> str:
-        if name not in tables:
-            raise ToolturnError(f"{where}: {what} names unknown table {name!r}; tables: {sorted(tables)}")
+    def fail(what: str) -> ToolturnError:
+        return ToolturnError(f"{where}: {what}")
+
+    def table(name: str, what: str) -> str:
+        if name not in facts.tables:
+            raise fail(f"{what} names unknown table {name!r}{_close(name, facts.tables)}; tables: {sorted(facts.tables)}")
         return name
 
-    def column(t: str, name: Any, what: str) -> str:
-        if name not in tables[t]:
-            raise ToolturnError(f"{where}: {what} names unknown column {name!r} of {t}")
+    def column(t: str, name: str, what: str) -> str:
+        if name not in facts.tables[t]:
+            raise fail(f"{what} names unknown column {name!r} of {t}{_close(name, facts.tables[t])}")
         return name
 
-    def tool_names(names: Any, what: str) -> tuple[str, ...]:
-        names = list(names or [])
-        unknown = [n for n in names if n not in tools]
+    def tools(names: list[str], what: str) -> tuple[str, ...]:
+        unknown = [n for n in names if n not in facts.tools]
         if unknown:
-            raise ToolturnError(f"{where}: {what} names unknown tool(s) {unknown}")
+            raise fail(f"{what} names unknown tool {unknown[0]!r}{_close(unknown[0], facts.tools)}")
         return tuple(names)
 
-    def strings(v: Any, what: str) -> list[str]:
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ToolturnError(f"{where}: {what} must be a list of strings")
-        return v
-
     out = base
-    try:
-        if "preamble" in data:
-            out = replace(out, preamble=str(data["preamble"]))
-        if "notes" in data:
-            out = replace(out, notes=out.notes + tuple(strings(data["notes"], "notes")))
-        if "bulk_limit" in data:
-            if not isinstance(data["bulk_limit"], int) or data["bulk_limit"] < 1:
-                raise ToolturnError(f"{where}: bulk_limit must be a positive integer")
-            out = replace(out, bulk_limit=data["bulk_limit"])
-        if "reasons" in data:
-            out = replace(out, reasons={**out.reasons, **{str(k): str(v) for k, v in dict(data["reasons"]).items()}})
-        if "private" in data:
-            private = dict(out.private)
-            for t, cols in dict(data["private"]).items():
-                private[table(t, "private")] = tuple(column(t, c, "private") for c in strings(cols, f"private.{t}"))
-            out = replace(out, private=private)
-        if "identity" in data:
-            d = dict(data["identity"])
-            t = table(d.get("table"), "identity.table")
-            id_tools = dict(d.get("tools") or {})
-            tool_names(id_tools, "identity.tools")
-            if not id_tools:
-                raise ToolturnError(f"{where}: identity.tools must map at least one tool to its argument")
-            out = replace(out, identity=Identity(table=t, key=str(d.get("key") or f"{t.rstrip('s')}_id"),
-                                                 tools={str(k): str(v) for k, v in id_tools.items()},
-                                                 who=str(d.get("who", "customer")), by=str(d.get("by", "their id")),
-                                                 records=str(d.get("records", "their records"))))
-        if "states" in data:
-            rules = []
-            for i, s in enumerate(data["states"] or []):
-                s = dict(s)
-                t = table(s.get("table"), f"states[{i}].table")
-                allowed = tuple(str(a) for a in strings(s.get("allowed"), f"states[{i}].allowed"))
-                rules.append(StateRule(t, column(t, s.get("column"), f"states[{i}].column"), allowed,
-                                       tool_names(s.get("tools"), f"states[{i}].tools"), str(s.get("text", ""))))
-            out = replace(out, states=out.states + tuple(rules))
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ToolturnError(f"{where}: malformed entry ({exc})") from None
-    return out
+    if "preamble" in data:
+        out = replace(out, preamble=data["preamble"])
+    if "notes" in data:
+        out = replace(out, notes=out.notes + tuple(data["notes"]))
+    if "bulk_limit" in data:
+        out = replace(out, bulk_limit=data["bulk_limit"])
+    if "reasons" in data:
+        for rid, template in data["reasons"].items():
+            if rid not in facts.reasons:
+                raise fail(f"reasons.{rid}: no refusal task of this domain gives that reason; reasons: "
+                           f"{sorted(facts.reasons)}")
+            unknown = sorted(_placeholders(template, f"{where}: reasons.{rid}") - facts.reasons[rid])
+            if unknown:
+                raise fail(f"reasons.{rid}: unknown placeholder {{{unknown[0]}}}"
+                           f"{_close(unknown[0], facts.reasons[rid])}; its tasks fill {sorted(facts.reasons[rid])}")
+        out = replace(out, reasons={**out.reasons, **data["reasons"]})
+    if "private" in data:
+        private = dict(out.private)
+        for t, cols in data["private"].items():
+            t = table(t, "private")
+            private[t] = tuple(column(t, c, f"private.{t}") for c in cols)
+        out = replace(out, private=private)
+    if "identity" in data:
+        d = data["identity"]
+        t = table(d["table"], "identity.table")
+        for tool, arg in d["tools"].items():
+            tools([tool], "identity.tools")
+            if arg not in facts.tools[tool]:
+                raise fail(f"identity.tools: {tool} has no argument {arg!r}{_close(arg, facts.tools[tool])}; "
+                           f"its arguments: {sorted(facts.tools[tool])}")
+        key = d.get("key") or f"{t.rstrip('s')}_id"
+        if not any(key in cols for cols in facts.tables.values()):
+            raise fail(f"identity.key {key!r} is a column of no table")
+        out = replace(out, identity=Identity(table=t, key=key, tools=dict(d["tools"]), who=d.get("who", "customer"),
+                                             by=d.get("by", "their id"), records=d.get("records", "their records")))
+    rules = []
+    for i, s in enumerate(data.get("states", [])):
+        t = table(s["table"], f"states[{i}].table")
+        governed = tuple(table(x, f"states[{i}].tables") for x in s.get("tables", []))
+        for x in governed:
+            if x != t and not facts.reaches(x, t):
+                raise fail(f"states[{i}].tables: a {x} record belongs to no {t} record (no foreign-key path)")
+        rules.append(StateRule(t, column(t, s["column"], f"states[{i}].column"), tuple(s["allowed"]),
+                               tools(s.get("tools", []), f"states[{i}].tools"), s.get("text", ""), governed))
+    return replace(out, states=out.states + tuple(rules))
+
+
+def _close(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def describe(policy: Policy) -> str:
@@ -205,10 +343,19 @@ def describe(policy: Policy) -> str:
     return json.dumps({k: plain(v) for k, v in policy.__dict__.items()}, ensure_ascii=False)
 
 
-def policy_for(domain, file: str | None = None) -> Policy:
+def domain_facts(domain) -> DomainFacts:
+    """The names a policy file of `domain` may use (a `core.domains.Domain`)."""
+    schema = domain.schema
+    tables = {n: {c.param for c in t.columns} for n, t in schema.tables.items()} if schema else {}
+    parents = {n: {fk.ref_table for fk in t.foreign_keys} for n, t in schema.tables.items()} if schema else {}
+    tools = {t["function"]["name"]: set((t["function"].get("parameters") or {}).get("properties") or {})
+             for t in domain.toolset}
+    return DomainFacts(tables, parents, tools, {k: set(v) for k, v in domain.refusal_slots.items()})
+
+
+def policy_for(domain, file: Any = None) -> Policy:
     """The domain's policy (`Domain.rules`), extended by the user's policy file if one is given."""
     base = getattr(domain, "rules", None) or GENERIC
-    if not file:
+    if file is None or file == "":
         return base
-    tables = {n: {c.param for c in t.columns} for n, t in domain.schema.tables.items()} if domain.schema else {}
-    return load_policy_file(file, base, tables, {t["function"]["name"] for t in domain.toolset})
+    return load_policy_file(file, base, domain_facts(domain))

@@ -6,6 +6,7 @@ readers (audit, stats, export, training) import only this module and the JSONL h
 that loads roles, LLM clients, servers or torch.
 
     config.yaml  stats.json  README.md  plots/  sessions.jsonl  logs/  .hydra_runs/
+    wandb/  wandb_run_id            the W&B run (logger=wandb) and its id, kept for resume
     domains/<name>/  db.sqlite (pristine) schema.sql tools.json domain.json skipped.json ...
     shards/part-<worker>-<n>.jsonl  one record per kept dialogue
     shards/log-<worker>.jsonl       one line per finished index: kept, or the drop reason
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import yaml
 from toolturn.core.errors import ToolturnError
-from toolturn.core.files import exclusive_lock, read_jsonl
+from toolturn.core.files import WaitedLock, exclusive_lock, read_jsonl
 
 RECORD_KEYS = ("id", "messages", "tools", "meta")  # a record; meta holds index, domain, digest, ...
 LOG_KEYS = ("index", "drop_reason")  # a shard log line
@@ -78,6 +80,10 @@ class RunDir:
         return self.root / "dataset"
 
     @property
+    def wandb_run_id(self) -> Path:
+        return self.root / "wandb_run_id"
+
+    @property
     def domains(self) -> Path:
         return self.root / "domains"
 
@@ -88,8 +94,18 @@ class RunDir:
         return self.root / f".{name}.lock"
 
     def writer_lock(self, worker: int):
-        """Held by the one process that writes this worker's shards, for its whole run."""
+        """Held by the one process that runs this worker, for its whole run (the shard writer also locks the
+        worker's shard log, which a removed lock file cannot defeat)."""
         return exclusive_lock(self.lock(f"worker-{worker:04d}"), f"worker {worker} of {self.root}")
+
+    def setup_lock(self) -> WaitedLock:
+        """Held while the domain is set up: workers starting together (one machine or a shared filesystem
+        with flock) set it up once, the others wait and then reuse it."""
+        return WaitedLock(self.lock("domains"))
+
+    def export_lock(self) -> WaitedLock:
+        """Held while the run is exported: array tasks may complete it at the same moment."""
+        return WaitedLock(self.lock("export"))
 
     def part_file(self, worker: int, n: int) -> Path:
         return self.shards / f"part-{worker:04d}-{n:05d}.jsonl"
@@ -131,6 +147,16 @@ class RunDir:
     def log_rows(self) -> Iterator[dict]:
         for path in self.log_files():
             yield from self.read_log(path)
+
+    def workers(self) -> int | None:
+        """`workers` of the run's config.yaml (None without one)."""
+        if not self.config.exists():
+            return None
+        try:
+            value = (yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}).get("workers")
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
+            raise ToolturnError(f"{self.config}: not a generation config ({type(exc).__name__})") from None
+        return value if isinstance(value, int) and value >= 1 else None
 
     def session_rows(self) -> list[dict]:
         return list(read_jsonl(self.sessions, ("wall_s", "produced"), "session")) if self.sessions.exists() else []

@@ -6,7 +6,11 @@ tool's JSON Schema and always bound, never formatted into SQL. An authorizer den
 the domain's tables (ATTACH, PRAGMA, DDL, load_extension, sqlite_master) and denies writes to read
 tools, and transaction control inside a tool; a progress handler bounds each call's run time, also
 inside one long SQLite operation, and SQLite's own limits bound what one call may build: no value
-longer than the result cap exists during a call. A result is JSON in UTF-8 with finite numbers, at
+longer than the result cap exists during a call. Reaching a cap is an error, never a silent NULL:
+`printf` (and its alias `format`) is SQLite's own behind a check, because past the cap SQLite's
+returns NULL, after a loop over the requested width that no progress handler interrupts. Callers in
+an event loop run calls in a worker thread (`core/episode.py`), so a call that runs up to the time
+limit stalls only its own dialogue. A result is JSON in UTF-8 with finite numbers, at
 most `max_result_bytes` long; a larger one is a tool error naming the cap (not a truncated result:
 a cut list would read as complete data). Errors come back as `{"error": ...}` content, and a failed
 call is rolled back whatever went wrong.
@@ -17,9 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import secrets
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -31,15 +38,19 @@ from toolturn.core.errors import ToolCallError, ToolturnError
 from toolturn.core.sqlschema import quote_ident
 
 MAX_STRING_CHARS = 1000
+PRINTF_FUNCTIONS = ("printf", "format")  # one SQLite function under two names
+# a printf conversion: flags, width, precision, length and type (`*`: the value comes from the next argument)
+PRINTF_SPEC = re.compile(r"%[-+ 0#,!]*(\*|\d+)?(?:\.(\*|\d*))?(?:ll|l)?(.)", re.S)
 DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
 MAX_RESULT_BYTES = 64 * 1024  # one tool result, as UTF-8 JSON
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # SQLite's INTEGER
 TOOL_SQL_PREFIX = ("/* read tool */ ", "/* write tool */ ")
 FETCH_ROWS = 64  # rows decoded at a time, so an oversized result stops early
 # SQLite's own limits on every sandbox connection (defaults are 1e9 bytes, 500 terms, 1000 levels);
-# SQLITE_LIMIT_LENGTH is lowered further to the result cap while a tool runs.
+# SQLITE_LIMIT_LENGTH is lowered further to the result cap while a tool runs. A LIKE pattern costs up to
+# its length times the value's in one step, so it is kept near the longest argument a tool may bind.
 CONNECTION_LIMITS = {sqlite3.SQLITE_LIMIT_SQL_LENGTH: 1_000_000, sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 100,
-                     sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 200, sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 10_000,
+                     sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 200, sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 2 * MAX_STRING_CHARS,
                      sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 100, sqlite3.SQLITE_LIMIT_ATTACHED: 0,
                      sqlite3.SQLITE_LIMIT_TRIGGER_DEPTH: 100}
 
@@ -387,6 +398,11 @@ class Sandbox:
             conn.execute("PRAGMA foreign_keys = ON")
         conn.set_authorizer(self._authorize)
         conn.set_progress_handler(self._over_time, 1000)
+        self._printer: sqlite3.Connection | None = None  # runs SQLite's own printf once the arguments passed
+        self._function_error: str | None = None  # why a function of ours failed the statement
+        self._busy = threading.Lock()  # held by a call, which may run in a worker thread (core/episode.execute)
+        for name in PRINTF_FUNCTIONS:
+            conn.create_function(name, -1, self._printf, deterministic=True)
 
     def _authorize(self, action: int, arg1, arg2, _db, _source) -> int:
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
@@ -408,6 +424,49 @@ class Sandbox:
     def _over_time(self) -> int:
         return 1 if time.perf_counter() > self._deadline else 0
 
+    def _printf(self, fmt: Any, *args: Any) -> Any:
+        """SQLite's printf, with the length limit as an error: every width and precision is checked against
+        it first (so no loop runs past it), and a result SQLite cut to NULL fails the statement."""
+        if fmt is None:
+            return None
+        cap = self.conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        if self._printer is None:
+            self._printer = sqlite3.connect(":memory:", check_same_thread=False)
+        self._printer.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, cap)
+        text = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else str(fmt)
+        k = 0
+        for width, precision, kind in PRINTF_SPEC.findall(text):
+            for size in (width, precision):
+                if size == "*":
+                    size, k = (self._printer.execute("SELECT CAST(? AS INTEGER)", (args[k],)).fetchone()[0]
+                               if k < len(args) else 0), k + 1
+                if size and abs(int(size)) > cap:
+                    self._function_error = f"a printf width or precision exceeds the limit of {cap} bytes"
+                    raise ValueError(self._function_error)
+            k += kind != "%"
+        value = self._printer.execute(f"SELECT printf({', '.join('?' * (len(args) + 1))})", (fmt, *args)).fetchone()[0]
+        if value is None:
+            self._function_error = f"a printf result exceeds the limit of {cap} bytes"
+            raise ValueError(self._function_error)
+        return value
+
+    def functions(self, sql: str, binds: dict[str, Any]) -> set[str]:
+        """The SQL functions (lower-case names) that `sql` calls, as SQLite compiles it: never run."""
+        seen: set[str] = set()
+
+        def record(action: int, _arg1, arg2, _db, _source) -> int:
+            if action == sqlite3.SQLITE_FUNCTION:
+                seen.add((arg2 or "").lower())
+            return sqlite3.SQLITE_OK
+        self.conn.set_authorizer(record)
+        try:  # a comment of its own: a cached statement would not be compiled, so not reported, again
+            self.conn.execute(f"EXPLAIN /* {secrets.token_hex(8)} */ {sql}", binds).fetchall()
+        except (sqlite3.Error, ValueError) as exc:
+            raise ToolCallError(self._describe(exc)) from None
+        finally:
+            self.conn.set_authorizer(self._authorize)
+        return seen
+
     def call(self, name: Any, arguments: Any) -> ToolResult:
         if not isinstance(name, str):
             return error_result(f"the tool name must be a string, got {type(name).__name__}")
@@ -418,14 +477,16 @@ class Sandbox:
 
     def run(self, tool: SqlTool, arguments: Any) -> ToolResult:
         """Execute any tool (also one not registered with the domain, e.g. a candidate being checked)."""
-        try:
-            value, content = self._execute(tool, arguments)
-        except ToolCallError as exc:
-            return error_result(str(exc))
+        with self._busy:
+            try:
+                value, content = self._execute(tool, arguments)
+            except ToolCallError as exc:
+                return error_result(str(exc))
         return ToolResult(content, ok=True, value=value)
 
     def _execute(self, tool: SqlTool, arguments: Any) -> tuple[Any, str]:
         binds = check_arguments(tool, arguments)
+        self._function_error = None
         self.conn.execute("SAVEPOINT tool_call")
         done = False
         try:
@@ -487,6 +548,8 @@ class Sandbox:
 
     def _describe(self, exc: Exception) -> str:
         text = str(exc)
+        if self._function_error is not None and "user-defined function raised exception" in text:
+            return self._function_error
         if text == "interrupted":
             return f"query exceeded the time limit of {self.domain.time_limit_s:g} s"
         if text == "string or blob too big":
@@ -517,4 +580,7 @@ class Sandbox:
         return h.hexdigest()
 
     def close(self) -> None:
-        self.conn.close()
+        with self._busy:  # a call still running in a worker thread (its dialogue was cancelled) ends first
+            self.conn.close()
+            if self._printer is not None:
+                self._printer.close()

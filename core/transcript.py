@@ -1,4 +1,7 @@
-"""Plain-text views of a dialogue for the LLM roles that read it (judge, user and tool simulators)."""
+"""Plain-text views of a dialogue for the LLM roles that read it (judge, user and tool simulators).
+
+They show what was said and done, never an assistant's `reasoning_content`: the user and the judge must
+judge the dialogue as the customer saw it."""
 
 from __future__ import annotations
 

@@ -23,11 +23,7 @@ from toolturn.core.checks import Check, integer, maybe
 from toolturn.core.endpoints import Endpoints, resolve_model
 from toolturn.core.errors import ToolturnError
 from toolturn.core.isolated_env import ensure_env
-from toolturn.evaluate.checkpoints import (
-    RULE_ASSISTANTS,
-    endpoint_spec,
-    request_sampling,
-)
+from toolturn.evaluate.checkpoints import request_sampling
 from toolturn.evaluate.metrics import summarise
 from toolturn.evaluate.report import DO_NOTHING
 from toolturn.evaluate.runner import Checkpoint
@@ -98,7 +94,7 @@ class BfclSuite:
               "eval.threads": integer(1)}
     parts = PARTS
 
-    def __init__(self, cfg, out_dir: Path):
+    def __init__(self, cfg, out_dir: Path, checkpoints: list[Checkpoint]):
         e = cfg.eval
         self.cfg, self.out_dir = cfg, out_dir
         self.name, self.domain_name = str(e.name), "bfcl_v4"
@@ -107,7 +103,7 @@ class BfclSuite:
         self.key = str(e.model_key)
         self.n = int(cfg.n)
         self.categories = expand(list(e.categories))
-        if "oracle" in [str(c) for c in cfg.checkpoints]:
+        if any(c.kind == "oracle" for c in checkpoints):
             raise ToolturnError("eval=bfcl has no oracle checkpoint (BFCL's answers are checked by its own checkers)")
         # BFCL_PROJECT_ROOT: bfcl creates result/, score/ and .file_locks/ there at import (site-packages if unset)
         self.root = out_dir / "bfcl"
@@ -117,8 +113,7 @@ class BfclSuite:
             "TRANSFORMERS_VERBOSITY": "error"})  # (-I ignores PYTHON* variables; the worker flushes each line)
         # one worker for the whole evaluation: describe, a run per checkpoint, the leaderboard
         self.session = Session(self.worker, out_dir / "logs" / "bfcl-worker.log")
-        self.model_paths = {str(c): self._model_path(endpoint_spec(str(c), cfg)) for c in cfg.checkpoints
-                            if str(c) not in RULE_ASSISTANTS}
+        self.model_paths = {c.name: self._model_path(c.endpoint) for c in checkpoints if c.kind == "model"}
         ids = [str(i) for i in e.ids] if e.get("ids") else None
         got = self._call("describe", {"model_key": self.key, "categories": self.categories, "ids": ids,
                                       "limit_per_category": e.get("limit_per_category")})

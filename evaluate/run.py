@@ -3,9 +3,13 @@
     toolturn-eval eval=sql_tau domain=retail model=smollm2_135m checkpoints=[base,runs/train/x/merged] \
         n=4 num_tasks=20 seed=0 out_dir=OUT
 
-Writes OUT/tasks.jsonl (the held-out tasks, once), OUT/samples.jsonl (a row per checkpoint x task x
-sample), OUT/metrics.json, OUT/report.md with OUT/pass_hat_k.png, and a W&B run (offline by default).
-The do-nothing assistant always runs too: its score is the domain's floor. Re-running resumes.
+Writes OUT/config.yaml (the resolved config of the latest run), OUT/identities.json (which model each
+checkpoint label means), OUT/tasks.jsonl (the held-out tasks, once, with tasks.meta.json and
+tasks.kinds.json), OUT/samples.jsonl (a row per checkpoint x task x sample), OUT/metrics.json,
+OUT/report.md with OUT/pass_hat_k.png, and a W&B run (offline by default) that declares every
+content-hashed checkpoint as an input model artifact (core/lineage.py), so it links to the training
+run that logged the same manifest. The do-nothing assistant always runs too: its score is the
+domain's floor. Re-running resumes; a label that now means another model is refused.
 """
 
 from __future__ import annotations
@@ -37,12 +41,20 @@ from toolturn.core.cli import precheck
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import Appender, atomic_write, exclusive_lock
+from toolturn.core.lineage import identity_manifest
 from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.wandb_run import open_run
 from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
-from toolturn.evaluate.checkpoints import request_sampling, resolve_checkpoints
-from toolturn.evaluate.report import DO_NOTHING, PLOT, build_metrics, write_outputs
+from toolturn.evaluate.checkpoints import (
+    check_identities,
+    describe,
+    request_sampling,
+    resolve_checkpoints,
+)
+from toolturn.evaluate.interrupts import Interrupted, StopSignals, summary
+from toolturn.evaluate.report import PLOT, build_metrics, write_outputs
 from toolturn.evaluate.runner import (
+    DO_NOTHING,
     Checkpoint,
     latest_rows,
     run_checkpoint,
@@ -98,7 +110,10 @@ def _assistant_factory(c: Checkpoint, suite, client=None, sampling=None):
     return lambda item, seed: ModelAssistant(client, sampling, seed)
 
 
-async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_dir: Path, done: set, bar) -> None:
+async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_dir: Path, done: set, bar,
+                   stops: StopSignals | None = None) -> None:
+    if stops is not None:  # SIGINT / SIGTERM now cancel this task: every finally below runs (evaluate/interrupts.py)
+        stops.attach(asyncio.get_running_loop(), asyncio.current_task())
     common = dict(seed=int(cfg.seed), concurrency=int(cfg.concurrency), infra_retries=int(cfg.infra_retries),
                   done=done, progress=lambda _row: bar.update())
     logs = out_dir / "logs"
@@ -134,56 +149,100 @@ async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_di
                 await suite.user_client.aclose()
 
 
+def _summary(metrics: dict) -> dict:
+    """The W&B summary: per checkpoint its identity, pass^k, pass@k, pass^k per task kind, the reward parts' and
+    the behaviour rates."""
+    out = {"floor/pass_hat_1": metrics["floor"]["pass_hat_1"]}
+    if "tool_offer" in metrics:
+        out["tool_offer"] = metrics["tool_offer"]["tools"]
+    for name, m in metrics["checkpoints"].items():
+        out[f"{name}/identity"] = describe(m["identity"])
+        out.update({f"{name}/pass_hat_{k}": v for k, v in m["pass_hat_k"].items()})
+        out.update({f"{name}/pass_at_{k}": v for k, v in m["pass_at_k"].items()})
+        out.update({f"{name}/{kind}/pass_hat_{k}": v for kind, got in m["per_kind"].items()
+                    for k, v in got["pass_hat_k"].items()})
+        out.update({f"{name}/part/{p}": v for p, v in m["parts"].items()})
+        for rate, r in m["behaviour"].items():
+            out.update({f"{name}/behaviour/{rate}": r["value"], f"{name}/behaviour/{rate}_n": r["n"]})
+        out[f"{name}/infra_error_samples"] = m["infra_error_samples"]
+        out[f"{name}/evaluated_samples"] = m["evaluated"]
+    return out
+
+
 def _log_wandb(cfg: DictConfig, out_dir: Path, metrics: dict, rows: list[dict]) -> None:
     run = open_run(cfg.logger, out_dir, f"eval-{metrics['suite']}-{metrics['domain']}-s{cfg.seed}",
                    OmegaConf.to_container(cfg, resolve=True), job_type="eval")
+    for name, m in metrics["checkpoints"].items():
+        i = m["identity"]
+        if i["sha256"]:  # the same manifest the training run logged as its output: W&B links the two runs
+            run.artifact("model", identity_manifest(i), {"label": name, "model": i["model"], "path": i["path"]},
+                         use=True)
     parts = metrics["parts"]
-    columns = ["checkpoint", "task_id", "sample", "seed", "reward", *parts, "policy_violations", "termination",
-               "infra_error", "user_turns", "tool_calls", "messages"]
+    columns = ["checkpoint", "task_id", "kind", "sample", "seed", "reward", *parts, "policy_violations",
+               "termination", "infra_error", "user_turns", "tool_calls", "messages"]
     table = []
     for r in rows:
         got = r.get("parts") or {}
         broken = ", ".join(f"{v['rule']} @{v['message']}" for v in got.get("policy_violations") or [])
-        table.append([r["checkpoint"], r["task_id"], r["sample"], r["seed"], r.get("reward"),
+        table.append([r["checkpoint"], r["task_id"], r.get("kind"), r["sample"], r["seed"], r.get("reward"),
                       *(got.get(p) for p in parts), broken, r.get("termination"), r.get("infra_error"),
                       r.get("user_turns"), r.get("tool_calls"), json.dumps(r.get("messages") or [], ensure_ascii=False)])
     run.table("samples", columns, table)
     run.image("pass_hat_k", out_dir / PLOT)
-    summary = {"floor/pass_hat_1": metrics["floor"]["pass_hat_1"]}
-    for name, m in metrics["checkpoints"].items():
-        summary.update({f"{name}/pass_hat_{k}": v for k, v in m["pass_hat_k"].items()})
-        summary.update({f"{name}/pass_at_{k}": v for k, v in m["pass_at_k"].items()})
-        summary[f"{name}/infra_error_samples"] = m["infra_error_samples"]
-    run.summary(summary)
+    run.summary(_summary(metrics))
     run.finish()
 
 
-def evaluate(cfg: DictConfig) -> dict:
+def _run_samples(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_dir: Path, done: set, bar,
+                 stops: StopSignals | None) -> None:
+    """The event loop of the samples; a stop signal inside it ends as Interrupted after every finally ran."""
+    try:
+        asyncio.run(_run_all(cfg, suite, checkpoints, out_dir, done, bar, stops))
+    except asyncio.CancelledError:
+        if stops is None or stops.signum is None:
+            raise
+        raise Interrupted(stops.signum) from None
+    finally:
+        if stops is not None:
+            stops.detach()
+
+
+def evaluate(cfg: DictConfig, stops: StopSignals | None = None) -> dict:
+    """`stops`: the command line's signal handling (evaluate/interrupts.py); None where nothing stops the run."""
     validate(cfg)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out_dir / ".lock", f"evaluation dir {out_dir}"):
         checkpoints = resolve_checkpoints(cfg)
-        suite = suite_class(cfg.eval.name)(cfg, out_dir)
+        suite = suite_class(cfg.eval.name)(cfg, out_dir, checkpoints)
         try:
             settings = _settings(cfg, getattr(suite, "SAMPLE_SETTINGS", SAMPLE_SETTINGS))
             if not same_settings(out_dir / "run.json", settings, "samples"):
                 atomic_write(out_dir / "run.json", json.dumps(settings, indent=1, sort_keys=True))
+            check_identities(out_dir / "identities.json", checkpoints)
+            atomic_write(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             rows = latest_rows(out_dir / "samples.jsonl")
             done = {k for k, r in rows.items() if r.get("infra_error") is None}
             total = sum(len(suite.items) * (1 if c.kind == DO_NOTHING else int(cfg.n)) for c in checkpoints)
             with tqdm(total=total, initial=len(done & _keys(suite, checkpoints, int(cfg.n))), unit="episode",
                       disable=not cfg.progress, desc="evaluate") as bar:
-                asyncio.run(_run_all(cfg, suite, checkpoints, out_dir, done, bar))
+                _run_samples(cfg, suite, checkpoints, out_dir, done, bar, stops)
+            wanted = _keys(suite, checkpoints, int(cfg.n))
+            rows = [r for k, r in latest_rows(out_dir / "samples.jsonl").items() if k in wanted]
+            header = {"suite": suite.name, "domain": suite.domain_name, "user": suite.user_name,
+                      "sampling": OmegaConf.to_container(cfg.sampling, resolve=True), "num_tasks": len(suite.items),
+                      "seed": int(cfg.seed), "tasks_are": getattr(suite, "tasks_are", "held-out"),
+                      "checker": getattr(suite, "checker", "the suite's checker"),
+                      "not_evaluated_rule": getattr(suite, "not_evaluated_rule", None),
+                      **(suite.header() if hasattr(suite, "header") else {})}
+            # before close: the behaviour rates replay episodes on the suite's database
+            metrics = build_metrics(rows, {c.name: c.identity for c in checkpoints}, int(cfg.n), header, suite)
+            if hasattr(suite, "native_outputs"):  # the benchmark's own result files, for its own tools
+                metrics["native_outputs"] = suite.native_outputs(
+                    {c.name: [r for r in rows if r["checkpoint"] == c.name] for c in checkpoints})
+            write_outputs(out_dir, metrics, suite)
         finally:
             suite.close()
-        wanted = _keys(suite, checkpoints, int(cfg.n))
-        rows = [r for k, r in latest_rows(out_dir / "samples.jsonl").items() if k in wanted]
-        header = {"suite": suite.name, "domain": suite.domain_name, "user": suite.user_name,
-                  "sampling": OmegaConf.to_container(cfg.sampling, resolve=True), "num_tasks": len(suite.items),
-                  "seed": int(cfg.seed), "tasks_are": getattr(suite, "tasks_are", "held-out")}
-        metrics = build_metrics(rows, [c.name for c in checkpoints], int(cfg.n), header, suite)
-        write_outputs(out_dir, metrics, suite)
         _log_wandb(cfg, out_dir, metrics, rows)
     down = [c.name for c in checkpoints if metrics["checkpoints"][c.name]["scored_samples"] == 0]
     if down:
@@ -200,11 +259,15 @@ def _keys(suite, checkpoints: list[Checkpoint], n: int) -> set[tuple]:
 @hydra.main(version_base="1.3", config_path="pkg://toolturn.conf", config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> None:
     logging.getLogger("toolturn").setLevel(logging.WARNING)
-    try:
-        evaluate(cfg)
-    except ToolturnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    with StopSignals() as stops:
+        try:
+            evaluate(cfg, stops)
+        except ToolturnError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except Interrupted as exc:
+            print(summary(Path(cfg.out_dir), exc), file=sys.stderr)
+            sys.exit(exc.exit_code)
     print(f"wrote {Path(cfg.out_dir) / 'report.md'}")
 
 

@@ -10,7 +10,7 @@ a key is the one that counts.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -18,13 +18,16 @@ from toolturn.core.files import Appender, read_jsonl
 from toolturn.evaluate.assistants import InfraError, derive_seed
 
 SAMPLE_KEYS = ("checkpoint", "task_id", "sample")
+DO_NOTHING = "do_nothing"  # the checkpoint that always runs: its score is the floor
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     name: str  # the label in every output
-    kind: str  # model | oracle | do_nothing
+    kind: str  # model | oracle | do_nothing (DO_NOTHING)
     endpoint: dict | None = None  # model: the endpoint spec (server, model, lora, ...)
+    identity: dict = field(default_factory=dict)  # which model the label means (checkpoints.identity)
+    trained_tools: int | None = None  # tools per dialogue in its training data, from its lineage file if any
 
 
 def sample_seed(seed: int, task_id: str, sample: int) -> int:

@@ -14,17 +14,20 @@ Two kinds:
         name: str; domain_name: str; user_name: str
         items: list          # each with .id (and .needs_write where a do-nothing floor splits on it)
         parts: tuple[str, ...]  # the reward parts the report tabulates, each a bool in row["parts"]
-        def __init__(self, cfg, out_dir): ...
+        def __init__(self, cfg, out_dir, checkpoints): ...  # checkpoints: runner.Checkpoint, resolved
         async def episode(self, item, assistant) -> dict: ...          # episodic, or
         async def run_batch(self, checkpoint, todo, write) -> None: ...  # batch
         def close(self): ...
         # optional: extra_metrics(rows_by_checkpoint) -> dict (metrics["suite_metrics"]),
         #           report_lines(metrics) -> list[str] (a section of report.md),
+        #           header() -> dict (top-level keys of metrics.json, e.g. sql_tau's tool_offer and task_kinds),
+        #           world (a behaviour.World: the rows are episodes of it, so the behaviour rates apply),
         #           SAMPLE_SETTINGS (the config keys a resume must match), tasks_are (how report.md names items)
 
 A sample row carries checkpoint, task_id, sample, seed, reward (None when not scored), parts,
 termination, infra_error (None when scored) and assistant_digest (what the assistant did, to spot
-samples that are all the same); anything else is kept as is.
+samples that are all the same), and where the suite has task kinds, `kind` (pass^k per kind); anything
+else is kept as is.
 """
 
 from __future__ import annotations

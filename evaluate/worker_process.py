@@ -10,6 +10,8 @@ stops reading it (an exception, a cancelled run), so an interrupted evaluation l
     async with worker.stream([job_file], log) as run:
         async for line in run:      # one dict per JSON line, as the worker prints it
             ...
+        # interrupted: SIGTERM to the worker, then the lines it prints before it exits (what it had in flight)
+        lines = await run.stop(timeout_s=10)
     run.returncode                  # the exit code (negative: killed by that signal)
 
 `Session` keeps one worker for several jobs (`script serve`), for packages whose imports are slow.
@@ -24,7 +26,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
@@ -39,14 +41,32 @@ LINE_LIMIT = 1 << 28  # one line carries a whole trajectory; asyncio's default o
 
 
 class Run:
-    """The lines of one worker job (`async for line in run`), then its `returncode`."""
+    """The lines of one worker job (`async for line in run`), then its `returncode`; `stop` ends a job early."""
 
     def __init__(self):
         self.returncode: int | None = None
         self._lines: Callable[[], AsyncIterator[dict]] | None = None
+        self._signal: Callable[[], None] | None = None  # SIGTERM to the worker
+        self._readline: Callable[[], Awaitable[bytes]] | None = None  # the next raw line ("" at its end)
 
     def __aiter__(self) -> AsyncIterator[dict]:
         return self._lines()
+
+    async def stop(self, timeout_s: float) -> list[dict]:
+        """SIGTERM to the worker, then every line it prints until it exits, or for `timeout_s` at most: lines it
+        had printed before (finished work nobody read yet), then what it reports of its work in flight."""
+        with contextlib.suppress(ProcessLookupError):
+            self._signal()
+        out: list[dict] = []
+
+        async def read() -> None:
+            while raw := await self._readline():
+                if (line := _parse(raw)) is not None and line != END:
+                    out.append(line)
+
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(read(), timeout_s)
+        return out
 
 
 def _parse(raw: bytes) -> dict | None:
@@ -106,6 +126,8 @@ class Worker:
             run.returncode = await proc.wait()
 
         run._lines = lines
+        run._signal = lambda: proc.send_signal(signal.SIGTERM)
+        run._readline = proc.stdout.readline
         try:
             yield run
         finally:
@@ -171,10 +193,19 @@ class Session:
         loop = asyncio.get_running_loop()
         run = Run()
         ended = False
+        reading: asyncio.Future | None = None  # a readline in a thread: kept when its waiter is cancelled
+
+        async def readline() -> bytes:
+            nonlocal reading
+            if reading is None:
+                reading = loop.run_in_executor(None, proc.stdout.readline)
+            raw = await asyncio.shield(reading)  # a cancelled wait leaves the line to the next reader, never lost
+            reading = None
+            return raw
 
         async def lines() -> AsyncIterator[dict]:
             nonlocal ended
-            while raw := await loop.run_in_executor(None, proc.stdout.readline):
+            while raw := await readline():
                 line = _parse(raw)
                 if line == END:
                     ended = True
@@ -184,6 +215,8 @@ class Session:
             run.returncode = await loop.run_in_executor(None, proc.wait)
 
         run._lines = lines
+        run._signal = lambda: proc.send_signal(signal.SIGTERM)
+        run._readline = readline
         try:
             yield run
         finally:

@@ -1,7 +1,9 @@
 """`toolturn-audit RUN_DIR`: replay every tool call of every dialogue against a fresh copy of the
 domain's pristine db.sqlite, in order, and compare each output with the recorded one byte for byte.
-Also recomputes each record's content digest, which catches records edited by hand, and fails on a record
-id or dialogue index that occurs twice."""
+Also recomputes each record's content digest, which catches records edited by hand, fails on a record
+id or dialogue index that occurs twice, and checks the shard logs against the shards: every record
+logged as kept and every kept line's record present, each worker's indices without a gap (so the
+records are the first valid indices)."""
 
 from __future__ import annotations
 
@@ -71,6 +73,35 @@ def audit_record(record: dict, domain: SqlDomain | None, report: AuditReport) ->
         sandbox.close()
 
 
+def audit_logs(run: RunDir, kept: dict[int, str], report: AuditReport) -> None:
+    """`kept`: dialogue index -> record id of the shards. The logs must name exactly those as kept, and each
+    worker's logged indices must be its first ones, without a gap."""
+    workers = run.workers()
+    logged: dict[int, str | None] = {}  # index -> record id of a kept line
+    for path in run.log_files():
+        worker, indices = int(path.stem.split("-")[1]), set()
+        for row in run.read_log(path):
+            if row["index"] in indices:
+                report.mismatches.append(f"{path.name}: index {row['index']} is logged twice")
+            indices.add(row["index"])
+            if row["drop_reason"] is None:
+                logged[row["index"]] = row.get("id")
+        if workers:
+            gap = next((i for i in range(worker, worker + workers * len(indices), workers) if i not in indices), None)
+            if gap is not None:
+                report.mismatches.append(f"{path.name}: index {gap} was never finished although later ones were "
+                                         f"(the records are not the first valid indices)")
+    for index, rid in sorted(kept.items()):
+        if logged.get(index) != rid:
+            report.mismatches.append(f"{rid}: dialogue index {index} is not logged as kept; re-run the generation "
+                                     f"command to repair the log")
+    for index, rid in sorted(logged.items()):
+        if index not in kept:
+            report.mismatches.append(f"{run.log_file(index % (workers or 1)).name}: index {index} is logged as kept "
+                                     f"(record {rid}) but no shard holds it; re-run the generation command to "
+                                     f"generate it again")
+
+
 def audit_run(run: RunDir) -> AuditReport:
     report, domains = AuditReport(), {}
     first_of: dict[int, str] = {}  # dialogue index -> the first record id seen for it
@@ -92,6 +123,7 @@ def audit_run(run: RunDir) -> AuditReport:
         audit_record(record, domains.get(name), report)
     for d in domains.values():
         d.close()
+    audit_logs(run, first_of, report)
     return report
 
 

@@ -3,11 +3,15 @@ that turn a bad value or combination into one line naming what is wrong."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import hashlib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 from toolturn.core.checks import (
     BOOL,
     INT_RANGE,
     KIND,
+    LOGGER,
     POSITIVE,
     PROBABILITY,
     REVEAL,
@@ -18,13 +22,33 @@ from toolturn.core.checks import (
     integer,
     maybe,
     plain_config,
+    require_set,
 )
+from toolturn.core.endpoints import OPTIONAL_KNOBS, required_keys
 from toolturn.core.errors import ToolturnError
+from toolturn.core.policy import read_policy_file
 
-# Keys that define a run's content; a resumed run must agree on them.
+# Every top-level key is one of two kinds. IDENTITY_KEYS define which dialogues a run keeps: a resume must
+# agree on them (and on the content of the files in IDENTITY_FILES). SAFE_KEYS change how fast or where
+# the run goes, never its records: they may differ between a run and its resumption (config.yaml keeps
+# the first session's values). tests/test_resume.py checks that every key is one or the other.
 IDENTITY_KEYS = ("pipeline", "tasks", "domain", "roles", "tools", "seed", "num_dialogues", "workers", "prefix",
-                 "tools_per_dialogue", "max_messages", "llm", "policy")
+                 "tools_per_dialogue", "max_messages", "max_dialogue_bytes", "llm", "policy")
+SAFE_KEYS = ("concurrency", "worker_index", "out_dir", "shard_size", "max_drop_streak", "progress", "verbose",
+             "logger")
+IDENTITY_FILES = ("policy.file", "prefix")  # a file whose content, not only its path, defines the run
 ROLES = ("task_generator", "user", "assistant", "judge")
+# Keys the code reads that a config file may leave out, so that `+key=value` may add them (core/cli.precheck);
+# any other added key is an error: nothing would read it. `*` matches one level.
+ADDABLE_KEYS = (
+    "domain.name", "domain.description", "domain.path", "domain.seed_tools", "domain.source", "domain.data_dir",
+    "domain.policy_files", "domain.questions", "domain.max_questions_for_tools",
+    "tools.llm_sql_tools", "tools.simulator.*", "policy.file",
+    *(f"roles.*.{k}" for k in ("kind", "endpoint", "slip_rate", "prompt", "temperature", "top_p", "max_tokens")),
+    "llm.endpoints.*",  # a whole new endpoint: {server, base_url, model, ...}
+    *(f"llm.endpoints.*.{k}" for k in ("base_url", "api_key_env", "lora", "extra_args", *OPTIONAL_KNOBS)),
+    "logger.mode", "logger.project", "logger.entity", "logger.group",
+)
 
 
 def llm_roles(cfg: DictConfig) -> dict[str, DictConfig]:
@@ -57,9 +81,12 @@ CHECKS: dict[str, Check] = {
     "tools.llm_sql_tools": maybe(integer(0)),
     "policy.mode": Check("'enforce' or 'report'", lambda v: v in ("enforce", "report")),
     "policy.refusal_share": PROBABILITY,
+    "policy.file": maybe(Check("null or the path of a YAML/JSON policy file",
+                               lambda v: v is None or (isinstance(v, str) and bool(v.strip())))),
     "domain.questions": maybe(integer(1)), "domain.max_questions_for_tools": maybe(integer(1)),
     "llm.endpoints.*.max_concurrency": integer(1), "llm.endpoints.*.timeout_s": POSITIVE,
     "llm.endpoints.*.max_retries": integer(0),
+    **LOGGER,
 }
 
 
@@ -74,8 +101,28 @@ def check_values(cfg: DictConfig) -> None:
         raise ToolturnError(f"worker_index must be in [0, {plain['workers']}), got {plain['worker_index']}")
 
 
+def file_digests(cfg: DictConfig) -> dict[str, str | None]:
+    """sha256 of each IDENTITY_FILES file the config names (None: none named)."""
+    out = {}
+    for key in IDENTITY_FILES:
+        path = OmegaConf.select(cfg, key)
+        try:
+            out[key] = hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest() if path else None
+        except OSError as exc:
+            raise ToolturnError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    return out
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """What a resumed run must agree on: the IDENTITY_KEYS values and the IDENTITY_FILES contents."""
+    plain = plain_config(cfg)
+    return {**{k: plain[k] for k in IDENTITY_KEYS}, "file_sha256": file_digests(cfg)}
+
+
 def validate(cfg: DictConfig) -> None:
     check_values(cfg)
+    if cfg.policy.get("file"):
+        read_policy_file(cfg.policy.file)  # its names are checked against the domain once it is set up
     kinds = {role: cfg.roles[role].kind for role in ROLES}
     if cfg.tools.mode == "simulated" and kinds["task_generator"] == "rule":
         raise ToolturnError("tools=simulated needs LLM-written tasks (gold plans need executed tools): "
@@ -93,3 +140,9 @@ def validate(cfg: DictConfig) -> None:
                             f"pair: roles.user.kind={kinds['user']} but roles.assistant.kind={kinds['assistant']}")
     if cfg.domain.kind == "synthetic" and cfg.tools.mode != "simulated":
         raise ToolturnError("domain=synthetic has no database; it needs tools=simulated")
+    endpoints = {role: spec.get("endpoint") for role, spec in llm_roles(cfg).items()}
+    unnamed = [role for role, name in endpoints.items() if not name]
+    if unnamed:
+        raise ToolturnError(f"the LLM {unnamed[0]} names no endpoint; set its endpoint to one of llm.endpoints "
+                            f"{sorted(cfg.llm.endpoints)}")
+    require_set(cfg, required_keys("llm.endpoints", cfg.llm.endpoints, endpoints.values()))

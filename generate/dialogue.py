@@ -8,6 +8,7 @@ is rule-based or an LLM (`roles` group); tools are executed SQL or LLM-simulated
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -48,6 +49,7 @@ class Outcome:
     task_rejections: dict[str, int] = field(default_factory=dict)
     fatal: str | None = None  # the run must stop (e.g. the LLM endpoint is gone); nothing is committed
     attempt: dict | None = None  # {tasks, user_turns} of a dropped dialogue, for statistics over all attempts
+    provisional: bool = False  # dropped because the endpoint rejected a request: logged only if the run goes on
 
 
 def count_turns(messages: list[dict], start: int) -> dict[str, int]:
@@ -171,7 +173,9 @@ class DialogueFactory:
         except LLMError as exc:
             if exc.fatal:  # the endpoint is unusable (key, URL, rate limit, down): stop without burning the index
                 return Outcome(index, None, fatal=str(exc))
-            return Outcome(index, None, f"llm_{exc.reason}", str(exc)[:300])  # e.g. a request too long
+            # e.g. a request too long, or a reply over the size cap: this dialogue's failure, unless the run
+            # stops on a streak of them (a bad model setting), whose indices then stay open (run._produce)
+            return Outcome(index, None, f"llm_{exc.reason}", str(exc)[:300], provisional=True)
 
     async def _make(self, index: int) -> Outcome:
         t0 = time.perf_counter()
@@ -228,8 +232,10 @@ class DialogueFactory:
         problem = check_structure(tasks, state.messages, state.start, state.tools)
         if problem is not None:
             return Judgment(False, problem.reason, problem.detail)
-        violations = [v.to_dict() for v in check_policy(self.policy, state.messages, state.start, self.domain.tools,
-                                                        self.domain.schema, None if self.simulated else self.domain.env)]
+        # a replay of every call, in a worker thread like the calls themselves (core/episode.execute)
+        found = await asyncio.to_thread(check_policy, self.policy, state.messages, state.start, self.domain.tools,
+                                        self.domain.schema, None if self.simulated else self.domain.env)
+        violations = [v.to_dict() for v in found]
         if violations and self.policy_mode == "enforce":
             first = violations[0]
             return Judgment(False, f"policy_{first['rule']}", f"message {first['message']}: {first['detail']}")

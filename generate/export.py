@@ -18,8 +18,8 @@ def to_arrow_row(record: dict) -> dict:
     OpenAI API), which TRL's SFTTrainer and the Qwen3 chat template both accept; meta is a JSON string."""
     messages = []
     for m in record["messages"]:
-        m = {"role": m["role"], "content": m.get("content") or "", **{k: v for k, v in m.items()
-                                                                          if k in ("tool_call_id", "name")}}
+        m = {"role": m["role"], "content": m.get("content") or "",
+             **{k: v for k, v in m.items() if k in ("tool_call_id", "name", "reasoning_content")}}
         messages.append(m)
     for m, src in zip(messages, record["messages"]):
         if src.get("tool_calls"):
@@ -67,7 +67,7 @@ Every tool call was executed against a real SQLite database; `toolturn-audit` re
 ## Format
 One row per dialogue: `messages` (OpenAI chat format; tool-call `arguments` are JSON strings),
 `tools` (JSON string of OpenAI function schemas) and `meta` (JSON string: tasks with gold plans,
-counts, judge verdict, roles). TRL's `SFTTrainer` trains on `messages` + `tools` as-is:
+counts, judge verdict, roles).{reasoning} TRL's `SFTTrainer` trains on `messages` + `tools` as-is:
 
 ```python
 from datasets import load_from_disk
@@ -85,5 +85,13 @@ def export_run(run: RunDir) -> dict:
     _plots(records, run.plots)
     atomic_write(run.card, CARD.format(
         pipeline=stats["pipeline"], domains=", ".join(stats["domain"]), n=len(records), tool_mode=stats["tool_mode"],
-        table=format_table(stats), dataset_path=run.dataset))
+        table=format_table(stats), dataset_path=run.dataset, reasoning=_reasoning_note(stats)))
     return stats
+
+
+def _reasoning_note(stats: dict) -> str:
+    n = stats["reasoning"]["assistant_messages"]
+    if not n:
+        return ""
+    return (f" {n} assistant messages carry the model's reasoning as `reasoning_content` (`toolturn-train "
+            f"data.reasoning=keep` trains on it as a `<think>` block; `drop` removes it).")

@@ -4,13 +4,13 @@
         concurrency=8 out_dir=runs/demo
 
 Re-running the same command with the same out_dir resumes. `workers=W worker_index=I` makes this
-process generate only indices i with i % W == I (one Slurm array task each).
+process generate only indices i with i % W == I (one Slurm array task each). The process that completes
+the run dir exports it and logs it to W&B (`generate/tracking.py`; `logger=none` turns that off).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import signal
@@ -26,30 +26,38 @@ from omegaconf import DictConfig, OmegaConf
 from toolturn.core.cli import precheck
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
-from toolturn.core.files import atomic_write, repair_tail
+from toolturn.core.files import WaitedLock, atomic_write, repair_tail
 from toolturn.core.rundir import RunDir
-from toolturn.generate.config import IDENTITY_KEYS, llm_roles, quota, validate
+from toolturn.generate.config import ADDABLE_KEYS, IDENTITY_KEYS, llm_roles, quota, run_identity, validate
 from toolturn.generate.dialogue import DialogueFactory, Outcome
 from toolturn.generate.domain_setup import setup_domain
 from toolturn.generate.export import export_run
 from toolturn.generate.prefix import load_prefixes
 from toolturn.generate.shards import ShardWriter
+from toolturn.generate.tracking import log_generation
 from tqdm import tqdm
 
 log = logging.getLogger("toolturn.generate")
 
-def _check_or_write_config(cfg: DictConfig, run: RunDir) -> None:
-    path = run.config
-    mine = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-            for k in IDENTITY_KEYS}
-    if path.exists():
-        theirs = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        diff = [k for k in IDENTITY_KEYS if theirs.get(k) != mine[k]]
-        if diff:
-            raise ToolturnError(f"{run.root} holds a run with a different {', '.join(diff)}; "
-                                f"resume with the same settings or choose another out_dir")
+def _check_config(cfg: DictConfig, run: RunDir) -> None:
+    """Refuse a resume whose settings or identity files differ from the run's config.yaml."""
+    if not run.config.exists():
         return
-    atomic_write(path, OmegaConf.to_yaml(cfg, resolve=True))
+    mine = run_identity(cfg)
+    theirs = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)
+    diff = [k for k in IDENTITY_KEYS if theirs.get(k) != mine[k]]
+    diff += [f"{k} content" for k, sha in mine["file_sha256"].items() if (theirs.get("file_sha256") or {}).get(k) != sha]
+    if diff:
+        raise ToolturnError(f"{run.root} holds a run with a different {', '.join(diff)}; "
+                            f"resume with the same settings or choose another out_dir")
+
+
+def _write_config(cfg: DictConfig, run: RunDir) -> None:
+    """config.yaml with the digests of the run's identity files; written once the domain and its policy are
+    set up, so that a set-up that fails (a policy file naming an unknown table) binds nothing."""
+    if not run.config.exists():
+        written = {**OmegaConf.to_container(cfg, resolve=True), "file_sha256": run_identity(cfg)["file_sha256"]}
+        atomic_write(run.config, OmegaConf.to_yaml(written))
 
 
 class _Failures:
@@ -81,10 +89,16 @@ class _Failures:
 async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, target: int, concurrency: int,
                    bar: tqdm, max_drop_streak: int = 200) -> None:
     """Keep `concurrency` dialogues in flight; commit results in index order so that the records of a
-    run are the first `target` valid indices whatever the timing, killed or not."""
+    run are the first `target` valid indices whatever the timing, killed or not.
+
+    A dialogue the endpoint rejected (`Outcome.provisional`: a 4xx that blames the request, an oversized
+    reply) is logged only once a later index commits: if the run stops first (a streak of them, a fatal
+    error, a signal), their indices stay open and the resume generates them again. An endpoint that
+    rejects everything (a bad model setting) burns no dialogue index."""
     pending: dict[int, asyncio.Task] = {}
     finished: dict[int, Outcome] = {}
     order: deque[int] = deque()
+    held: list[Outcome] = []  # provisional drops not logged yet, in index order
     streak: Counter = Counter()  # reasons of the current run of consecutive drops
     failures = _Failures()
 
@@ -111,10 +125,16 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
                 del pending[out.index]
             while order and order[0] in finished and writer.valid < target:
                 out = finished.pop(order.popleft())
-                if writer.commit(out):
-                    bar.update(1)
-                    streak.clear()
-                    continue
+                if out.provisional:
+                    held.append(out)
+                else:
+                    for earlier in held:
+                        writer.commit(earlier)
+                    held.clear()
+                    if writer.commit(out):
+                        bar.update(1)
+                        streak.clear()
+                        continue
                 bar.set_postfix_str(f"dropped {out.drop_reason}", refresh=False)
                 streak[out.drop_reason] += 1
                 if sum(streak.values()) >= max_drop_streak:
@@ -171,36 +191,40 @@ def generate(cfg: DictConfig) -> Path:
     run.root.mkdir(parents=True, exist_ok=True)
     with _Signals() as signals, run.writer_lock(cfg.worker_index):
         try:
-            _check_or_write_config(cfg, run)
+            with run.setup_lock():
+                _check_config(cfg, run)
             prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
             names = [spec.endpoint for spec in llm_roles(cfg).values()]
-            with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints:
-                asyncio.run(_generate(cfg, run, prefixes, endpoints, signals))
-            total = run.count_records()
+            with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints, run.setup_lock() as setup:
+                asyncio.run(_generate(cfg, run, prefixes, endpoints, signals, setup))
+            total, wandb_dir = run.count_records(), None
             if total >= cfg.num_dialogues:
-                with open(run.lock("export"), "w") as lock:  # array tasks may finish at the same moment
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    export_run(run)
+                with run.export_lock():
+                    wandb_dir = log_generation(cfg, run, export_run(run))
         except (Interrupted, asyncio.CancelledError) as exc:
             if signals.signum is None:
                 raise
             raise Interrupted(signals.signum, f"{run.count_records()} dialogues saved in {run.root}; re-run the "
                                               f"same command to resume") from exc
     if total >= cfg.num_dialogues:
-        print(f"done: {total} dialogues in {run.root} (stats.json, dataset/, README.md)")
+        logged = f"; W&B run in {wandb_dir}" if wandb_dir else ""
+        print(f"done: {total} dialogues in {run.root} (stats.json, dataset/, README.md){logged}")
     else:
         print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run.root}")
     return run.root
 
 
-async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints, signals: _Signals) -> None:
+async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints, signals: _Signals,
+                    setup: WaitedLock) -> None:
     signals.task = asyncio.current_task()
     try:
         domain = await setup_domain(cfg, run, endpoints)
         atomic_write(run.domain(domain.name) / "domain.json", json.dumps(
             {"name": domain.name, "description": domain.description, "tables": domain.env.tables if domain.env else [],
              "enforce_foreign_keys": domain.env.enforce_foreign_keys if domain.env else False}, indent=1))
-        factory = DialogueFactory(domain, cfg, prefixes, endpoints)
+        factory = DialogueFactory(domain, cfg, prefixes, endpoints)  # checks the policy file against the domain
+        _write_config(cfg, run)
+        setup.release()
         writer = ShardWriter(run, cfg.worker_index, int(cfg.shard_size))
         target = quota(cfg.num_dialogues, cfg.workers, cfg.worker_index)
         start_valid, started = writer.valid, time.time()
@@ -238,7 +262,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    precheck(sys.argv[1:], "generate", validate)
+    precheck(sys.argv[1:], "generate", validate, ADDABLE_KEYS)
     _hydra_main()
 
 

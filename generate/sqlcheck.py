@@ -2,7 +2,8 @@
 
 A candidate `{name, description, parameters, sql}` becomes a `SqlTool` only if the SQL parses with
 sqlglot as exactly one SELECT / INSERT / UPDATE / DELETE, touches only the domain's tables and
-columns, its :binds match the declared parameters, and a dry run with sample arguments succeeds
+columns, its :binds match the declared parameters, it calls only ADMITTED_FUNCTIONS (as SQLite compiles
+it), and a dry run with sample arguments succeeds
 inside the sandbox (authorizer, time limit and result cap on) and is rolled back. Transaction control
 (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE, END) is no statement a tool may be. A parameter spec of
 any shape is checked, never trusted. Each rejection has a reason that the caller counts.
@@ -23,6 +24,22 @@ NAME = re.compile(r"[a-z][a-z0-9_]{2,63}")
 JSON_TYPES = {"string", "integer", "number", "boolean"}
 TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"}
 STATEMENTS = {exp.Select: "read", exp.Union: "read", exp.Insert: "write", exp.Update: "write", exp.Delete: "write"}
+# What an LLM-written tool may call: functions of their arguments alone, deterministic (the audit replays every
+# call byte for byte), whose work the length limit and the progress handler bound. Not printf/format (a width
+# or precision is work no time limit interrupts), random/randomblob (no replay), zeroblob (only builds size),
+# changes/last_insert_rowid/total_changes (connection state), sqlite_*, load_extension or any other.
+ADMITTED_FUNCTIONS = frozenset({
+    "abs", "char", "coalesce", "concat", "concat_ws", "glob", "hex", "ifnull", "iif", "instr", "length", "like",
+    "likelihood", "likely", "lower", "ltrim", "max", "min", "nullif", "octet_length", "quote", "replace", "round",
+    "rtrim", "sign", "substr", "substring", "trim", "typeof", "unicode", "unlikely", "upper",
+    "avg", "count", "group_concat", "string_agg", "sum", "total",
+    "date", "time", "datetime", "julianday", "unixepoch", "strftime",
+    "ceil", "ceiling", "floor", "trunc", "mod", "pow", "power", "sqrt", "exp", "ln", "log", "log10", "log2",
+    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead", "first_value",
+    "last_value", "nth_value",
+    "json", "json_array", "json_array_length", "json_extract", "json_object", "json_type", "json_valid",
+    "json_quote", "json_group_array", "json_group_object",
+})
 
 
 class Rejected(Exception):
@@ -79,6 +96,13 @@ def check_sql_tool(candidate: Any, schema: Schema, sandbox: Sandbox, taken: set[
     binds = {p.this for p in tree.find_all(exp.Placeholder) if isinstance(p.this, str)}
     if binds != set(props):
         raise Rejected("parameter_mismatch", f"sql binds {sorted(binds)} vs parameters {sorted(props)}")
+    try:
+        called = sandbox.functions(sql, {p: None for p in props})
+    except ToolCallError as exc:
+        raise Rejected("dry_run_error", str(exc)[:160]) from None
+    forbidden = sorted(called - ADMITTED_FUNCTIONS)
+    if forbidden:
+        raise Rejected("forbidden_function", ", ".join(forbidden))
     tables = [t.name for t in tree.find_all(exp.Table)]
     tool = SqlTool(name=name, description=description[:500],
                    parameters={"type": "object", "properties": props, "required": required}, sql=sql,

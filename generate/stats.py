@@ -47,6 +47,8 @@ def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
     violations = Counter({k[len("policy_"):]: n for k, n in drops.items() if k.startswith("policy_")})
     violations.update(v["rule"] for r in records for v in (r["meta"].get("policy") or {}).get("violations", []))
     refusals = sum(any(st["kind"] == "refuse" for st in t["gold"]["subtasks"]) for r in records for t in r["meta"]["tasks"])
+    reasoning = [sum(m["role"] == "assistant" and bool(m.get("reasoning_content")) for m in r["messages"])
+                 for r in records]
     first = records[0]["meta"] if records else {}
     return {
         "dialogues": len(records),
@@ -75,6 +77,8 @@ def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
         "latency_s": _summary([r["meta"]["timing"]["latency_s"] for r in records]),
         "llm": {**dict(tokens), "events": dict(events.most_common())},
         "synthesis_rejections": dict(synthesis.most_common()),
+        # assistant messages that carry the model's reasoning_content (thinking models only)
+        "reasoning": {"dialogues": sum(n > 0 for n in reasoning), "assistant_messages": sum(reasoning)},
     }
 
 
@@ -96,6 +100,10 @@ def format_table(stats: dict) -> str:
         f"{stats['attempts']['user_turns_per_task']:.2f} user turns/task",
         f"throughput: {stats['throughput']['dialogues_per_s']} dialogues/s over {stats['throughput']['wall_s']} s",
     ]
+    reasoning = stats["reasoning"]
+    if reasoning["assistant_messages"]:
+        lines.append(f"reasoning: {reasoning['assistant_messages']} assistant messages in {reasoning['dialogues']} "
+                     f"dialogues carry reasoning_content")
     return "\n".join(lines)
 
 

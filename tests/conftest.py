@@ -17,8 +17,9 @@ BIN = Path(sys.executable).parent
 
 
 def make_cfg(*overrides: str):
+    """The generation config; logger=none unless an override says otherwise (W&B start-up is not free)."""
     with initialize_config_module("toolturn.conf", version_base="1.3"):
-        return compose("generate", overrides=["progress=false", *overrides])
+        return compose("generate", overrides=["progress=false", "logger=none", *overrides])
 
 
 def sha256(path: Path) -> str:

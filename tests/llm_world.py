@@ -8,6 +8,8 @@ Roles are recognised from the prompts (the same prompt files the harness sends):
   reports the email from the tool result;
 - judge: valid. Anything else: a short text.
 `faults` injects protocol failures per role, consumed in order (see tests/test_llm_pipeline.py).
+`reasoning=True` makes the assistant a thinking model: each reply carries `reasoning_content` that holds
+REASONING_MARK, so that a test can find where the reasoning went.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import defaultdict
 from mock_openai import Fault, completion
 
 DIGITS = re.compile(r"\b(\d+)\b")
+REASONING_MARK = "private-chain-of-thought"
 
 
 def role_of(request: dict) -> str:
@@ -55,8 +58,9 @@ GET_CUSTOMER = tool("get_customer", {"id": {"type": "integer", "description": "c
 
 
 class World:
-    def __init__(self, faults: dict[str, list] | None = None, customers: int = 150):
+    def __init__(self, faults: dict[str, list] | None = None, customers: int = 150, reasoning: bool = False):
         self.faults = {role: list(items) for role, items in (faults or {}).items()}
+        self.reasoning = reasoning
         self.ids = itertools.cycle(range(1, customers + 1))
         self.calls: dict[str, int] = defaultdict(int)
 
@@ -93,9 +97,13 @@ class World:
             result = json.loads(last["content"])
             text = f"The email on that account is {result['email']}." if "email" in result else \
                 f"Sorry, that failed: {result.get('error')}"
-            return completion(text)
+            return completion(text, reasoning_content=self._thought("the tool answered; report it"))
         match = DIGITS.search(last.get("content") or "")
-        return completion(None, tool_calls=[{"name": "get_customer", "arguments": {"id": int(match.group(1)) if match else 1}}])
+        call = {"name": "get_customer", "arguments": {"id": int(match.group(1)) if match else 1}}
+        return completion(None, tool_calls=[call], reasoning_content=self._thought("look the customer up first"))
+
+    def _thought(self, text: str) -> str | None:
+        return f"{REASONING_MARK}: {text}." if self.reasoning else None
 
     def judge(self, request: dict) -> dict:
         return completion(json.dumps({"judgment": "valid", "reasoning": "the email was retrieved and stated"}))

@@ -88,9 +88,12 @@ Handler = Callable[[dict], Reply | Awaitable[Reply]]
 
 def completion(content: str | None = None, tool_calls: list[dict] | None = None,
                finish_reason: str | None = "stop", prompt_tokens: int = 10,
-               completion_tokens: int = 5, model: str = "mock") -> dict:
-    """A valid chat-completion response. tool_calls: [{"name", "arguments": dict | str, "id"?}]."""
+               completion_tokens: int = 5, model: str = "mock", reasoning_content: str | None = None) -> dict:
+    """A valid chat-completion response. tool_calls: [{"name", "arguments": dict | str, "id"?}];
+    reasoning_content: what a server with a reasoning parser returns beside the content (a thinking model)."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning_content is not None:
+        message["reasoning_content"] = reasoning_content
     if tool_calls:
         message["tool_calls"] = [
             {"id": tc.get("id", f"call_mock_{i}"), "type": "function",

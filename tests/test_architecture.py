@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"core": "toolturn.core", "generate": "toolturn.generate", "train": "toolturn.train",
-            "evaluate": "toolturn.evaluate"}
+            "evaluate": "toolturn.evaluate", "experiment": "toolturn.experiment"}
 
 
 def imports(folder: str) -> list[tuple[Path, str]]:

@@ -62,11 +62,16 @@ def test_launcher_configs_compose(launcher):
     assert "submitit" in cfg.hydra.launcher._target_
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
-def test_experiments_compose(experiment):
-    cfg = make_cfg(f"experiment={experiment}")
+@pytest.mark.parametrize("preset", options("preset"))
+def test_presets_compose(preset):
+    cfg = make_cfg(f"preset={preset}")
     OmegaConf.resolve(cfg)
     assert cfg.roles.user.kind == "llm" and cfg.llm.endpoints.default.server == "transformers"
+
+
+def test_generation_has_presets_not_experiments():
+    with pytest.raises(ConfigCompositionException, match="Could not override 'experiment'"):
+        make_cfg("experiment=smollm2_cpu")
 
 
 # Bad values for each kind of check (by what the key must be), and values at the edge that must pass.
@@ -83,6 +88,8 @@ BAD_VALUES = {
     "a number in (0, 1]": ["0", "1.5", "nan"],
     "a positive number": ["0", "-5", "abc", "inf"],
     "'enforce' or 'report'": ["strict", "1", "null"],
+    "'wandb' or 'none'": ["tensorboard", "1", "null"],
+    "'offline', 'online' or 'disabled'": ["cloud", "true", "null"],
 }
 GOOD_VALUES = {
     "a positive integer": ["1"], "a non-negative integer": ["0"], "a probability in [0, 1]": ["0", "1", "0.5"],
@@ -90,6 +97,7 @@ GOOD_VALUES = {
     checks.WEIGHTS.must_be: ["{easy:0,medium:0,hard:1}"], checks.KIND.must_be: [],
     "a number in [0, 2]": ["0", "2"], "a number in (0, 1]": ["1", "0.01"], "a positive number": ["0.5"],
     "'enforce' or 'report'": ["enforce", "report"],
+    "'wandb' or 'none'": ["wandb", "none"], "'offline', 'online' or 'disabled'": ["offline", "online", "disabled"],
 }
 
 
@@ -127,5 +135,5 @@ def test_every_shipped_config_passes_the_checks():
     for combo in itertools.product(options("pipeline"), options("domain"), options("roles"), options("tools")):
         config.check_values(make_cfg(*(f"{g}={o}" for g, o in zip(("pipeline", "domain", "roles", "tools"), combo)),
                                      *REQUIRED.get(combo[1], [])))
-    for name in options("llm") + [f"experiment={e}" for e in options("experiment")]:
-        config.check_values(make_cfg(name if name.startswith("experiment") else f"llm={name}", *REQUIRED.get(name, [])))
+    for name in options("llm") + [f"preset={p}" for p in options("preset")]:
+        config.check_values(make_cfg(name if name.startswith("preset") else f"llm={name}", *REQUIRED.get(name, [])))

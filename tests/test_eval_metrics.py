@@ -1,8 +1,11 @@
-"""pass@k and pass^k against hand-computed values (c=0, c=n, k=n included), and n<k as an error."""
+"""pass@k and pass^k against hand-computed values (c=0, c=n, k=n included), and n<k as an error; the
+tool-call behaviour rates against hand-counted turns and calls, n/a where nothing applies."""
 
 import pytest
 
+from toolturn.evaluate.behaviour import RATES, Rate, behaviour, tool_call_turns, valid_tool_calls
 from toolturn.evaluate.metrics import pass_at_k, pass_hat_k, stderr_pass_1, summarise
+from toolturn.evaluate.report import behaviour_table
 
 
 @pytest.mark.parametrize("n,c,k,at,hat", [
@@ -38,3 +41,31 @@ def test_summary_means_over_one_task_set_and_names_tasks_short_of_samples():
     mixed = summarise({"a": (4, 1), "b": (4, 3)}, [1, 2, 3, 4])
     assert mixed["pass_hat_k"]["1"] == pytest.approx(0.5) and mixed["pass_hat_k"]["2"] == pytest.approx(0.25)
     assert stderr_pass_1([0.5]) is None
+
+
+def _turn(*calls, content=""):
+    return {"role": "assistant", "content": content,
+            "tool_calls": [{"id": f"c{i}", "type": "function", "function": c} for i, c in enumerate(calls)]}
+
+
+def test_tool_call_rates_count_the_turns_and_calls_they_are_over(retail):
+    tools = {t.name: t for t in retail.tools}
+    good = {"name": "find_customer_by_email", "arguments": {"email": "a@example.com"}}
+    episode = [{"role": "user", "content": "hi"},
+               _turn(good, {"name": "no_such_tool", "arguments": {}}),            # well-formed; one call invalid
+               {"role": "tool", "tool_call_id": "c0", "name": good["name"], "content": "{}"},
+               _turn({"name": good["name"], "arguments": '{"email": '}),           # undecoded arguments
+               _turn({"name": good["name"], "arguments": {"mail": "a@example.com"}}),  # an argument it lacks
+               {"role": "assistant", "content": "Anything else?"}]
+    assert tool_call_turns([episode]) == Rate(2 / 4, 4)
+    assert valid_tool_calls([episode], tools) == Rate(1 / 4, 4)
+    text_only = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
+    assert tool_call_turns([text_only]) == Rate(0.0, 1)
+    assert valid_tool_calls([text_only], tools) == Rate(None, 0)  # no call: n/a, not 0
+
+
+def test_rows_without_our_episodes_leave_every_rate_not_applicable():
+    bfcl_like = [{"checkpoint": "base", "infra_error": None, "messages": [{"role": "assistant", "content": "[f(x=1)]"}]}]
+    assert behaviour(bfcl_like, None) == {r: {"value": None, "n": 0} for r in RATES}
+    lines = behaviour_table({"checkpoints": {"base": {"behaviour": behaviour(bfcl_like, None)}}})
+    assert lines[-1].startswith("Behaviour rates: n/a") and "0.000" not in "".join(lines)

@@ -1,5 +1,7 @@
 """toolturn-eval end to end on CPU: oracle / do-nothing / mock-served / SmolLM2 assistants, every eval config
-composed, held-out tasks disjoint from training, infrastructure errors counted and never scored."""
+composed, held-out tasks disjoint from training, infrastructure errors counted and never scored, each
+checkpoint's identity recorded (a label that comes to mean another model is refused), and the tool offer
+taken from a trained checkpoint's lineage."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from hydra import compose, initialize_config_module
 from mock_openai import Fault, MockServer, completion
 
 from toolturn.core.errors import ToolturnError
-from toolturn.evaluate.run import evaluate
+from toolturn.core.lineage import artifact_name, canonical, identity_manifest, model_identity, short
+from toolturn.evaluate.checkpoints import identity
+from toolturn.evaluate.run import _summary, evaluate
 
 CONF = Path(__file__).parents[1] / "conf"
 
@@ -57,6 +61,35 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
     assert "rule:text" in report and "do-nothing floor (retail)" in report and "identical samples" in report
     assert (out / "pass_hat_k.png").stat().st_size > 1000
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert not (out / ".lineage").exists()  # rule assistants have no content identity to link
+    config = (out / "config.yaml").read_text()
+    assert "checkpoints:\n- oracle\n" in config and f"out_dir: {out}\n" in config and "${" not in config
+    assert json.loads((out / "identities.json").read_text())["oracle"]["kind"] == "rule"
+    assert oracle["identity"]["model"] == "rule:oracle" and oracle["identity"]["sha256"] is None
+    assert "- oracle: rule assistant oracle" in report
+    # behaviour, over what each rate applies to: the oracle asks first and identifies first; the floor never calls
+    b = oracle["behaviour"]
+    assert all(b[r]["value"] == 1.0 and b[r]["n"] > 0 for r in ("valid_tool_calls", "identified_first",
+                                                                 "confirmed_writes"))
+    assert 0 < b["tool_call_turns"]["value"] < 1
+    assert floor["behaviour"]["tool_call_turns"]["value"] == 0.0 and floor["behaviour"]["tool_call_turns"]["n"] >= 8
+    assert all(floor["behaviour"][r] == {"value": None, "n": 0} for r in ("valid_tool_calls", "identified_first",
+                                                                          "confirmed_writes"))
+    assert "| do_nothing | 0.000 (of " in report and "| n/a | n/a | n/a |" in report
+    # a stratified draw: two of each kind, pass^k per kind, the kind in every row and task
+    assert m["task_kinds"] == {"counts": {"read": 2, "write": 2, "refusal": 2, "multi_step": 2}, "skipped": {}}
+    assert {k: v["tasks"] for k, v in oracle["per_kind"].items()} == {"read": 2, "write": 2, "refusal": 2,
+                                                                      "multi_step": 2}
+    assert all(v["pass_hat_k"] == {"1": 1.0, "2": 1.0} for v in oracle["per_kind"].values())
+    kinds = {json.loads(line)["id"]: json.loads(line)["kind"] for line in (out / "tasks.jsonl").read_text().splitlines()}
+    assert all(r["kind"] == kinds[r["task_id"]] for r in rows(out)) and "| oracle | refusal | 2 | 1.000 | 1.000 |" in report
+    # no checkpoint has a lineage: the documented fallback, generation's default offer
+    assert m["tool_offer"] == {"tools": 12, "source": "eval.tools_fallback", "trained_with": {}}
+    assert "Tool offer: 12 (eval.tools_fallback" in report
+    summary = _summary(m)  # what the W&B run's summary holds
+    assert summary["oracle/identity"] == "rule assistant oracle" and summary["tool_offer"] == 12
+    assert summary["oracle/refusal/pass_hat_2"] == 1.0 and summary["oracle/behaviour/confirmed_writes"] == 1.0
+    assert summary["do_nothing/behaviour/valid_tool_calls"] is None and summary["oracle/part/db_match"] == 1.0
     # same tasks for a later checkpoint; other task settings are refused
     before = (out / "tasks.jsonl").read_bytes()
     evaluate(eval_cfg("checkpoints=[oracle]", "n=2", "num_tasks=8", "seed=3", f"out_dir={out}"))
@@ -80,6 +113,8 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
     ("user.max_stall_turns=0", "user.max_stall_turns must be a positive integer"),
     ("user.reveal_per_turn=[2,1]", "user.reveal_per_turn must be two integers"),
     ("endpoint.timeout_s=-1", "endpoint.timeout_s must be a positive number"),
+    ("eval.tools_per_episode=many", "eval.tools_per_episode must be auto or a non-negative integer"),
+    ("eval.tools_fallback=-1", "eval.tools_fallback must be a non-negative integer"),
 ])
 def test_bad_task_knobs_are_one_line_errors(knob, message):
     proc = subprocess.run([sys.executable, "-m", "toolturn.evaluate.run", knob, "logger=none", "out_dir=/nonexistent/x"],
@@ -109,6 +144,101 @@ def _external(server: MockServer, out: Path, *extra: str):
     return eval_cfg("endpoint=external", f"endpoint.base_url={server.base_url}", "endpoint.model=mock",
                     "endpoint.max_retries=1", "checkpoints=[base]", "n=2", "num_tasks=2", "infra_retries=1",
                     "user.max_stall_turns=1", f"out_dir={out}", *extra)
+
+
+def test_the_tool_fallback_is_generations_default_offer():
+    with initialize_config_module("toolturn.conf", version_base="1.3"):
+        generation = compose("generate", overrides=["progress=false"])
+    assert eval_cfg().eval.tools_fallback == generation.tools_per_dialogue
+    assert eval_cfg().eval.tools_per_episode == "auto"
+
+
+def test_a_label_that_comes_to_mean_another_served_model_is_refused(tmp_path):
+    out = tmp_path / "ev"
+    with MockServer(lambda request: completion("Sorry, I cannot help.")) as server:
+        m = evaluate(_external(server, out, "endpoint.model=model-a"))
+        assert m["checkpoints"]["base"]["identity"] | {"files": None} == {
+            "label": "base", "kind": "endpoint", "model": "model-a", "base_url": server.base_url, "path": None,
+            "sha256": None, "files": None, "base_model": None}
+        assert f"- base: endpoint model-a at {server.base_url}" in (out / "report.md").read_text()
+        before = rows(out)
+        with pytest.raises(ToolturnError, match=r"^checkpoint base in .* was endpoint model-a at .* and is now "
+                                                r"endpoint model-b at .*; its samples there are the other model's"):
+            evaluate(_external(server, out, "endpoint.model=model-b"))
+        assert rows(out) == before  # nothing of model-b was written or counted as model-a's
+        evaluate(_external(server, tmp_path / "other", "endpoint.model=model-b"))  # elsewhere it runs
+    with MockServer(lambda request: completion("Sorry, I cannot help.")) as moved:
+        evaluate(_external(moved, out, "endpoint.model=model-a"))  # the same model, restarted elsewhere, resumes
+    assert json.loads((out / "identities.json").read_text())["base"]["base_url"] == moved.base_url
+
+
+def model_dir(path: Path, weights: bytes, tools: int | None) -> Path:
+    """A checkpoint dir as training leaves it: config, weights and (trained by us) its lineage file."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text('{"model_type": "tiny"}')
+    (path / "model.safetensors").write_bytes(weights)
+    if tools is not None:
+        (path / "toolturn_lineage.json").write_text(json.dumps({"tools_per_dialogue": tools}))
+    return path
+
+
+def test_a_trained_checkpoint_gets_its_training_tool_offer_and_is_known_by_its_content(tmp_path):
+    ckpt = model_dir(tmp_path / "train" / "merged", b"weights one", tools=6)
+    out = tmp_path / "ev"
+    with MockServer(lambda request: completion("Sorry, I cannot help.")) as server:
+        def cfg(*extra):
+            return _external(server, out, f"checkpoints=[{ckpt}]", "n=1", "logger=wandb", *extra)
+
+        m = evaluate(cfg())
+        sent = [r for r in server.requests if r.get("tools")]
+        assert sent and all(len(r["tools"]) == 6 for r in sent)  # what the model saw
+        assert all(len(json.loads(line)["tools"]) == 6 for line in (out / "tasks.jsonl").read_text().splitlines())
+        assert m["tool_offer"] == {"tools": 6, "source": "lineage", "trained_with": {str(ckpt): 6}}
+        identity = m["checkpoints"][str(ckpt)]["identity"]
+        content = model_identity(ckpt)
+        assert identity["kind"] == "model" and identity["sha256"] == content["sha256"]
+        assert identity["path"] == str(ckpt) and identity["base_url"] == server.base_url
+        # the W&B run declares the model as its input: the manifest training logs as its output, byte for byte
+        manifest = out / ".lineage" / f"{artifact_name('model', identity_manifest(content))}.json"
+        assert manifest.read_text() == canonical(identity_manifest(content))
+        assert "Tool offer: 6 (from the checkpoints' lineage" in (out / "report.md").read_text()
+        # retrained into the same dir: the label now means other weights
+        model_dir(ckpt, b"weights two, longer", tools=6)
+        with pytest.raises(ToolturnError, match=rf"checkpoint {ckpt} in .* \(sha256 {short(content['sha256'])}\) and "
+                                                rf"is now .* \(sha256 {short(model_identity(ckpt)['sha256'])}\)"):
+            evaluate(cfg())
+        # an explicit offer overrides the lineage, and the report says so
+        m = evaluate(cfg("eval.tools_per_episode=4", f"out_dir={tmp_path / 'four'}"))
+    assert m["tool_offer"] == {"tools": 4, "source": "eval.tools_per_episode", "trained_with": {str(ckpt): 6}}
+    assert (f"Tool offer: 4 (set by eval.tools_per_episode; checkpoint {ckpt} was trained with 6)"
+            in (tmp_path / "four" / "report.md").read_text())
+
+
+def test_a_served_dir_and_a_lora_are_known_by_content_a_hub_id_by_name(tmp_path):
+    base, adapter = model_dir(tmp_path / "base", b"base", tools=None), tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    served = identity("base", {"server": "transformers", "model": str(base)})
+    assert served["kind"] == "model" and served["sha256"] == model_identity(base)["sha256"]
+    lora = identity(str(adapter), {"server": "vllm", "model": str(base), "lora": str(adapter)})
+    assert lora["kind"] == "adapter" and lora["sha256"] == model_identity(adapter)["sha256"]
+    assert lora["base_model"] == {"model": str(base), "path": str(base), "sha256": served["sha256"]}
+    hub = identity("base", {"server": "vllm", "model": "Qwen/Qwen3-4B"})
+    assert (hub["kind"], hub["model"], hub["sha256"], hub["files"]) == ("model", "Qwen/Qwen3-4B", None, {})
+
+
+def test_checkpoints_trained_on_different_tool_offers_need_an_explicit_one(tmp_path):
+    a = model_dir(tmp_path / "a", b"a", tools=4)
+    b = model_dir(tmp_path / "b", b"b", tools=12)
+    cfg = eval_cfg("endpoint=external", "endpoint.base_url=http://127.0.0.1:9/v1", "endpoint.model=m",
+                   f"checkpoints=[{a},{b}]", f"out_dir={tmp_path / 'ev'}")
+    with pytest.raises(ToolturnError, match=rf"different tool offers \(tools_per_dialogue: {a} 4, {b} 12\); set "
+                                            r"eval.tools_per_episode"):
+        evaluate(cfg)
+    (b / "toolturn_lineage.json").write_text("[12]")
+    with pytest.raises(ToolturnError, match=rf"checkpoint {b}: .*toolturn_lineage.json is not a readable JSON object"):
+        evaluate(cfg)
 
 
 def test_infrastructure_errors_are_counted_never_scored_and_retried_on_resume(tmp_path):

@@ -14,6 +14,8 @@ from omegaconf import OmegaConf
 from test_eval_run import eval_cfg
 
 from toolturn.core.endpoints import Endpoints
+from toolturn.core.lineage import model_identity
+from toolturn.core.servers import embedded_smollm2_dir
 from toolturn.evaluate.assistants import derive_seed
 from toolturn.evaluate.checkpoints import request_sampling
 from toolturn.evaluate.run import evaluate
@@ -64,6 +66,9 @@ def test_smollm2_sql_evaluation_writes_all_outputs(tmp_path):
     base = metrics["checkpoints"]["base"]
     assert base["scored_samples"] == 2 and base["infra_error_samples"] == 0
     assert set(base["pass_hat_k"]) == {"1", "2"} and metrics["floor"]["pass_hat_1"] is not None
+    # base is the embedded SmolLM2: known by the content of the dir it resolves to
+    assert base["identity"]["model"] == "embedded:smollm2"
+    assert base["identity"]["sha256"] == model_identity(embedded_smollm2_dir())["sha256"]
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {r["checkpoint"] for r in rows} == {"base", "do_nothing"}
     assert "tasks with identical samples" in (out / "report.md").read_text()

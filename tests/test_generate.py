@@ -3,11 +3,14 @@
 import json
 
 import pytest
-from conftest import make_cfg
+from conftest import cli, make_cfg
 from datasets import load_from_disk
+from omegaconf import OmegaConf
+from toolturn.core.lineage import artifact_name, dataset_manifest
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
+from toolturn.generate.tracking import TABLE_DIALOGUES, TABLE_KEY, stats_numbers
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +60,7 @@ def test_export_is_trl_ready(runs):
     assert tools[0]["type"] == "function"
     calls = [c for m in row["messages"] if m["tool_calls"] for c in m["tool_calls"]]
     assert calls and all(isinstance(json.loads(c["function"]["arguments"]), dict) for c in calls)
+    assert "reasoning_content" not in ds.features["messages"].feature  # no model returned reasoning: no such field
     stats = json.loads((run / "stats.json").read_text())
     for key in ("steps", "turns", "tasks", "user_turns_per_task", "tool_calls", "tool_errors", "drops", "throughput"):
         assert key in stats
@@ -77,6 +81,7 @@ def test_records_follow_the_contract(runs):
     tool_names = {t["function"]["name"] for t in r["tools"]}
     called = {c["function"]["name"] for m in r["messages"] for c in m.get("tool_calls") or []}
     assert called <= tool_names and len(tool_names) <= 12
+    assert not any("reasoning_content" in m for rec in records for m in rec["messages"])
     difficulties = {t["difficulty"] for rec in records for t in rec["meta"]["tasks"]}
     assert difficulties == {"easy", "medium", "hard"}
     templates = {t["template"] for rec in records for t in rec["meta"]["tasks"]}
@@ -109,3 +114,70 @@ def test_audit_catches_hand_edits(runs, tmp_path):
     assert not report.ok
     text = "\n".join(report.mismatches)
     assert rec["id"] in text and rec2["id"] in text and "digest" in text
+
+
+def offline_run(run_dir) -> dict:
+    """What an offline W&B run recorded: its run record, summary, history items by key, and artifacts."""
+    from toolturn.train.lineage import read_offline_run  # tests may import any stage
+
+    out = {"summary": {}, "history": {}, "artifacts": []}
+    for r in read_offline_run(run_dir):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = r.run
+        elif kind == "summary":
+            out["summary"].update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.summary.update})
+        elif kind == "history":
+            out["history"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+        elif kind == "artifact":
+            out["artifacts"].append(r.artifact)
+    return out
+
+
+def test_the_worker_that_completes_a_run_logs_it_to_wandb_and_a_rerun_continues_that_run(tmp_path):
+    out = tmp_path / "run"
+
+    def worker(index: int, *logger: str) -> str:
+        proc = cli("toolturn-generate", "num_dialogues=6", "workers=2", f"worker_index={index}", "progress=false",
+                   f"out_dir={out}", *(logger or ("logger=wandb", "logger.group=exp1")))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    worker(0)  # half the run: nothing exported, nothing logged
+    assert not (out / "wandb").exists() and not (out / "wandb_run_id").exists()
+    assert "W&B run in" in worker(1)
+    run_id = (out / "wandb_run_id").read_text().strip()
+    assert len(list((out / "wandb").glob(f"offline-run-*-{run_id}"))) == 1
+    worker(1)  # the finished run again: exported and logged again into the same W&B run, whose dir replaces the first
+    stats = json.loads((out / "stats.json").read_text())
+    worker(0, "logger=none")  # the logger may differ on resume
+    assert (out / "wandb_run_id").read_text().strip() == run_id
+    [again] = (out / "wandb").glob("offline-run-*")
+    assert again.name.endswith(f"-{run_id}")
+    logged = offline_run(again)
+    assert (logged["run"].run_id, logged["run"].run_group, logged["run"].job_type) == (run_id, "exp1", "generate")
+    numbers = stats_numbers(stats)
+    assert {k: logged["summary"].get(k) for k in numbers} == numbers
+    assert numbers["dialogues"] == 6 and numbers["turns/mean"] == stats["turns"]["mean"]
+    for plot in ("turns", "steps", "tasks", "user_turns_per_task"):
+        assert logged["history"][f"plots/{plot}/_type"] == "image-file"
+    assert logged["history"][f"{TABLE_KEY}/_type"] == "table-file"
+    assert logged["history"][f"{TABLE_KEY}/nrows"] == TABLE_DIALOGUES
+    datasets = [a for a in logged["artifacts"] if a.type == "dataset"]
+    assert [a.name for a in datasets] == [artifact_name("dataset", dataset_manifest(out))]
+    assert not datasets[0].use_after_commit  # an output: training declares the same artifact as its input
+    assert json.loads(datasets[0].metadata)["dialogues"] == 6
+
+
+def test_an_offline_run_records_an_artifact_it_uses_as_its_input(tmp_path):
+    """WandbRun.artifact(use=True) offline goes through wandb's private Run._log_artifact (the public
+    use_artifact refuses offline mode): wandb is pinned below 0.32 (pyproject.toml), and this checks the
+    artifact still lands in the offline run as a use, so that `wandb sync` links it as the run's input."""
+    from toolturn.core.wandb_run import open_run
+
+    run = open_run(OmegaConf.create({"name": "wandb", "mode": "offline"}), tmp_path, "t", {}, "train")
+    run.artifact("dataset", {"records": ["a"]}, {"note": "x"}, use=True)
+    run.finish()
+    [logged] = offline_run(next((tmp_path / "wandb").glob("offline-run-*")))["artifacts"]
+    assert logged.name == artifact_name("dataset", {"records": ["a"]}) and logged.type == "dataset"
+    assert logged.use_after_commit and logged.user_created

@@ -41,6 +41,7 @@ def test_llm_roles_complete_dialogues(tmp_path, pipeline):
         assert all(t["template"] == "llm" and t["rubric"] for t in meta["tasks"])
         calls = [c for m in r["messages"] for c in m.get("tool_calls") or []]
         assert calls and calls[0]["function"]["name"] == "get_customer"
+        assert not any("reasoning_content" in m for m in r["messages"])  # the model returned none
     for r in records:  # a request per task, plus the closing thanks in the user-oriented paradigm
         counts = r["meta"]["counts"]
         assert counts["user_turns"] == counts["tasks"] + (pipeline == "user_oriented")

@@ -4,10 +4,10 @@ preconditions inside one transaction, and rule-role dialogues follow the policy.
 import json
 
 import pytest
-from conftest import make_cfg
+from conftest import cli, make_cfg
 from toolturn.core.domains import prepare_domain
 from toolturn.core.errors import ToolturnError
-from toolturn.core.policy import GENERIC, load_policy_file, policy_for
+from toolturn.core.policy import GENERIC, domain_facts, load_policy_file, policy_for
 from toolturn.core.policy_check import check_policy
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
@@ -203,25 +203,168 @@ def test_an_exchange_is_one_transaction_of_several_writes(retail):
     assert sandbox.state_hash() == before
 
 
+def _item_of_an_order_in(retail, status):
+    row = retail.env.open_sandbox().conn.execute(
+        "SELECT c.id, c.email, i.id FROM order_items i JOIN orders o ON o.id = i.order_id "
+        "JOIN customers c ON c.id = o.customer_id WHERE o.status = ? ORDER BY i.id LIMIT 1", (status,)).fetchone()
+    return {"id": row[0], "email": row[1]}, row[2]
+
+
+def _confirmed(d, name, **args):
+    """The write `name(**args)`, proposed with every value and confirmed by the user first."""
+    stated = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in args.items())
+    d.say(f"To confirm: {name.replace('_', ' ')} with {stated}. Shall I proceed?").user("Yes, go ahead.")
+    assert d.call(name, **args).last.ok, d.last.content
+    return d.say("Done.")
+
+
+@pytest.mark.parametrize("status, write, allowed", [
+    ("processing", lambda item: ("update_order_item", {"id": item, "quantity": 9}), False),
+    ("processing", lambda item: ("delete_order_item", {"id": item}), False),
+    ("shipped", lambda item: ("update_order_item", {"id": item, "quantity": 2}), False),
+    ("pending", lambda item: ("update_order_item", {"id": item, "quantity": 2}), True),
+    ("pending", lambda item: ("create_return", {"rma_number": "RMA-99001", "order_item_id": item, "quantity": 1,
+                                                "reason": "damaged", "status": "requested",
+                                                "requested_at": "2026-01-01T12:00"}), False),
+    ("delivered", lambda item: ("create_return", {"rma_number": "RMA-99002", "order_item_id": item, "quantity": 1,
+                                                  "reason": "damaged", "status": "requested",
+                                                  "requested_at": "2026-01-01T12:00"}), True),
+])
+def test_a_write_on_a_record_of_an_order_in_a_forbidden_state_is_caught(retail, status, write, allowed):
+    """State rules follow foreign keys from the written row to the order whose status governs it, for schema
+    tools (an item or a return of the order) as for the domain actions."""
+    me, item = _item_of_an_order_in(retail, status)
+    name, args = write(item)
+    d = _confirmed(_identified(retail, me), name, **args)
+    assert d.violations() == ([] if allowed else ["write_state"])
+
+
+def test_a_write_that_moves_an_item_into_a_frozen_order_is_caught(retail):
+    """The written values count too: an item of a pending order moved into the same customer's processing one."""
+    row = retail.env.open_sandbox().conn.execute(
+        "SELECT c.id, c.email, i.id, frozen.id FROM order_items i JOIN orders o ON o.id = i.order_id "
+        "JOIN customers c ON c.id = o.customer_id JOIN orders frozen ON frozen.customer_id = c.id "
+        "WHERE o.status = 'pending' AND frozen.status = 'processing' ORDER BY i.id LIMIT 1").fetchone()
+    d = _confirmed(_identified(retail, {"id": row[0], "email": row[1]}), "update_order_item", id=row[2],
+                   order_id=row[3])
+    assert d.violations() == ["write_state"]
+
+
+@pytest.mark.parametrize("messages, start, says", [
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+      "tool_calls": [{"type": "function", "function": {"name": "get_order", "arguments": {"id": 1}}}]}], 0,
+     "message 1, tool call 0: expected {id, function: {name, arguments}}"),
+    ([{"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "function": {"arguments": {}}}]}], 0,
+     "message 0, tool call 0"),
+    ([{"role": "tool", "content": "{}"}], 0, "message 0: a tool message needs a tool_call_id"),
+    ([{"role": "user", "content": ["a", "list"]}], 0, "message 0: content must be text or null"),
+    ([{"content": "no role"}], 0, "messages must be a list of chat messages"),
+    ("not a list", 0, "messages must be a list of chat messages"),
+    ([{"role": "user", "content": "hi"}], 5, "start must be a message index in [0, 1]"),
+])
+def test_check_policy_names_what_it_cannot_read(retail, messages, start, says):
+    with pytest.raises(ToolturnError) as err:
+        check_policy(retail.rules, messages, start, retail.tools, retail.schema, retail.env)
+    assert says in str(err.value)
+
+
 # ---- policy files -------------------------------------------------------------------------------
 def test_a_policy_file_extends_the_generic_policy(retail, tmp_path):
     f = tmp_path / "policy.yaml"
     f.write_text("notes: [Never discuss invoices.]\nbulk_limit: 5\nprivate: {customers: [email]}\n"
                  "identity: {table: customers, key: customer_id, tools: {search_customers: email}}\n"
-                 "states: [{table: orders, column: status, allowed: [pending], tools: [update_order]}]\n")
-    tables = {n: {c.param for c in t.columns} for n, t in retail.schema.tables.items()}
-    policy = load_policy_file(f, GENERIC, tables, {t.name for t in retail.tools})
+                 "states: [{table: orders, column: status, allowed: [pending], tools: [update_order], "
+                 "tables: [order_items]}]\n")
+    policy = load_policy_file(f, GENERIC, domain_facts(retail))
     assert policy.bulk_limit == 5 and policy.identity.tools == {"search_customers": "email"}
+    assert policy.states[-1].tables == ("order_items",) and policy.states[-1].governs("delete_order_item", "order_items")
     assert "- Never discuss invoices." in policy.text() and "'pending'" in policy.text()
-    for bad, says in [("states: [{table: nope, column: status, allowed: [x]}]", "unknown table 'nope'"),
-                      ("bulk_limit: 0", "bulk_limit must be a positive integer"),
-                      ("colour: red", "expected a mapping with keys"),
-                      ("identity: {table: customers, tools: {no_such_tool: email}}", "unknown tool")]:
-        f.write_text(bad)
+
+
+@pytest.mark.parametrize("content, says", [
+    ("states: [{table: nope, column: status, allowed: [x]}]", "unknown table 'nope'"),
+    ("private: {clients: [email]}", "private names unknown table 'clients'"),
+    ("private: {customers: [emial]}", "unknown column 'emial' of customers (did you mean 'email'?)"),
+    ("bulk_limit: 0", "bulk_limit must be a positive integer"),
+    ("bulk_limit: true", "bulk_limit must be a positive integer"),
+    ("colour: red", "the file has unknown key 'colour'"),
+    ("- a list", "the file must be a mapping"),
+    ("identity: {table: customers, tools: {no_such_tool: email}}", "unknown tool 'no_such_tool'"),
+    ("identity: {table: customers, tools: {find_customer_by_email: emial}}",
+     "find_customer_by_email has no argument 'emial' (did you mean 'email'?)"),
+    ("identity: {table: customers, key: client_id, tools: {find_customer_by_email: email}}",
+     "identity.key 'client_id' is a column of no table"),
+    ("identity: {table: customers, tools: {find_customer_by_email: email}, whom: x}", "unknown key 'whom'"),
+    ("states: [{table: orders, column: status, alowed: [pending]}]", "did you mean 'allowed'?"),
+    ("states: [{table: orders, column: status, allowed: pending}]", "states[0].allowed must be a non-empty list"),
+    ("states: [{table: orders, column: status, allowed: [x], tables: [products]}]",
+     "a products record belongs to no orders record"),
+    ("reasons: {state: 'order {order number} is {colour}'}", "unknown placeholder {colour}"),
+    ("reasons: {state: 'order {0}'}", "only plain {name} placeholders"),
+    ("reasons: {state: 'order {status!r:>9}'}", "only plain {name} placeholders"),
+    ("reasons: {state: 'order {status'}", "not a valid template"),
+    ("reasons: {weather: 'it rains'}", "no refusal task of this domain gives that reason"),
+    ("notes: [1, 2]", "notes must be a non-empty list"),
+    ("preamble: [x]", "preamble must be non-empty text"),
+    ("identity: {table: [x]", "not YAML/JSON"),
+])
+def test_a_bad_policy_file_is_one_line_naming_the_problem(retail, tmp_path, content, says):
+    f = tmp_path / "policy.yaml"
+    f.write_text(content)
+    with pytest.raises(ToolturnError) as err:
+        policy_for(retail, str(f))
+    assert says in str(err.value) and "\n" not in str(err.value) and str(f) in str(err.value)
+
+
+def test_a_policy_file_that_is_not_a_readable_text_file_is_one_line(retail, tmp_path):
+    binary = tmp_path / "policy.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    for path, says in [(binary, "not UTF-8 text"), (tmp_path / "missing.yaml", "cannot read"),
+                       (tmp_path, "cannot read"), (123, "must be the path of a YAML or JSON file")]:
         with pytest.raises(ToolturnError, match=says):
-            load_policy_file(f, GENERIC, tables, {t.name for t in retail.tools})
-    with pytest.raises(ToolturnError, match="cannot read"):
-        policy_for(retail, str(tmp_path / "missing.yaml"))
+            policy_for(retail, path)
+
+
+def test_every_reason_of_a_builtin_domain_names_only_values_its_refusal_tasks_fill(tmp_path):
+    for name in ("retail", "airline", "telecom"):
+        domain = prepare_domain(make_cfg(f"domain={name}").domain, tmp_path, 0)
+        assert domain.refusal_slots, name
+        for rid, template in domain.rules.reasons.items():
+            assert rid in domain.refusal_slots, (name, rid)
+            # what Policy.reason does with a refusal task's values: every placeholder is filled
+            domain.rules.reason(rid, **{slot: "x" for slot in domain.refusal_slots[rid]})
+
+
+def test_a_bad_policy_file_stops_the_command_before_anything_runs(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    for content, says in [("private: {clients: [email]}", "unknown table 'clients'"),
+                          ("reasons: {state: 'x {nope}'}", "unknown placeholder {nope}")]:
+        policy.write_text(content)
+        out = tmp_path / "run"  # the same dir each time: a set-up that failed binds no setting of a later run
+        result = cli("toolturn-generate", "num_dialogues=2", f"policy.file={policy}", f"out_dir={out}",
+                     "logger=none", "progress=false")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error: ") and says in result.stderr and len(result.stderr.splitlines()) == 1
+        assert not list(out.glob("shards/part-*")) and not (out / "config.yaml").exists()
+    policy.write_bytes(b"\xff\xfe\x00")
+    for value, says in [(str(policy), "not UTF-8 text"), ("123", "policy.file must be null or the path")]:
+        result = cli("toolturn-generate", "num_dialogues=2", f"policy.file={value}", f"out_dir={tmp_path / 'r2'}",
+                     "logger=none", "progress=false")
+        assert result.returncode == 2 and says in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+        assert not (tmp_path / "r2").exists()  # checked before the run dir is made
+
+
+def test_the_policy_files_content_is_part_of_the_runs_identity(tmp_path):
+    policy, out = tmp_path / "policy.yaml", tmp_path / "run"
+    policy.write_text("bulk_limit: 5\n")
+    cfg = lambda: make_cfg("domain=retail", "num_dialogues=3", f"policy.file={policy}", f"out_dir={out}")  # noqa: E731
+    generate(cfg())
+    policy.write_text("bulk_limit: 6\n")  # edited between a kill and the resume
+    with pytest.raises(ToolturnError, match="different policy.file content"):
+        generate(cfg())
+    policy.write_text("bulk_limit: 5\n")
+    generate(cfg())  # the same content resumes
+    assert len(RunDir(out).records()) == 3
 
 
 # ---- generation ---------------------------------------------------------------------------------

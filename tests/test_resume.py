@@ -18,7 +18,7 @@ N = 300
 
 def command(out_dir, n=N):
     return [str(BIN / "toolturn-generate"), "domain=airline", f"num_dialogues={n}", "concurrency=8", "seed=5",
-            f"out_dir={out_dir}", "progress=false"]
+            f"out_dir={out_dir}", "progress=false", "logger=none"]
 
 
 def check_run(run_dir, n):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 def command(out_dir, n, *extra):
     return [str(BIN / "toolturn-generate"), "domain=retail", f"num_dialogues={n}", "concurrency=8", "seed=5",
-            f"out_dir={out_dir}", "progress=false", *extra]
+            f"out_dir={out_dir}", "progress=false", "logger=none", *extra]
 
 
 def committed(run_dir, worker=None) -> int:

@@ -41,7 +41,7 @@ def test_smollm2_plays_every_role_and_every_attempt_is_accounted_for(tmp_path):
     before = serve_processes()
     out = tmp_path / "run"
     try:
-        generate(make_cfg("experiment=smollm2_cpu", "pipeline=task_oriented", "domain=retail", "num_dialogues=1",
+        generate(make_cfg("preset=smollm2_cpu", "pipeline=task_oriented", "domain=retail", "num_dialogues=1",
                           "max_drop_streak=3", f"out_dir={out}"))
         stopped = None
     except ToolturnError as exc:

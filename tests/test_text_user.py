@@ -35,12 +35,13 @@ WEIGHTS = {"easy": 0.3, "medium": 0.4, "hard": 0.3}
 @pytest.fixture(scope="module")
 def items(retail):
     """Schema tasks, the task source of a database without a service of its own."""
-    return make_items(retail, TaskGenerator(retail, WEIGHTS), 25, seed=3, tasks_per_episode=2, tools_per_episode=0)
+    return make_items(retail, TaskGenerator(retail, WEIGHTS), 25, seed=3, tasks_per_episode=2,
+                      tools_per_episode=0).items
 
 
 def service_items(retail, n=6, refusal_share=0.0, decline_prob=0.0, weights=WEIGHTS):
     generator = ServiceTaskGenerator(retail, replace(SERVICE, decline_prob=decline_prob), weights, refusal_share)
-    return make_items(retail, generator, n, seed=3, tasks_per_episode=1, tools_per_episode=0)
+    return make_items(retail, generator, n, seed=3, tasks_per_episode=1, tools_per_episode=0).items
 
 
 def oracle(domain, item):

@@ -1,24 +1,41 @@
-"""Experiment tracking: Weights & Biases (offline by default) or nothing, behind one small interface.
+"""The training run's lineage and experiment tracking: Weights & Biases (offline by default) or nothing, behind one
+small interface, and `toolturn_lineage.json` beside the trained weights.
 
-Lineage reads dataset -> model: the training data is an input artifact named by its content hash
-(`dataset-<sha256[:16]>`, holding the manifest of ids per split), and the run's output artifact is the LoRA
-adapter (train=lora) or the merged model (train=full). The run id is persisted in `<out_dir>/wandb_run_id`, so a
-resumed run continues the same W&B run. Offline runs live in `<out_dir>/wandb/offline-run-*`; upload them with
-`wandb sync <out_dir>/wandb/offline-run-*`.
+Lineage reads dataset -> model, by content (core/lineage.py): every source in data.paths is an input artifact
+`dataset-<sha16>` (a generation run dir: the manifest of its records, the same artifact its generation run logged
+as output; any other saved HF dataset: the hashes of its files), and merged/'s weights are the output artifact
+`model-<sha16>`. The same facts go into merged/ and adapter/ as `toolturn_lineage.json` (base model, method,
+sources, and the `tools_per_dialogue` the data was generated with, which evaluation offers the model again), so
+they travel with the weights, with logger=none too.
+
+The run id is persisted in `<out_dir>/wandb_run_id`, so a resumed run continues the same W&B run. What a killed run
+logged last may never have reached W&B (its writer dies with it), so a resumed run first logs again the part of its
+checkpoint's history (`trainer_state.json`) that W&B does not hold: offline, all of it, into a new
+`<out_dir>/wandb/offline-run-*` that replaces the killed run's dir, so one dir holds the whole history; online, what
+comes after the last step the server has. Upload with `wandb sync <out_dir>/wandb/offline-run-*`.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
 import string
 import struct
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
+import yaml
 from toolturn.core.errors import ToolturnError
+from toolturn.core.files import atomic_write_json
+from toolturn.core.lineage import dataset_manifest, hf_dataset_manifest
+from toolturn.core.rundir import RunDir
 from toolturn.core.wandb_run import NoRun, WandbRun
 
+from .data import dataset_dir
+
 RUN_ID_FILE = "wandb_run_id"
+LINEAGE_FILE = "toolturn_lineage.json"  # evaluation reads tools_per_dialogue from it: keep the name and the key
+STEP_KEY = "train/global_step"
 
 
 class Tracker(Protocol):
@@ -28,9 +45,9 @@ class Tracker(Protocol):
 
     def summary(self, values: dict[str, Any]) -> None: ...
 
-    def use_dataset(self, manifest: Path, content_sha256: str, metadata: dict[str, Any]) -> None: ...
+    def artifact(self, kind: str, manifest: dict, metadata: dict[str, Any], use: bool) -> None: ...
 
-    def log_model(self, model_dir: Path, kind: str, metadata: dict[str, Any]) -> None: ...
+    def holds(self, metrics: dict[str, float]) -> bool: ...
 
     def finish(self) -> None: ...
 
@@ -38,40 +55,45 @@ class Tracker(Protocol):
 class NoTracker(NoRun):
     """logger=none: nothing leaves metrics.json."""
 
-    def use_dataset(self, manifest, content_sha256, metadata):
-        pass
-
-    def log_model(self, model_dir, kind, metadata):
-        pass
+    def holds(self, metrics: dict[str, float]) -> bool:
+        return False
 
 
 class WandbTracker(WandbRun):
     """The training run: its id kept in `<out_dir>/wandb_run_id` (a resumed run continues it), metrics by
-    global step, the dataset as input and the adapter or merged model as output artifact."""
+    global step, the sources as input and merged/ as output artifacts."""
 
     def __init__(self, logger_cfg, out_dir: Path, config: dict[str, Any], name: str):
         id_file = out_dir / RUN_ID_FILE
         run_id = id_file.read_text().strip() if id_file.exists() else _new_run_id()
         id_file.write_text(run_id + "\n")
         super().__init__(logger_cfg, out_dir, name, config, job_type="train", run_id=run_id)
-        self.run.define_metric("train/global_step")
-        self.run.define_metric("*", step_metric="train/global_step", step_sync=True)
-
-    def use_dataset(self, manifest, content_sha256, metadata):
-        artifact = self.wandb.Artifact(f"dataset-{content_sha256[:16]}", type="dataset", metadata=metadata)
-        artifact.add_file(str(manifest), name="manifest.json")
+        self.run.define_metric(STEP_KEY)
+        self.run.define_metric("*", step_metric=STEP_KEY, step_sync=True)
+        # The latest values W&B holds: a resumed online run's summary comes from the server; a new offline dir holds none.
+        self.held = {key: self.run.summary.get(key) for key in self.run.summary.keys()}
         if self.mode == "offline":
-            # run.use_artifact refuses offline mode; for a new artifact it only records the artifact with
-            # use_after_commit, which is what we do here (wandb sync then creates and marks it as this run's input).
-            self.run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
-        else:
-            self.run.use_artifact(artifact)
+            drop_earlier_offline_dirs(out_dir / "wandb", run_id, self.run_dir)
 
-    def log_model(self, model_dir, kind, metadata):
-        artifact = self.wandb.Artifact(f"{kind}-{self.run.id}", type="model", metadata=metadata)
-        # immutable + skip_cache: the files are referenced where they are instead of being copied to a staging dir
-        artifact.add_dir(str(model_dir), policy="immutable", skip_cache=True)
-        self.run.log_artifact(artifact, aliases=["best", "latest"])
+    def holds(self, metrics: dict[str, float]) -> bool:
+        return already_logged(metrics, self.held)
+
+
+def already_logged(metrics: dict[str, float], held: dict[str, Any]) -> bool:
+    """Whether a W&B run whose latest values are `held` has this log entry: one from before its last step, or one
+    from its last step whose values are all the latest (a kill can lose the eval entry that follows a loss entry)."""
+    last, step = held.get(STEP_KEY), metrics[STEP_KEY]
+    if last is None or step > last:
+        return False
+    return step < last or all(held.get(key) == value for key, value in metrics.items())
+
+
+def drop_earlier_offline_dirs(wandb_dir: Path, run_id: str, current: Path | None) -> None:
+    """Remove the offline dirs of this run's earlier attempts: the resumed run logs their history again, and
+    `wandb sync` of several dirs with one id would upload overlapping histories."""
+    for old in wandb_dir.glob(f"offline-run-*-{run_id}"):
+        if current is None or old.resolve() != current.resolve():
+            shutil.rmtree(old)
 
 
 def _new_run_id() -> str:
@@ -86,6 +108,53 @@ def make_tracker(logger_cfg, out_dir: Path, config: dict[str, Any], name: str) -
     if kind == "wandb":
         return WandbTracker(logger_cfg, out_dir, config, name)
     raise ToolturnError(f"unknown logger {kind!r}; expected wandb or none")
+
+
+# --------------------------------------------------------------------------------------------------
+# Lineage
+
+
+def generation_run(path: str | Path) -> RunDir | None:
+    """The generation run dir a data path is, or whose dataset/ it is; None for any other dataset dir."""
+    p = Path(path).expanduser().resolve()
+    for root in (p, p.parent):
+        run = RunDir(root)
+        if run.shards.is_dir() and (root == p or run.dataset == p):
+            return run
+    return None
+
+
+def source_manifest(path: str | Path) -> dict:
+    """The content manifest of one data source, as its producer logged it."""
+    run = generation_run(path)
+    return dataset_manifest(run.root) if run is not None else hf_dataset_manifest(dataset_dir(path))
+
+
+def _generation_tools(path: str | Path) -> int | None:
+    run = generation_run(path)
+    if run is None or not run.config.exists():
+        return None
+    value = (yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}).get("tools_per_dialogue")
+    return value if isinstance(value, int) else None
+
+
+def tools_per_dialogue(paths: Sequence[str]) -> int | None:
+    """The tools listed per dialogue in every source (0: all of the domain's), None when the sources disagree or
+    one is not a generation run dir."""
+    values = {_generation_tools(p) for p in paths}
+    return values.pop() if len(values) == 1 else None
+
+
+def training_lineage(paths: Sequence[str], manifests: Sequence[dict], base_model: str, method: str,
+                     out_dir: Path) -> dict[str, Any]:
+    """What `toolturn_lineage.json` holds: the tool offer of the data, the base model, the method and the sources."""
+    return {"tools_per_dialogue": tools_per_dialogue(paths), "base_model": base_model, "method": method,
+            "datasets": [{"path": str(Path(p).expanduser().resolve()), **m} for p, m in zip(paths, manifests)],
+            "train_out_dir": str(Path(out_dir).resolve())}
+
+
+def write_lineage(model_dir: Path, lineage: dict[str, Any]) -> None:
+    atomic_write_json(model_dir / LINEAGE_FILE, lineage)
 
 
 def read_offline_run(path: str | Path) -> Iterator[Any]:

@@ -115,9 +115,8 @@ def _embedded_dir() -> Path:
     return embedded_smollm2_dir()
 
 
-def _random_qwen3(spec: ModelSpec, tokenizer):
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen3Config
+def _qwen3_config(spec: ModelSpec, tokenizer):
+    from transformers import Qwen3Config
 
     config = Qwen3Config(
         vocab_size=len(tokenizer),
@@ -127,6 +126,14 @@ def _random_qwen3(spec: ModelSpec, tokenizer):
         **spec.arch,
     )
     config._attn_implementation = attn_implementation(spec.attn_implementation)
+    return config
+
+
+def _random_qwen3(spec: ModelSpec, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = _qwen3_config(spec, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(spec.dtype))
@@ -150,6 +157,19 @@ def _pretrained(spec: ModelSpec, tokenizer):
         return _from_dir(spec, spec.path)
     except OSError as e:  # no such dir and no Hub access
         raise ToolturnError(f"model {spec.name}: cannot load {spec.path!r} ({str(e).splitlines()[0]})") from None
+
+
+def model_config(spec: ModelSpec, tokenizer):
+    """The architecture (transformers config) of a spec's model, read without its weights."""
+    if spec.source == "random_qwen3":
+        return _qwen3_config(spec, tokenizer)
+    from transformers import AutoConfig
+
+    source = _embedded_dir() if spec.source == "embedded_smollm2" else spec.path
+    try:
+        return AutoConfig.from_pretrained(str(source))
+    except OSError as e:  # no such dir and no Hub access
+        raise ToolturnError(f"model {spec.name}: cannot load {source!r} ({str(e).splitlines()[0]})") from None
 
 
 BUILDERS: dict[str, Callable] = {

@@ -96,18 +96,35 @@ class FinalEvalSave(TrainerCallback):
         return control
 
 
+def tracker_metrics(logs: dict, step: int) -> dict[str, float]:
+    """A Trainer log entry as tracker metrics: `eval_loss` -> `eval/loss`, `loss` -> `train/loss`, by global step."""
+    metrics = {"train/global_step": step}
+    for key, value in logs.items():
+        if isinstance(value, (int, float)):
+            metrics[key.replace("eval_", "eval/", 1) if key.startswith("eval_") else f"train/{key}"] = value
+    return metrics
+
+
 class TrackerCallback(TrainerCallback):
+    """Every log entry to the tracker. A resumed run first replays its checkpoint's log history (trainer_state.json,
+    one entry per logged call, with its step) as far as the tracker does not hold it already."""
+
     def __init__(self, tracker):
         self.tracker = tracker
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            for entry in state.log_history:
+                self._log({k: v for k, v in entry.items() if k != "step"}, entry["step"])
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not state.is_world_process_zero:
-            return
-        metrics = {"train/global_step": state.global_step}
-        for key, value in logs.items():
-            if isinstance(value, (int, float)):
-                metrics[key.replace("eval_", "eval/", 1) if key.startswith("eval_") else f"train/{key}"] = value
-        self.tracker.log(metrics)
+        if logs and state.is_world_process_zero:
+            self._log(logs, state.global_step)
+
+    def _log(self, logs: dict, step: int) -> None:
+        metrics = tracker_metrics(logs, step)
+        if not self.tracker.holds(metrics):
+            self.tracker.log(metrics)
 
 
 class Progress(TrainerCallback):

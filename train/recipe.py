@@ -33,10 +33,12 @@ from toolturn.core.checks import (BOOL, POSITIVE, PROBABILITY, Check, check_tabl
                                   plain_config)
 from toolturn.core.cli import precheck
 from toolturn.core.errors import ToolturnError
+from toolturn.core.lineage import identity_manifest, model_identity
 
 from .data import (INVALID_POLICIES, OVERLONG_POLICIES, REASONING_CHOICES, DataOptions, PreparedData, dataset_dir,
                    prepare, to_hf)
-from .lineage import make_tracker
+from .lineage import make_tracker, source_manifest, training_lineage, write_lineage
+from .memory import peak_rss_mb
 from .models import DTYPES, SOURCES, ModelSpec, attn_implementation, load_model, save_tokenizer, tokenizer_for
 
 BATCHING = ("auto", "padding", "padding_free", "packing")
@@ -229,20 +231,19 @@ class TrainRecipe:
         self.tokenizer = tokenizer_for(self.model_spec)
         self.data: PreparedData = prepare(self.data_options, self.tokenizer)
         self.model = load_model(self.model_spec, self.tokenizer)
-        manifest = self.out / "data_manifest.json"
         if _is_main_process():
             self.out.mkdir(parents=True, exist_ok=True)
             if new_run:  # written once the inputs are known to be good, so a failed start never blocks a retry
                 OmegaConf.save(self.cfg, self.out / "config.yaml", resolve=True)
-            manifest.write_text(json.dumps(self.data.manifest(self.data_options), indent=1) + "\n")
+            (self.out / "data_manifest.json").write_text(json.dumps(self.data.manifest(self.data_options), indent=1) + "\n")
         self._setup_peft()
         config = {**OmegaConf.to_container(self.cfg, resolve=True), "data_report": self.data.report.as_dict()}
         if _is_main_process():
+            self.sources = [source_manifest(path) for path in self.data_options.paths]
             self.tracker = make_tracker(self.cfg.logger, self.out, config, name=self.out.name)
             self.tracker.summary({f"data/{k}": v for k, v in self.data.report.flat().items()})
-            self.tracker.use_dataset(manifest, self.data.report.content_sha256,
-                                     {"sources": self.data.report.sources, "train_rows": self.data.report.train_rows,
-                                      "val_rows": self.data.report.val_rows})
+            for source, report in zip(self.sources, self.data.report.sources):
+                self.tracker.artifact("dataset", source, report, use=True)
         self.trainer = self._setup_trainer()
 
     def _setup_peft(self) -> None:
@@ -274,6 +275,9 @@ class TrainRecipe:
             warmup_steps=m.warmup_ratio,  # a float below 1 is a ratio of the total steps
             weight_decay=m.weight_decay, max_grad_norm=m.max_grad_norm,
             gradient_checkpointing=m.gradient_checkpointing,
+            # transformers 5 defaults to non-reentrant checkpointing, which keeps far more of each layer: SmolLM2 LoRA's
+            # backbone on 2,000 tokens peaked 1.4 GB above the weights reentrant and 3.1 GB non-reentrant (4.3 without).
+            gradient_checkpointing_kwargs={"use_reentrant": True} if m.gradient_checkpointing else None,
             bf16=self.model_spec.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
             logging_steps=int(cfg.logging_steps),
             eval_strategy="steps" if has_eval else "no", eval_steps=int(cfg.eval_steps),
@@ -323,19 +327,23 @@ class TrainRecipe:
         if not self.trainer.is_world_process_zero():
             return self._outputs(best, wandb_dir)
         merged = self.out / "merged"
+        lineage = training_lineage(self.data_options.paths, self.sources, self._base_name(), self.method.name, self.out)
         if self.method.lora is not None:
             adapter = self.out / "adapter"
             self.trainer.model.save_pretrained(str(adapter))
+            write_lineage(adapter, lineage)
             self.merge(merged)
-            self.tracker and self.tracker.log_model(adapter, "adapter", {"base": self._base_name(), "best": best})
         else:
             self.trainer.save_model(str(merged))
             save_tokenizer(self.tokenizer, merged, self.model_spec.max_length)
-            self.tracker and self.tracker.log_model(merged, "model", {"base": self._base_name(), "best": best})
-        metrics = self._metrics(best, wandb_dir)
+        write_lineage(merged, lineage)
+        identity = model_identity(merged)
+        metrics = self._metrics(best, wandb_dir, identity)
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        if self.tracker is not None:
-            self.tracker.summary({"best/eval_loss": metrics["best"]["eval_loss"], "best/step": metrics["best"]["step"]})
+        self.tracker.artifact("model", identity_manifest(identity), {
+            "base_model": lineage["base_model"], "method": lineage["method"], "best_checkpoint": best,
+            "tools_per_dialogue": lineage["tools_per_dialogue"]}, use=False)
+        self.tracker.summary({"best/eval_loss": metrics["best"]["eval_loss"], "best/step": metrics["best"]["step"]})
         return self._outputs(best, wandb_dir)
 
     def merge(self, merged: Path) -> None:
@@ -347,7 +355,7 @@ class TrainRecipe:
     def _base_name(self) -> str:
         return self.model_spec.path or self.model_spec.name
 
-    def _metrics(self, best: str | None, wandb_dir: str | None) -> dict[str, Any]:
+    def _metrics(self, best: str | None, wandb_dir: str | None, identity: dict) -> dict[str, Any]:
         history = self.trainer.state.log_history
         train = [{k: v for k, v in h.items() if k in ("step", "epoch", "loss", "learning_rate", "grad_norm",
                                                        "tokens", "step_time_s", "tokens_per_s", "padding_fraction")}
@@ -369,6 +377,8 @@ class TrainRecipe:
             "padding_fraction": round(1 - tokens / positions, 6) if positions else None,
             "train_tokens": tokens,
             "data": self.data.report.as_dict(),
+            "peak_rss_mb": peak_rss_mb(),
+            "model_identity": identity,
             "wandb_dir": wandb_dir,
         }
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
+import secrets
 import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
-from toolturn.core.files import atomic_write_json
+from toolturn.core.files import atomic_write, atomic_write_json
 from toolturn.core.policy import GENERIC, Policy
 from toolturn.core.sqlenv import SIDE_FILES, SqlDomain, SqlTool, load_into_memory
 from toolturn.core.sqlschema import Schema, introspect, slugify
@@ -44,6 +46,8 @@ class Domain:
     env: SqlDomain | None = None
     return_schemas: dict[str, dict] = field(default_factory=dict)  # for tools=simulated
     rules: Policy = GENERIC  # the policy as data: `policy` is its text (core/policy.py)
+    # refusal reason id -> the values every rule-based task refusing with it fills into the reason's {placeholders}
+    refusal_slots: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def add_tools(self, extra: list[SqlTool]) -> None:
         """Admit more executable tools (e.g. validated LLM-written SQL)."""
@@ -95,6 +99,8 @@ def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
     try:
         domain = _load_domain(name, description, rules.text(), db_path, shown or db_path.name, actions)
         domain.rules = rules
+        if kind == "builtin":
+            domain.refusal_slots = _refusal_slots(module.SERVICE, domain.env)
         return domain
     except BaseException:
         if built:  # a later run must not reuse what this failed set-up made
@@ -104,6 +110,22 @@ def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
 
 
 DESCRIPTION_FILES = ("schema.sql", "tools.json", "skipped.json", tau2_db.REPORT)
+
+
+def _refusal_slots(service, env: SqlDomain) -> dict[str, frozenset[str]]:
+    """reason id -> the columns of every refusal scenario's pick row that gives it (what its text may name)."""
+    slots: dict[str, frozenset[str]] = {}
+    sandbox = env.open_sandbox()
+    try:
+        for scenario in service.scenarios:
+            columns = frozenset(d[0] for d in sandbox.conn.execute(
+                f"SELECT * FROM ({scenario.pick}) LIMIT 0", {"email": None}).description)
+            for part in scenario.parts:
+                if part.refusal:
+                    slots[part.refusal] = slots.get(part.refusal, columns) & columns
+    finally:
+        sandbox.close()
+    return slots
 
 
 def _identity_path(db_path: Path) -> Path:
@@ -130,14 +152,14 @@ def _reuse_or_build(db_path: Path, identity: dict, build) -> bool:
         raise ToolturnError(f"{db_path} was made from a different source ({_differs(recorded, identity)}); "
                             f"use another out_dir, or delete {db_path.parent} to rebuild the domain")
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = db_path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
+    # a name of this build alone: a racing builder (a set-up lock the filesystem does not honour) never
+    # deletes or publishes another's half-built file, and every build of one source is the same database
+    tmp = db_path.with_name(f".{db_path.name}.build-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         build(tmp)
-    except BaseException:
+        os.replace(tmp, db_path)  # atomic: a killed run never leaves a half-built pristine copy
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    tmp.rename(db_path)  # atomic: a killed run never leaves a half-built pristine copy
     atomic_write_json(marker, identity)
     return True
 
@@ -174,9 +196,9 @@ def _load_domain(name: str, description: str, policy: str, db_path: Path, shown:
     for what, why in skipped.items():
         log.info("domain %s: skipped %s: %s", name, what, why)
     schema_sql = "\n".join(ddl) + "\n"
-    (out / "schema.sql").write_text(schema_sql)
-    (out / "tools.json").write_text(json.dumps([t.to_dict() for t in tools], indent=1, ensure_ascii=False))
-    (out / "skipped.json").write_text(json.dumps(skipped, indent=1, ensure_ascii=False))
+    atomic_write(out / "schema.sql", schema_sql)
+    atomic_write_json(out / "tools.json", [t.to_dict() for t in tools])
+    atomic_write_json(out / "skipped.json", skipped)
     fk_usable = not any(".fk->" in k for k in schema.skipped)
     env = SqlDomain(db_path, tools, list(schema.tables), enforce_foreign_keys=fk_usable)
     return Domain(name=name, description=description, policy=policy, toolset=[t.openai_schema() for t in tools],

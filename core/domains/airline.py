@@ -40,7 +40,7 @@ POLICY = Policy(
                       "is not cancelled, departed or landed."),
             StateRule("bookings", "status", ("confirmed", "checked_in"), ("add_checked_bag",),
                       "Bags can be added only to 'confirmed' or 'checked_in' bookings; bags over 32 kg cannot be "
-                      "checked.")),
+                      "checked.", tables=("baggage",))),
     private={"passengers": ("email", "first_name", "last_name", "phone"),
              "loyalty_accounts": ("membership_number",), "bookings": ("confirmation_code",),
              "baggage": ("tag_number",)},

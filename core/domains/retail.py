@@ -37,10 +37,10 @@ POLICY = Policy(
                    "update_order", "delete_order"),
                   "Only orders with status 'pending' may be modified (items, quantities, shipping address) or "
                   "cancelled; orders that are 'processing' or 'shipped' cannot be changed: explain this instead "
-                  "of trying."),
+                  "of trying.", tables=("order_items", "payments")),
         StateRule("orders", "status", ("delivered",), ("return_delivered_item", "exchange_delivered_item"),
                   "Returns and exchanges are possible only for items of 'delivered' orders, within 30 days of "
-                  "the order date, for at most the quantity purchased."),
+                  "the order date, for at most the quantity purchased.", tables=("returns",)),
     ),
     private={"customers": ("email", "first_name", "last_name", "phone"), "addresses": ("street", "zip_code"),
              "orders": ("order_number",), "returns": ("rma_number",)},

@@ -1,6 +1,7 @@
 """The assistant as a prompted LLM under the domain policy, calling tools through the chat API.
 
-An empty or truncated reply is retried once, then ends the dialogue with a counted reason.
+An empty or truncated reply is retried once, then ends the dialogue with a counted reason. A thinking
+model's reasoning (`reasoning_content`) goes into the record with the reply it led to.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ class LLMAssistant:
             if result.tool_calls:
                 break
             if result.content.strip() and result.finish_reason != "length":
-                return AssistantTurn(result.content)
+                return AssistantTurn(result.content, reasoning=result.reasoning_content)
             self.model.meter.events["assistant_retried"] += 1
         else:
             raise EpisodeError("assistant_truncated" if result.finish_reason == "length" else "assistant_empty_reply")
         calls = [{"name": c["name"], "arguments": c["arguments"]} for c in result.tool_calls]
-        return AssistantTurn(result.content, calls)
+        return AssistantTurn(result.content, calls, reasoning=result.reasoning_content)

@@ -8,19 +8,27 @@ is JSON lines on stdout, one per finished unit of work, flushed at once, so that
 keeps everything finished even if this process is killed half way. Everything the package prints
 (Loguru, its console, litellm) goes to stderr, which the caller sends to a log file.
 
-Two modes (`job["mode"]`):
+Three modes (`job["mode"]`):
 
 - `tasks`: the domain's tasks for a split, optional ids and a count (`tau2.run.get_tasks`, the CLI's
-  own selection), one line `{"tasks": [{"id", "reward_basis", "needs_write", "history"}]}` (history: the
-  messages a task starts with, which every trajectory repeats) or `{"error": ...}`.
+  own selection), one line `{"tasks": [{"id", "reward_basis", "needs_write", "history", "in_base"}],
+  "prompt_chars"}` (history: the messages a task starts with, which every trajectory repeats; in_base: a task
+  of the base split; prompt_chars: the length of the domain's policy and tool schemas, what every agent request
+  carries) or `{"error": ...}`.
 - `run`: one τ² simulation per sample `{"task_id", "index", "seed"}`, each
   `tau2.run.run_task(..., seed=sample seed)` (the package's own per-simulation entry point: the
   orchestrator sets that seed on the agent's and the user's LLM args, and the official evaluator
   scores it). Per sample, one line `{"task_id", "index", "seed", "simulation": <SimulationRun dump>}`,
   or `{..., "crash": {"where", "error"}}` (the simulation or its evaluator raised: the sample failed,
   as the CLI's --skip-failed-samples records it), or `{..., "infra_error", "detail"}` (an endpoint
-  failed after litellm's retries: not the model's doing, so never scored). Then the run's `Results`
-  file (the format `tau2 view` reads) is written to `job["results_file"]`.
+  failed after litellm's retries: not the model's doing, so never scored); the last two carry the
+  trajectory so far (`partial`). On SIGTERM every simulation still running is reported as
+  `{..., "interrupted": {"messages", "steps"}}` (its trajectory so far: τ² cannot resume a simulation
+  half-way, so the caller runs it again), and the worker exits.
+- `results`: one τ² `Results` file (the format `tau2 view` and `tau2.metrics.agent_metrics` read) from
+  the simulations of every sample of a checkpoint, with `info.num_trials` = the samples per task, so that
+  τ²'s own code computes pass^k for every k; a crashed sample is the failed SimulationRun τ²'s
+  --skip-failed-samples writes (reward 0, `skipped`).
 
 Why run_task per sample and not run_domain / run_tasks: those draw each trial's seed from
 `random.seed(seed)` (one seed per trial, shared by every task) and resume through their save file.
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -39,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 DO_NOTHING_AGENT = "toolturn_do_nothing"
-DO_NOTHING_REPLY = "I am sorry, I cannot help with that."  # the reply the published floors were measured with
+DO_NOTHING_REPLY = "I am sorry, I cannot help with that."  # the reply the reference floors were measured with
 PLACEHOLDER_KEY = "dummy_key"  # what the tau2 CLI sends for an unset --*-api-key variable
 
 
@@ -58,11 +67,15 @@ def _quiet_imports() -> None:
     os.environ["LLM_CACHE_ENABLED"] = "false"
 
 
-def _emit(out, lock: threading.Lock, obj: dict) -> None:
+def _emit(out, lock: threading.Lock, obj: dict, timeout_s: float = -1) -> None:
     line = json.dumps(obj, ensure_ascii=False, default=str)
-    with lock:
+    if not lock.acquire(timeout=timeout_s):
+        return  # stopping, and another thread holds the channel: its line is what gets out
+    try:
         out.write(line + "\n")
         out.flush()
+    finally:
+        lock.release()
 
 
 # ------------------------------------------------------------------------------------------ tasks
@@ -83,7 +96,8 @@ def list_tasks(job: dict) -> dict:
         tasks = get_tasks(domain, split, task_ids=job["task_ids"], num_tasks=job["num_tasks"])
     except ValueError as exc:  # get_tasks names the ids it did not find
         return {"error": f"eval.task_ids: {exc}"}
-    tools = registry.get_env_constructor(domain)().tools
+    env = registry.get_env_constructor(domain)()
+    tools = env.tools
 
     def needs_write(task) -> bool:
         actions = (task.evaluation_criteria.actions if task.evaluation_criteria else None) or []
@@ -97,8 +111,12 @@ def list_tasks(job: dict) -> dict:
     def history(task) -> int:
         return len((task.initial_state.message_history if task.initial_state else None) or [])
 
-    return {"tasks": [{"id": t.id, "reward_basis": basis(t), "needs_write": needs_write(t), "history": history(t)}
-                      for t in tasks]}
+    # the base split's own tasks (its train and test are subsets; telecom's small and full come from other files)
+    base = set(splits.get("base") or []) if split in ("base", "train", "test") else set()
+
+    prompt_chars = len(env.get_policy()) + len(json.dumps([t.openai_schema for t in env.get_tools()]))
+    return {"tasks": [{"id": t.id, "reward_basis": basis(t), "needs_write": needs_write(t), "history": history(t),
+                       "in_base": t.id in base} for t in tasks], "prompt_chars": prompt_chars}
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -181,24 +199,82 @@ def _dump_simulation(sim) -> dict:
     return out
 
 
+class Running:
+    """The simulations in flight, by sample: each one's orchestrator once run_task has built it, so that its
+    trajectory so far can be reported when the sample fails or the worker is stopped."""
+
+    def __init__(self):
+        self.lock, self.by_sample, self.local = threading.Lock(), {}, threading.local()
+
+    def track(self) -> None:
+        """Make run_task's orchestrators register themselves with the sample of their thread."""
+        import tau2.run
+
+        running = self
+
+        class TrackedOrchestrator(tau2.run.Orchestrator):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                with running.lock:
+                    running.by_sample[running.local.key] = self
+
+        tau2.run.Orchestrator = TrackedOrchestrator  # run_task builds its orchestrator from this module name
+
+    def start(self, key: tuple) -> None:
+        self.local.key = key
+        with self.lock:
+            self.by_sample[key] = None
+
+    def end(self, key: tuple):
+        with self.lock:
+            return self.by_sample.pop(key, None)
+
+    def snapshot(self) -> dict[tuple, dict]:
+        with self.lock:
+            running = dict(self.by_sample)
+        return {key: partial(orchestrator) for key, orchestrator in running.items()}
+
+
+def partial(orchestrator) -> dict:
+    """What a simulation did so far: its messages (without raw_data) and orchestrator steps."""
+    if orchestrator is None:
+        return {"messages": [], "steps": 0}
+    messages = [m.model_dump(mode="json") for m in list(orchestrator.trajectory)]
+    for m in messages:
+        m.pop("raw_data", None)
+    return {"messages": messages, "steps": orchestrator.step_count}
+
+
+def stop_on_sigterm(running: Running, out, lock: threading.Lock) -> None:
+    """SIGTERM: report every simulation in flight with its trajectory so far, then exit at once (the threads are
+    in HTTP requests that nobody waits for)."""
+    def stop(signum, frame) -> None:
+        for (task_id, index, seed), got in running.snapshot().items():
+            _emit(out, lock, {"task_id": task_id, "index": index, "seed": seed, "interrupted": got}, timeout_s=5)
+        out.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run(job: dict, out, lock: threading.Lock) -> None:
-    from tau2.data_model.simulation import Results
     from tau2.evaluator.evaluator import EvaluationType
-    from tau2.run import get_info, get_tasks, run_task
+    from tau2.run import get_tasks, run_task
 
     domain = job["domain"]
     agent, user = job["agent"], job["user"]
     tasks = {t.id: t for t in get_tasks(domain, job["split"], task_ids=sorted({s["task_id"] for s in job["samples"]}))}
     if agent["kind"] == "do_nothing":
         _register_do_nothing()
-    agent_name = DO_NOTHING_AGENT if agent["kind"] == "do_nothing" else "llm_agent"
-    agent_llm = None if agent["kind"] == "do_nothing" else agent["model"]
-    agent_args = {} if agent["kind"] == "do_nothing" else llm_args(agent)
+    agent_name, agent_llm, agent_args = _agent(agent)
     user_args = llm_args(user)
-    simulations = []
+    running = Running()
+    running.track()
+    stop_on_sigterm(running, out, lock)
 
     def one(sample: dict) -> None:
         key = {k: sample[k] for k in ("task_id", "index", "seed")}
+        running.start(tuple(key.values()))
         try:
             # Quirk: the loop judge is off (judge_llm=None); RunConfig's llm_args_judge=None default would
             # crash run_domain on .copy(), and run_task takes no judge args unless a judge is named.
@@ -210,31 +286,65 @@ def run(job: dict, out, lock: threading.Lock) -> None:
             kind, detail = classify(exc, job["model_output_markers"])
             text = f"{type(exc).__name__}: {exc}"[:2000]
             print(f"sample {key}: {kind} {detail}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            got = partial(running.end(tuple(key.values())))
             # Quirk: the mock domain's evaluator raises (assert_task_status: "Task task_2 not found") when the
             # agent did not create the task; the CLI survives that only with --skip-failed-samples, which
             # scores the sample 0. The same here: a crash is a failed sample, recorded with where it happened.
-            _emit(out, lock, {**key, "infra_error": detail, "detail": text} if kind == "infra"
-                  else {**key, "crash": {"where": detail, "error": text}})
+            _emit(out, lock, {**key, "infra_error": detail, "detail": text, "partial": got} if kind == "infra"
+                  else {**key, "crash": {"where": detail, "error": text}, "partial": got})
             return
         sim.trial = sample["index"]
-        simulations.append(sim)
         _emit(out, lock, {**key, "simulation": _dump_simulation(sim)})
+        running.end(tuple(key.values()))
 
     with ThreadPoolExecutor(max_workers=job["max_concurrency"]) as pool:
         list(pool.map(one, job["samples"]))
+
+
+def _agent(agent: dict) -> tuple[str, str | None, dict]:
+    """(registered agent name, its LLM, its litellm args) of the job's agent."""
+    if agent["kind"] == "do_nothing":
+        return DO_NOTHING_AGENT, None, {}
+    return "llm_agent", agent["model"], llm_args(agent)
+
+
+def results(job: dict) -> dict:
+    """τ²'s Results file of a checkpoint's samples (`job["simulations"]`: SimulationRun dumps, `job["crashes"]`:
+    {task_id, index, seed, error}), written to job["results_file"]; answers {"simulations": count}."""
+    from tau2.data_model.simulation import Results, RewardInfo, SimulationRun, TerminationReason
+    from tau2.run import get_info, get_tasks
+    from tau2.utils.utils import get_now
+
+    domain = job["domain"]
+    if job["agent"]["kind"] == "do_nothing":
+        _register_do_nothing()
+    agent_name, agent_llm, agent_args = _agent(job["agent"])
+    user_args = llm_args(job["user"])
+    simulations = [SimulationRun.model_validate(s) for s in job["simulations"]]
+    now = get_now()
+    for c in job["crashes"]:  # what run_tasks(skip_failed_samples=True) records for a sample that raised
+        simulations.append(SimulationRun(id=f"{c['task_id']}_{c['index']}_failed", task_id=c["task_id"],
+                                         start_time=now, end_time=now, duration=0.0,
+                                         termination_reason=TerminationReason.AGENT_ERROR, messages=[],
+                                         trial=c["index"], seed=c["seed"], reward_info=RewardInfo(reward=0.0),
+                                         skipped=True))
+    simulations.sort(key=lambda s: (s.trial, s.task_id))
+    ids = sorted({s.task_id for s in simulations})
     # Quirk: run_domain writes into site-packages/tau2/data/simulations unless given --results-dir, and an
-    # existing --save-to file makes it ask "resume the run? (y/n)" (EOFError on a closed stdin). The package's
-    # Results file goes to the caller's results dir instead, under a name it made unique; "x" never overwrites.
+    # existing --save-to file makes it ask "resume the run? (y/n)" (EOFError on a closed stdin). The Results file
+    # goes to the caller's results dir instead, replaced whole (it is made again from every sample each time).
     info = get_info(domain=domain, agent=agent_name, user="user_simulator", llm_agent=agent_llm,
-                    llm_args_agent={k: v for k, v in agent_args.items() if k != "api_key"}, llm_user=user["model"],
-                    llm_args_user={k: v for k, v in user_args.items() if k != "api_key"}, num_trials=1,
+                    llm_args_agent={k: v for k, v in agent_args.items() if k != "api_key"}, llm_user=job["user"]["model"],
+                    llm_args_user={k: v for k, v in user_args.items() if k != "api_key"}, num_trials=job["num_trials"],
                     max_steps=job["max_steps"], max_errors=job["max_errors"], seed=None)
-    results = Results(info=info, tasks=[tasks[t] for t in sorted({s.task_id for s in simulations})],
-                      simulations=simulations)
+    saved = Results(info=info, tasks=get_tasks(domain, job["split"], task_ids=ids) if ids else [],
+                    simulations=simulations)
     path = Path(job["results_file"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x") as f:
-        f.write(results.model_dump_json(indent=1))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(saved.model_dump_json(indent=1))
+    os.replace(tmp, path)
+    return {"simulations": len(simulations)}
 
 
 def main() -> None:
@@ -249,6 +359,8 @@ def main() -> None:
     lock = threading.Lock()
     if job["mode"] == "tasks":
         _emit(out, lock, list_tasks(job))
+    elif job["mode"] == "results":
+        _emit(out, lock, results(job))
     else:
         run(job, out, lock)
     out.close()

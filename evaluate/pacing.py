@@ -1,0 +1,158 @@
+"""How hard an official benchmark may drive a model server: how many requests it serves at once, how long one
+takes on it, and so how many requests to keep in flight and how long to wait for one (docs/evaluate.md, "Pace").
+
+A batch suite measures each endpoint once, before its samples run (`measure`), and derives its settings:
+
+- `slots`: requests the server works on at once. `transformers serve` generates one request at a time (its
+  GenerateRunner) unless started with --continuous-batching; vLLM batches, up to `endpoint.max_concurrency`; an
+  external server is probed: one request alone, then two at once, and if the slower of the pair took
+  SERIAL_RATIO times as long as the one alone, it serves one at a time.
+- `latency_s`: one probe request that asks for `max_tokens` tokens after a prompt about as long as the suite's
+  (the server is told to produce them all where it allows it: `min_new_tokens` for transformers, `min_tokens`
+  for vLLM), timed.
+- `timeout_s`: max(endpoint.timeout_s, TIMEOUT_FACTOR x latency_s), the wait for one request.
+
+The suite then keeps at most `slots` requests in flight (`in_flight`), so that no request waits in the server's
+queue while its own timeout runs: a slow CPU makes an evaluation slow, not a run of infrastructure errors. A
+probe that fails (an endpoint that is down, say) leaves the endpoint's own settings, and the samples meet the
+failure themselves (infrastructure errors, as before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+
+from toolturn.core.llm import Endpoint, Sampling
+
+TIMEOUT_FACTOR = 4.0  # a request may take this many probe latencies before it is an infrastructure error
+SERIAL_RATIO = 1.5  # two probes at once that take this much longer than one: the server serves one at a time
+MIN_SERIAL_PROBE_S = 0.25  # below this a server is fast enough that its queue cannot cause a timeout
+PROBE_TIMEOUT_S = 3600.0  # one probe request: a slow CPU is measured, not refused
+PROBE_MAX_CHARS = 24_000  # the probe prompt (about 6k tokens): longer prompts are rare, and the factor covers them
+PROBE_MARKER = "toolturn pace probe"  # in every probe prompt (tests tell probe requests apart by it)
+_FILLER = f"This text is a {PROBE_MARKER}: it measures how long one request takes on this server. "
+
+
+@dataclass(frozen=True)
+class Pace:
+    slots: int  # requests the server works on at once
+    slots_from: str  # how that is known
+    latency_s: float | None  # the probe request (None: not measured)
+    timeout_s: float  # the wait for one request
+    prompt_chars: int  # the probe prompt's length
+    max_tokens: int  # what the probe asked for
+    completion_tokens: int | None  # what the server produced
+    probe_error: str | None = None
+
+    def in_flight(self, wanted: int) -> int:
+        """Requests to keep in flight: what the caller wants, never more than the server serves at once."""
+        return max(1, min(int(wanted), self.slots))
+
+    def line(self) -> str:
+        """One line for a person: what was measured and what follows from it."""
+        if self.latency_s is None:
+            return (f"serves {self.slots} at once ({self.slots_from}); not measured ({self.probe_error}): "
+                    f"timeout {self.timeout_s:g} s per request (the endpoint's)")
+        return (f"serves {self.slots} at once ({self.slots_from}); one request of {self.completion_tokens} tokens "
+                f"after a {self.prompt_chars}-character prompt took {duration(self.latency_s)}, so a request may take "
+                f"{duration(self.timeout_s)} before it is an infrastructure error")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def duration(seconds: float) -> str:
+    """42 s, 17 min, 6.3 h."""
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def upper_bound_s(pace: Pace, requests_each: int, items: int, in_flight: int) -> float | None:
+    """Seconds for `items` units of work of at most `requests_each` requests each, `in_flight` at once (each of those
+    served by its own slot), at the probe's latency; None when nothing was measured."""
+    if pace.latency_s is None:
+        return None
+    return math.ceil(items / in_flight) * requests_each * pace.latency_s
+
+
+def known_slots(spec: dict) -> tuple[int, str] | None:
+    """What a managed server serves at once, known from how it runs; None for an external server (probed)."""
+    if spec["server"] == "transformers":
+        if "--continuous-batching" in (spec.get("extra_args") or []):
+            return int(spec["max_concurrency"]), "transformers serve --continuous-batching: endpoint.max_concurrency"
+        return 1, "transformers serve generates one request at a time"
+    if spec["server"] == "vllm":
+        return int(spec["max_concurrency"]), "vLLM batches: endpoint.max_concurrency"
+    return None
+
+
+def _prompt(chars: int) -> str:
+    chars = max(len(_FILLER), min(int(chars), PROBE_MAX_CHARS))
+    return (_FILLER * (chars // len(_FILLER) + 1))[:chars]
+
+
+def probe_body(api: str, model: str, sampling: Sampling, server: str, prompt_chars: int) -> dict:
+    """One probe request: `api` is "chat" (/chat/completions) or "completions" (/completions, BFCL's prompting
+    path); it asks for `sampling.max_tokens` tokens, and tells the server to produce them all where it can."""
+    ask = "Count upwards from 1, one number per line, and do not stop."
+    body: dict = {"model": model, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
+                  "top_p": sampling.top_p, "seed": 0}
+    if api == "chat":
+        body["messages"] = [{"role": "system", "content": _prompt(prompt_chars)}, {"role": "user", "content": ask}]
+    else:
+        body["prompt"] = f"{_prompt(prompt_chars)}\n{ask}\n"
+    if server == "transformers" and sampling.generation_config:
+        config = json.loads(sampling.generation_config)
+        body["generation_config"] = json.dumps({**config, "min_new_tokens": sampling.max_tokens}, sort_keys=True)
+    elif server == "vllm":
+        body["min_tokens"] = sampling.max_tokens
+    return body
+
+
+def _post(url: str, body: dict, api_key: str | None, timeout_s: float) -> tuple[float, int | None]:
+    """(seconds, completion tokens) of one request; raises on any failure."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {api_key or 'EMPTY'}"})
+    t0 = time.monotonic()
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        answer = json.loads(response.read())
+    return time.monotonic() - t0, (answer.get("usage") or {}).get("completion_tokens")
+
+
+async def measure(endpoint: Endpoint, spec: dict, sampling: Sampling, prompt_chars: int, api: str = "chat") -> Pace:
+    """The pace of the live `endpoint` (serving `spec`, the endpoint config) for requests with `sampling`."""
+    url = endpoint.base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
+    body = probe_body(api, endpoint.model, sampling, spec["server"], prompt_chars)
+    known = known_slots(spec)
+    declared = (max(1, int(spec.get("max_concurrency") or endpoint.max_concurrency)),
+                "endpoint.max_concurrency (not measured)")
+    base = dict(prompt_chars=len(body.get("prompt") or body["messages"][0]["content"]), max_tokens=sampling.max_tokens)
+
+    def post():
+        return asyncio.to_thread(_post, url, body, endpoint.api_key, PROBE_TIMEOUT_S)
+
+    try:
+        alone, tokens = await post()
+        slots, source = known or declared
+        if known is None and alone >= MIN_SERIAL_PROBE_S:
+            pair = max(s for s, _ in await asyncio.gather(post(), post()))
+            slots, source = ((1, f"measured: two requests at once took {pair / alone:.1f}x as long as one")
+                             if pair >= SERIAL_RATIO * alone else
+                             (declared[0], f"measured: two requests at once took {pair / alone:.1f}x as long as one; "
+                                           f"endpoint.max_concurrency"))
+    except (OSError, ValueError, urllib.error.URLError) as exc:  # down, refusing, timing out, not JSON
+        slots, source = known or declared
+        return Pace(slots, source, None, endpoint.timeout_s, completion_tokens=None,
+                    probe_error=f"{type(exc).__name__}: {exc}"[:300], **base)
+    return Pace(slots, source, alone, max(endpoint.timeout_s, TIMEOUT_FACTOR * alone), completion_tokens=tokens,
+                **base)
