@@ -8,7 +8,6 @@ hydra-core is pinned to 1.3.x (pyproject.toml) and tests/test_cli.py checks the 
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import re
 import sys
 from typing import Callable
@@ -74,6 +73,12 @@ def _groups() -> set[str]:
     return {entry.name for entry in resources.files("toolturn.conf").iterdir() if entry.is_dir()}
 
 
+def _matches(key: str, pattern: str) -> bool:
+    """`pattern` with `*` standing for any one level of a dotted key."""
+    parts, wanted = key.split("."), pattern.split(".")
+    return len(parts) == len(wanted) and all(w in ("*", k) for k, w in zip(parts, wanted))
+
+
 def _check_added(overrides: list[str], config_name: str, addable: tuple[str, ...]) -> None:
     """A key added with `+`/`++` must be one the stage reads: present in the composed config without it (then
     `++` only overrides it) or matching a pattern of `addable` (keys the code reads that config files may leave
@@ -85,10 +90,12 @@ def _check_added(overrides: list[str], config_name: str, addable: tuple[str, ...
         return
     keys = _config_keys(config_name, [o for o in overrides if o not in {raw for raw, _ in added}])
     for _, key in added:
-        if key in keys or any(fnmatch.fnmatchcase(key, pattern) for pattern in addable):
+        if key in keys or any(_matches(key, pattern) for pattern in addable):
             continue
-        raise ToolturnError(f"unknown config key '{key}'{_did_you_mean(key, keys + list(addable))}: nothing reads "
-                            f"an added key of that name")
+        parts = key.split(".")
+        concrete = [".".join(k if w == "*" else w for k, w in zip(parts, pattern.split("."))) for pattern in addable]
+        raise ToolturnError(f"unknown config key '{key}'{_did_you_mean(key, keys + concrete)}: nothing reads an added "
+                            f"key of that name")
 
 
 def precheck(argv: list[str], config_name: str, validate: Callable[[DictConfig], None] | None = None,

@@ -114,8 +114,8 @@ GENERIC = Policy(
 )
 
 FILE_KEYS = ("preamble", "identity", "states", "private", "bulk_limit", "reasons", "notes")
-IDENTITY_KEYS = ("table", "key", "tools", "who", "by", "records")
-STATE_KEYS = ("table", "column", "allowed", "tools", "tables", "text")
+IDENTITY_FIELDS = ("table", "key", "tools", "who", "by", "records")
+STATE_FIELDS = ("table", "column", "allowed", "tools", "tables", "text")
 
 
 @dataclass(frozen=True)
@@ -170,9 +170,8 @@ class _FileShape:
             raise self.fail(f"{what} must be a mapping")
         unknown = sorted(set(v) - set(keys)) if keys is not None else []
         if unknown:
-            close = difflib.get_close_matches(unknown[0], keys, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise self.fail(f"{what} has unknown key '{unknown[0]}'{hint}; expected keys among {list(keys)}")
+            raise self.fail(f"{what} has unknown key '{unknown[0]}'{_close(unknown[0], keys)}; expected keys among "
+                            f"{list(keys)}")
         return v
 
     def text(self, v: Any, what: str) -> str:
@@ -198,7 +197,7 @@ class _FileShape:
         for t, cols in self.mapping(data.get("private", {}), "private").items():
             self.texts(cols, f"private.{t}")
         if "identity" in data:
-            d = self.mapping(data["identity"], "identity", IDENTITY_KEYS)
+            d = self.mapping(data["identity"], "identity", IDENTITY_FIELDS)
             self.text(d.get("table"), "identity.table")
             tools = self.mapping(d.get("tools"), "identity.tools")
             if not tools or not all(isinstance(a, str) and a for a in tools.values()):
@@ -210,7 +209,7 @@ class _FileShape:
             if not isinstance(data["states"], list):
                 raise self.fail("states must be a list of rules")
             for i, rule in enumerate(data["states"]):
-                r = self.mapping(rule, f"states[{i}]", STATE_KEYS)
+                r = self.mapping(rule, f"states[{i}]", STATE_FIELDS)
                 for key in ("table", "column"):
                     self.text(r.get(key), f"states[{i}].{key}")
                 self.texts(r.get("allowed"), f"states[{i}].allowed")
@@ -244,6 +243,71 @@ def read_policy_file(path: Any) -> dict:
     return data
 
 
+class _DomainNames:
+    """The domain-dependent checks of a policy file: every name it uses, against `facts`."""
+
+    def __init__(self, where: str, facts: DomainFacts):
+        self.where, self.facts = where, facts
+
+    def fail(self, what: str) -> ToolturnError:
+        return ToolturnError(f"{self.where}: {what}")
+
+    def table(self, name: str, what: str) -> str:
+        if name not in self.facts.tables:
+            raise self.fail(f"{what} names unknown table {name!r}{_close(name, self.facts.tables)}; tables: "
+                            f"{sorted(self.facts.tables)}")
+        return name
+
+    def column(self, table: str, name: str, what: str) -> str:
+        if name not in self.facts.tables[table]:
+            raise self.fail(f"{what} names unknown column {name!r} of {table}{_close(name, self.facts.tables[table])}")
+        return name
+
+    def tools(self, names: list[str], what: str) -> tuple[str, ...]:
+        unknown = [n for n in names if n not in self.facts.tools]
+        if unknown:
+            raise self.fail(f"{what} names unknown tool {unknown[0]!r}{_close(unknown[0], self.facts.tools)}")
+        return tuple(names)
+
+    def reasons(self, reasons: dict[str, str]) -> dict[str, str]:
+        for rid, template in reasons.items():
+            fills = self.facts.reasons.get(rid)
+            if fills is None:
+                raise self.fail(f"reasons.{rid}: no refusal task of this domain gives that reason; reasons: "
+                                f"{sorted(self.facts.reasons)}")
+            unknown = sorted(_placeholders(template, f"{self.where}: reasons.{rid}") - fills)
+            if unknown:
+                raise self.fail(f"reasons.{rid}: unknown placeholder {{{unknown[0]}}}{_close(unknown[0], fills)}; "
+                                f"its tasks fill {sorted(fills)}")
+        return reasons
+
+    def private(self, private: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
+        return {self.table(t, "private"): tuple(self.column(t, c, f"private.{t}") for c in cols)
+                for t, cols in private.items()}
+
+    def identity(self, d: dict) -> Identity:
+        t = self.table(d["table"], "identity.table")
+        for tool, arg in d["tools"].items():
+            self.tools([tool], "identity.tools")
+            if arg not in self.facts.tools[tool]:
+                raise self.fail(f"identity.tools: {tool} has no argument {arg!r}{_close(arg, self.facts.tools[tool])}; "
+                                f"its arguments: {sorted(self.facts.tools[tool])}")
+        key = d.get("key") or f"{t.rstrip('s')}_id"
+        if not any(key in cols for cols in self.facts.tables.values()):
+            raise self.fail(f"identity.key {key!r} is a column of no table")
+        return Identity(table=t, key=key, tools=dict(d["tools"]), who=d.get("who", "customer"),
+                        by=d.get("by", "their id"), records=d.get("records", "their records"))
+
+    def state(self, i: int, s: dict) -> StateRule:
+        t = self.table(s["table"], f"states[{i}].table")
+        governed = tuple(self.table(x, f"states[{i}].tables") for x in s.get("tables", []))
+        for x in governed:
+            if x != t and not self.facts.reaches(x, t):
+                raise self.fail(f"states[{i}].tables: a {x} record belongs to no {t} record (no foreign-key path)")
+        return StateRule(t, self.column(t, s["column"], f"states[{i}].column"), tuple(s["allowed"]),
+                         self.tools(s.get("tools", []), f"states[{i}].tools"), s.get("text", ""), governed)
+
+
 def load_policy_file(path: Any, base: Policy, facts: DomainFacts) -> Policy:
     """`base` extended by a user-written policy file (YAML or JSON), every name in it checked against the
     domain (`facts`) before anything runs. Example:
@@ -256,73 +320,13 @@ def load_policy_file(path: Any, base: Policy, facts: DomainFacts) -> Policy:
         reasons: {state: "order {order number} is {status}"}   # only ids and {values} the domain's refusal tasks fill
     """
     data = read_policy_file(path)
-    where = f"policy.file {Path(path).expanduser()}"
-
-    def fail(what: str) -> ToolturnError:
-        return ToolturnError(f"{where}: {what}")
-
-    def table(name: str, what: str) -> str:
-        if name not in facts.tables:
-            raise fail(f"{what} names unknown table {name!r}{_close(name, facts.tables)}; tables: {sorted(facts.tables)}")
-        return name
-
-    def column(t: str, name: str, what: str) -> str:
-        if name not in facts.tables[t]:
-            raise fail(f"{what} names unknown column {name!r} of {t}{_close(name, facts.tables[t])}")
-        return name
-
-    def tools(names: list[str], what: str) -> tuple[str, ...]:
-        unknown = [n for n in names if n not in facts.tools]
-        if unknown:
-            raise fail(f"{what} names unknown tool {unknown[0]!r}{_close(unknown[0], facts.tools)}")
-        return tuple(names)
-
-    out = base
-    if "preamble" in data:
-        out = replace(out, preamble=data["preamble"])
-    if "notes" in data:
-        out = replace(out, notes=out.notes + tuple(data["notes"]))
-    if "bulk_limit" in data:
-        out = replace(out, bulk_limit=data["bulk_limit"])
-    if "reasons" in data:
-        for rid, template in data["reasons"].items():
-            if rid not in facts.reasons:
-                raise fail(f"reasons.{rid}: no refusal task of this domain gives that reason; reasons: "
-                           f"{sorted(facts.reasons)}")
-            unknown = sorted(_placeholders(template, f"{where}: reasons.{rid}") - facts.reasons[rid])
-            if unknown:
-                raise fail(f"reasons.{rid}: unknown placeholder {{{unknown[0]}}}"
-                           f"{_close(unknown[0], facts.reasons[rid])}; its tasks fill {sorted(facts.reasons[rid])}")
-        out = replace(out, reasons={**out.reasons, **data["reasons"]})
-    if "private" in data:
-        private = dict(out.private)
-        for t, cols in data["private"].items():
-            t = table(t, "private")
-            private[t] = tuple(column(t, c, f"private.{t}") for c in cols)
-        out = replace(out, private=private)
-    if "identity" in data:
-        d = data["identity"]
-        t = table(d["table"], "identity.table")
-        for tool, arg in d["tools"].items():
-            tools([tool], "identity.tools")
-            if arg not in facts.tools[tool]:
-                raise fail(f"identity.tools: {tool} has no argument {arg!r}{_close(arg, facts.tools[tool])}; "
-                           f"its arguments: {sorted(facts.tools[tool])}")
-        key = d.get("key") or f"{t.rstrip('s')}_id"
-        if not any(key in cols for cols in facts.tables.values()):
-            raise fail(f"identity.key {key!r} is a column of no table")
-        out = replace(out, identity=Identity(table=t, key=key, tools=dict(d["tools"]), who=d.get("who", "customer"),
-                                             by=d.get("by", "their id"), records=d.get("records", "their records")))
-    rules = []
-    for i, s in enumerate(data.get("states", [])):
-        t = table(s["table"], f"states[{i}].table")
-        governed = tuple(table(x, f"states[{i}].tables") for x in s.get("tables", []))
-        for x in governed:
-            if x != t and not facts.reaches(x, t):
-                raise fail(f"states[{i}].tables: a {x} record belongs to no {t} record (no foreign-key path)")
-        rules.append(StateRule(t, column(t, s["column"], f"states[{i}].column"), tuple(s["allowed"]),
-                               tools(s.get("tools", []), f"states[{i}].tools"), s.get("text", ""), governed))
-    return replace(out, states=out.states + tuple(rules))
+    names = _DomainNames(f"policy.file {Path(path).expanduser()}", facts)
+    out = replace(base, preamble=data.get("preamble", base.preamble), notes=base.notes + tuple(data.get("notes", ())),
+                  bulk_limit=data.get("bulk_limit", base.bulk_limit),
+                  reasons={**base.reasons, **names.reasons(data.get("reasons", {}))},
+                  private={**base.private, **names.private(data.get("private", {}))},
+                  states=base.states + tuple(names.state(i, s) for i, s in enumerate(data.get("states", []))))
+    return replace(out, identity=names.identity(data["identity"])) if "identity" in data else out
 
 
 def _close(word: str, choices) -> str:

@@ -4,8 +4,9 @@ Every dialogue gets its own in-memory copy of the domain database (SQLite backup
 persist across turns and never leak into another dialogue. Arguments are type-checked against the
 tool's JSON Schema and always bound, never formatted into SQL. An authorizer denies anything outside
 the domain's tables (ATTACH, PRAGMA, DDL, load_extension, sqlite_master) and denies writes to read
-tools, and transaction control inside a tool; a progress handler bounds each call's run time, also
-inside one long SQLite operation, and SQLite's own limits bound what one call may build: no value
+tools, and transaction control inside a tool; a progress handler bounds each call's run time (CPU
+seconds of the call, so that a loaded machine gives the same results as an idle one), also inside one
+long SQLite operation, and SQLite's own limits bound what one call may build: no value
 longer than the result cap exists during a call. Reaching a cap is an error, never a silent NULL:
 `printf` (and its alias `format`) is SQLite's own behind a check, because past the cap SQLite's
 returns NULL, after a loop over the requested width that no progress handler interrupts. Callers in
@@ -389,7 +390,9 @@ class Sandbox:
         self._allowed = frozenset(domain.tables)
         self._in_tool = False  # the authorizer's rules for tool SQL apply
         self._writable = False
-        self._deadline = float("inf")  # only tool calls are time-bounded
+        # only tool calls are time-bounded, in CPU seconds of the thread running the call: whether a call hits the
+        # limit depends on its work, not on how loaded the machine is (so a replay gets the same result)
+        self._deadline = float("inf")
         self._length = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)  # outside tool calls
         self.dirty: set[str] = set()  # tables a write may have changed (see state_hash)
         for limit, value in CONNECTION_LIMITS.items():
@@ -422,7 +425,7 @@ class Sandbox:
         return sqlite3.SQLITE_DENY  # ATTACH, DETACH, PRAGMA, CREATE/DROP/ALTER, ANALYZE, ...
 
     def _over_time(self) -> int:
-        return 1 if time.perf_counter() > self._deadline else 0
+        return 1 if time.thread_time() > self._deadline else 0
 
     def _printf(self, fmt: Any, *args: Any) -> Any:
         """SQLite's printf, with the length limit as an error: every width and precision is checked against
@@ -491,7 +494,7 @@ class Sandbox:
         done = False
         try:
             self._in_tool, self._writable = True, tool.effect == "write"
-            self._deadline = time.perf_counter() + self.domain.time_limit_s
+            self._deadline = time.thread_time() + self.domain.time_limit_s
             self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.domain.max_result_bytes)
             cur = self.conn.cursor()
             try:

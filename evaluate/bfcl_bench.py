@@ -8,11 +8,19 @@ model under test is queried through our endpoint with our sampling and a seed pe
 one row (reward 1 when BFCL's checker says valid); per-category accuracy, BFCL's overall weighting (by
 BFCL's own aggregation code) and the paper's Table-2 columns are added to metrics.json and report.md,
 beside the do-nothing floor. docs/bfcl.md has the traps this handles.
+
+Before a checkpoint's samples run its endpoint is measured (`evaluate/pacing.py`): the entries in flight never
+exceed what the server serves at once, each request may take TIMEOUT_FACTOR probe latencies, and a line on stderr
+says up front how long the samples take at least. BFCL's own result files are kept under `bfcl/result/`, one dir
+per checkpoint and sample, so that `bfcl evaluate` re-scores them; an interrupted run keeps the outputs so far of
+the entries in flight as `interrupted` rows (run again on resume).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +33,7 @@ from toolturn.core.errors import ToolturnError
 from toolturn.core.isolated_env import ensure_env
 from toolturn.evaluate.checkpoints import request_sampling
 from toolturn.evaluate.metrics import summarise
+from toolturn.evaluate.pacing import Pace, duration, measure
 from toolturn.evaluate.report import DO_NOTHING
 from toolturn.evaluate.runner import Checkpoint
 from toolturn.evaluate.suites import Sample, register
@@ -48,6 +57,7 @@ ONLINE = {"web_search": "SerpAPI web search and live HTTP", "web_search_base": "
           "memory_rec_sum": "BFCL's memory prerequisites"}
 DO_NOTHING_REPLY = "I will not call any function."
 PARTS = ("made_call", "valid")
+STOP_TIMEOUT_S = 10  # an interrupted worker's report of the entries in flight
 
 
 def expand(names: list) -> list[str]:
@@ -82,6 +92,7 @@ def _names(value) -> bool:
 class BfclItem:
     id: str
     category: str
+    turns: int  # user turns: a request each at least
 
 
 @register("bfcl")
@@ -93,6 +104,7 @@ class BfclSuite:
                                                      lambda v: v is None or integer(1).ok(v))),
               "eval.threads": integer(1)}
     parts = PARTS
+    checker = "BFCL's checker"
 
     def __init__(self, cfg, out_dir: Path, checkpoints: list[Checkpoint]):
         e = cfg.eval
@@ -117,7 +129,9 @@ class BfclSuite:
         ids = [str(i) for i in e.ids] if e.get("ids") else None
         got = self._call("describe", {"model_key": self.key, "categories": self.categories, "ids": ids,
                                       "limit_per_category": e.get("limit_per_category")})
-        self.items = [BfclItem(x["id"], x["category"]) for x in got.get("entries") or []]
+        self.items = [BfclItem(x["id"], x["category"], int(x["turns"])) for x in got.get("entries") or []]
+        self.prompt_chars = int(got.get("prompt_chars") or 0)  # the longest entry's functions and questions
+        self.pace: dict[str, dict] = {}  # by checkpoint: what was measured and what it allows
         if not self.items:
             self.session.close()  # the app never gets this suite to close
             raise ToolturnError(got.get("error") or f"no BFCL entries selected (categories {self.categories}, "
@@ -157,21 +171,40 @@ class BfclSuite:
 
     async def run_batch(self, checkpoint: Checkpoint, todo: list[Sample], write) -> None:
         samples = [{"id": s.item.id, "index": s.index, "seed": s.seed} for s in todo]
-        base = {"model_key": self.key, "samples": samples, "do_nothing_reply": DO_NOTHING_REPLY}
+        base = {"model_key": self.key, "samples": samples, "do_nothing_reply": DO_NOTHING_REPLY,
+                "result_dir": str(self.result_dir(checkpoint.name))}
         if checkpoint.kind == DO_NOTHING:
             return await self._stream(checkpoint, {**base, "kind": DO_NOTHING, "server": "none", "threads": 4,
                                                    "sampling": self._sampling({"server": "none"})}, write)
         spec = checkpoint.endpoint
         with Endpoints({checkpoint.name: OmegaConf.create(spec)}, [checkpoint.name], self.out_dir / "logs") as eps:
             live = eps.live[checkpoint.name].endpoint
+            pace = await measure(live, spec, request_sampling(self.cfg.sampling, spec), self.prompt_chars,
+                                 api="completions")
+            threads = min(len(todo), pace.in_flight(int(self.cfg.eval.threads)))
+            self._announce(checkpoint.name, todo, threads, pace)
             # BFCL sends model=<local model path>; we send the endpoint's served name, which for the managed
             # transformers server is that path (it is pinned to it and refuses any other name)
             payload = {**base, "kind": "model", "server": spec["server"], "base_url": live.base_url,
                        "served_model": live.model, "api_key": live.api_key or "EMPTY",
-                       "model_path": self.model_paths[checkpoint.name], "timeout_s": live.timeout_s,
-                       "max_retries": live.max_retries, "sampling": self._sampling(spec),
-                       "threads": min(int(self.cfg.eval.threads), live.max_concurrency)}
+                       "model_path": self.model_paths[checkpoint.name], "timeout_s": pace.timeout_s,
+                       "max_retries": live.max_retries, "sampling": self._sampling(spec), "threads": threads}
             await self._stream(checkpoint, payload, write)
+
+    def result_dir(self, checkpoint: str) -> Path:
+        """Where BFCL's own result files of a checkpoint go: `sample-<k>/<model key dir>/<group>/` below it."""
+        return self.root / "result" / file_label(checkpoint)
+
+    def _announce(self, name: str, todo: list[Sample], threads: int, pace) -> None:
+        """Record the pace of checkpoint `name` and say up front about how long its samples take."""
+        requests = sum(s.item.turns for s in todo)  # a request per turn at least (one per single-turn entry)
+        about = None if pace.latency_s is None else requests * pace.latency_s / threads
+        self.pace[name] = {"samples": len(todo), "at_once": threads, "server": pace.to_dict(),
+                           "requests_at_least": requests, "estimate_s": about}
+        print(f"BFCL, {name}: {len(todo)} samples, {threads} at once; server: {pace.line()}" +
+              ("" if about is None else f". They make at least {requests} requests (a multi-turn entry one per turn, "
+                                        f"more when the model calls), about {duration(about)} at that pace"),
+              file=sys.stderr, flush=True)
 
     def _sampling(self, spec: dict) -> dict:
         s = request_sampling(self.cfg.sampling, spec)
@@ -184,9 +217,16 @@ class BfclSuite:
         log = self.session.log
         pending = {(s["id"], s["index"]): s for s in payload["samples"]}
         async with self.session.stream("run", path) as run:
-            async for out in run:
-                pending.pop((out["id"], out["index"]), None)
-                write(self._row(checkpoint.name, out))
+            try:
+                async for out in run:
+                    pending.pop((out["id"], out["index"]), None)
+                    write(self._row(checkpoint.name, out))
+            except asyncio.CancelledError:  # interrupted: what finished meanwhile, then what was in flight
+                for out in await run.stop(STOP_TIMEOUT_S):
+                    if pending.pop((out["id"], out["index"]), None) is not None:
+                        write(self._row(checkpoint.name, out if "infra_error" not in out else
+                                        {**out, "interrupted": {"responses": [], "requests": 0}}))
+                raise
         if pending:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
             for s in pending.values():
@@ -197,6 +237,12 @@ class BfclSuite:
     def _row(self, checkpoint: str, out: dict) -> dict:
         row = {"checkpoint": checkpoint, "task_id": out["id"], "sample": out["index"], "seed": out["seed"],
                "category": out.get("category") or out["id"].rsplit("_", 1)[0]}
+        if "interrupted" in out:
+            got = out["interrupted"]
+            return {**row, "reward": None, "parts": {}, "termination": "interrupted", "assistant_digest": None,
+                    "infra_error": "interrupted", "partial": True, "result": got["responses"], "messages": [],
+                    "infra_detail": f"the run was stopped after {got['requests']} model requests of this entry; the "
+                                    f"model's outputs so far are in result (it runs again on resume)"}
         if out.get("infra_error"):
             return {**row, "reward": None, "parts": {}, "termination": "infra_error", "assistant_digest": None,
                     "infra_error": out["infra_error"], "infra_detail": out.get("infra_detail"), "messages": []}
@@ -242,7 +288,18 @@ class BfclSuite:
                                            "score_dir": str(self.root / "score")}) if tables else {}
         return {"package": PACKAGE, "model_key": self.key, "categories": self.categories, "partial": self.partial,
                 "checkpoints": {name: {"categories": per[name], **_bfcl_scores(board.get(name), set(tables[name]))}
-                                for name in per}}
+                                for name in per}, "pace": self.pace}
+
+    def native_outputs(self, rows_by_checkpoint: dict[str, list[dict]]) -> list[str]:
+        """BFCL's own result dirs, one per checkpoint and sample (written by the worker as samples finish)."""
+        return [str(d) for name in rows_by_checkpoint for d in sorted(self.result_dir(name).glob("sample-*"))]
+
+    def rescore_command(self, result_dir: Path) -> str:
+        """The `bfcl evaluate` command line that re-scores one result dir with BFCL's own CLI."""
+        where = result_dir.relative_to(self.root)
+        return (f"BFCL_PROJECT_ROOT={self.root} {self.worker.python.parent / 'bfcl'} evaluate --model {self.key} "
+                f"--test-category {','.join(self.categories)} --result-dir {where} "
+                f"--score-dir rescored/{where.relative_to('result')} --partial-eval")
 
     def report_lines(self, metrics: dict) -> list[str]:
         sm = metrics.get("suite_metrics") or {}
@@ -276,6 +333,7 @@ class BfclSuite:
             lines.append(f"| {n} | {_pct(ckpts[n].get('overall'))} | " +
                          " | ".join(_pct(t2.get(c, {}).get("value")) + ("*" if t2.get(c, {}).get("incomplete") else "")
                                     for c in TABLE2) + " |")
+        lines += self._native_lines(metrics)
         if self.n > 1:
             lines += ["", f"pass@k / pass^k per category over entries whose {self.n} samples differ "
                       "(entries with identical samples are left out and counted):", "",
@@ -290,6 +348,24 @@ class BfclSuite:
                     lines.append(f"| {n} | {cat} | {m['entries_in_pass_at_k']} | {m['identical_entries']} | " +
                                  " | ".join(_pct(m["pass_at_k"].get(str(k))) for k in range(2, self.n + 1)) + " | " +
                                  " | ".join(_pct(m["pass_hat_k"].get(str(k))) for k in range(2, self.n + 1)) + " |")
+        return lines
+
+
+    def _native_lines(self, metrics: dict) -> list[str]:
+        """Where BFCL's own files are and how to re-score them, and the pace each checkpoint ran at."""
+        lines = []
+        dirs = [Path(d) for d in metrics.get("native_outputs") or []]
+        if dirs:
+            lines += ["", "BFCL's own result files (as `bfcl generate` writes them), one dir per checkpoint and sample; "
+                          "BFCL's CLI re-scores one with:", "", f"    {self.rescore_command(dirs[0])}", "",
+                      "dirs: " + ", ".join(str(d.relative_to(self.out_dir)) for d in dirs)]
+        pace = metrics["suite_metrics"].get("pace") or {}
+        if pace:
+            lines += ["", "Pace (measured before each checkpoint's samples, docs/evaluate.md):"]
+            lines += [f"- {name}: {p['samples']} samples, {p['at_once']} at once" +
+                      ("" if p["estimate_s"] is None else f", about {duration(p['estimate_s'])} for "
+                                                          f"{p['requests_at_least']}+ requests") +
+                      f"; {Pace(**p['server']).line()}" for name, p in pace.items()]
         return lines
 
 

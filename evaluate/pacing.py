@@ -7,9 +7,11 @@ A batch suite measures each endpoint once, before its samples run (`measure`), a
   GenerateRunner) unless started with --continuous-batching; vLLM batches, up to `endpoint.max_concurrency`; an
   external server is probed: one request alone, then two at once, and if the slower of the pair took
   SERIAL_RATIO times as long as the one alone, it serves one at a time.
-- `latency_s`: one probe request that asks for `max_tokens` tokens after a prompt about as long as the suite's
-  (the server is told to produce them all where it allows it: `min_new_tokens` for transformers, `min_tokens`
-  for vLLM), timed.
+- `latency_s`: how long one request of `max_tokens` tokens after a prompt about as long as the suite's takes. The
+  probe streams PROBE_TOKENS tokens after such a prompt (the server is told to produce them all where it allows
+  it: `min_new_tokens` for transformers, `min_tokens` for vLLM): the first token times the prompt, the others the
+  pace of generation, and latency_s = first + (max_tokens - 1) x per token. A server that does not stream
+  answers at once: latency_s is then that answer's time.
 - `timeout_s`: max(endpoint.timeout_s, TIMEOUT_FACTOR x latency_s), the wait for one request.
 
 The suite then keeps at most `slots` requests in flight (`in_flight`), so that no request waits in the server's
@@ -35,19 +37,37 @@ SERIAL_RATIO = 1.5  # two probes at once that take this much longer than one: th
 MIN_SERIAL_PROBE_S = 0.25  # below this a server is fast enough that its queue cannot cause a timeout
 PROBE_TIMEOUT_S = 3600.0  # one probe request: a slow CPU is measured, not refused
 PROBE_MAX_CHARS = 24_000  # the probe prompt (about 6k tokens): longer prompts are rare, and the factor covers them
+PROBE_TOKENS = 32  # what the probe streams: enough to time generation, far fewer than a long reply
 PROBE_MARKER = "toolturn pace probe"  # in every probe prompt (tests tell probe requests apart by it)
 _FILLER = f"This text is a {PROBE_MARKER}: it measures how long one request takes on this server. "
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One probe request as it arrived."""
+    total_s: float
+    first_s: float | None  # the first token (None: the answer was not streamed)
+    per_token_s: float | None  # each later token (None: fewer than two streamed)
+    tokens: int  # streamed chunks with text (about one token each)
+
+    def full_request_s(self, max_tokens: int) -> float:
+        """A request of `max_tokens` tokens after the same prompt, from this one."""
+        if self.first_s is None or self.per_token_s is None:
+            return self.total_s
+        return self.first_s + (max_tokens - 1) * self.per_token_s
 
 
 @dataclass(frozen=True)
 class Pace:
     slots: int  # requests the server works on at once
     slots_from: str  # how that is known
-    latency_s: float | None  # the probe request (None: not measured)
+    latency_s: float | None  # one request of max_tokens tokens (None: not measured)
     timeout_s: float  # the wait for one request
     prompt_chars: int  # the probe prompt's length
-    max_tokens: int  # what the probe asked for
-    completion_tokens: int | None  # what the server produced
+    max_tokens: int  # the requests' longest reply
+    first_token_s: float | None = None  # measured: the probe's first token
+    per_token_s: float | None = None  # measured: each later token
+    probe_tokens: int = 0  # measured: the tokens the probe streamed
     probe_error: str | None = None
 
     def in_flight(self, wanted: int) -> int:
@@ -59,9 +79,11 @@ class Pace:
         if self.latency_s is None:
             return (f"serves {self.slots} at once ({self.slots_from}); not measured ({self.probe_error}): "
                     f"timeout {self.timeout_s:g} s per request (the endpoint's)")
-        return (f"serves {self.slots} at once ({self.slots_from}); one request of {self.completion_tokens} tokens "
-                f"after a {self.prompt_chars}-character prompt took {duration(self.latency_s)}, so a request may take "
-                f"{duration(self.timeout_s)} before it is an infrastructure error")
+        how = ("the probe's answer, not streamed" if self.per_token_s is None else
+               f"measured: first token after {duration(self.first_token_s)}, then {self.per_token_s:.2f} s a token")
+        return (f"serves {self.slots} at once ({self.slots_from}); one request of up to {self.max_tokens} tokens "
+                f"after a {self.prompt_chars}-character prompt takes about {duration(self.latency_s)} ({how}), so a "
+                f"request may take {duration(self.timeout_s)} before it is an infrastructure error")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,31 +124,53 @@ def _prompt(chars: int) -> str:
 
 def probe_body(api: str, model: str, sampling: Sampling, server: str, prompt_chars: int) -> dict:
     """One probe request: `api` is "chat" (/chat/completions) or "completions" (/completions, BFCL's prompting
-    path); it asks for `sampling.max_tokens` tokens, and tells the server to produce them all where it can."""
+    path); it streams min(PROBE_TOKENS, sampling.max_tokens) tokens, and tells the server to produce them all
+    where it can."""
     ask = "Count upwards from 1, one number per line, and do not stop."
-    body: dict = {"model": model, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
-                  "top_p": sampling.top_p, "seed": 0}
+    tokens = min(PROBE_TOKENS, sampling.max_tokens)
+    body: dict = {"model": model, "max_tokens": tokens, "temperature": sampling.temperature,
+                  "top_p": sampling.top_p, "seed": 0, "stream": True}
     if api == "chat":
         body["messages"] = [{"role": "system", "content": _prompt(prompt_chars)}, {"role": "user", "content": ask}]
     else:
         body["prompt"] = f"{_prompt(prompt_chars)}\n{ask}\n"
     if server == "transformers" and sampling.generation_config:
         config = json.loads(sampling.generation_config)
-        body["generation_config"] = json.dumps({**config, "min_new_tokens": sampling.max_tokens}, sort_keys=True)
+        body["generation_config"] = json.dumps({**config, "min_new_tokens": tokens, "max_new_tokens": tokens},
+                                               sort_keys=True)
     elif server == "vllm":
-        body["min_tokens"] = sampling.max_tokens
+        body["min_tokens"] = tokens
     return body
 
 
-def _post(url: str, body: dict, api_key: str | None, timeout_s: float) -> tuple[float, int | None]:
-    """(seconds, completion tokens) of one request; raises on any failure."""
+def _text(chunk: dict) -> str:
+    """The text of one streamed chunk (chat: the delta's content; completions: text)."""
+    choice = (chunk.get("choices") or [{}])[0]
+    return (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+
+
+def _post(url: str, body: dict, api_key: str | None, timeout_s: float) -> Timing:
+    """One probe request, timed as its tokens arrive; raises on any failure."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {api_key or 'EMPTY'}"})
     t0 = time.monotonic()
+    arrivals = []
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        answer = json.loads(response.read())
-    return time.monotonic() - t0, (answer.get("usage") or {}).get("completion_tokens")
+        if "text/event-stream" not in response.headers.get("Content-Type", ""):
+            json.loads(response.read())  # a server that does not stream: one answer
+            return Timing(time.monotonic() - t0, None, None, 0)
+        for raw in response:
+            data = raw.decode().strip().removeprefix("data:").strip()
+            if data == "[DONE]":
+                break
+            if data and _text(json.loads(data)):
+                arrivals.append(time.monotonic() - t0)
+    total = time.monotonic() - t0
+    if not arrivals:
+        return Timing(total, None, None, 0)
+    per_token = (arrivals[-1] - arrivals[0]) / (len(arrivals) - 1) if len(arrivals) > 1 else None
+    return Timing(total, arrivals[0], per_token, len(arrivals))
 
 
 async def measure(endpoint: Endpoint, spec: dict, sampling: Sampling, prompt_chars: int, api: str = "chat") -> Pace:
@@ -134,25 +178,27 @@ async def measure(endpoint: Endpoint, spec: dict, sampling: Sampling, prompt_cha
     url = endpoint.base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
     body = probe_body(api, endpoint.model, sampling, spec["server"], prompt_chars)
     known = known_slots(spec)
-    declared = (max(1, int(spec.get("max_concurrency") or endpoint.max_concurrency)),
-                "endpoint.max_concurrency (not measured)")
+    declared = max(1, int(spec.get("max_concurrency") or endpoint.max_concurrency))
     base = dict(prompt_chars=len(body.get("prompt") or body["messages"][0]["content"]), max_tokens=sampling.max_tokens)
 
     def post():
         return asyncio.to_thread(_post, url, body, endpoint.api_key, PROBE_TIMEOUT_S)
 
     try:
-        alone, tokens = await post()
-        slots, source = known or declared
-        if known is None and alone >= MIN_SERIAL_PROBE_S:
-            pair = max(s for s, _ in await asyncio.gather(post(), post()))
-            slots, source = ((1, f"measured: two requests at once took {pair / alone:.1f}x as long as one")
-                             if pair >= SERIAL_RATIO * alone else
-                             (declared[0], f"measured: two requests at once took {pair / alone:.1f}x as long as one; "
-                                           f"endpoint.max_concurrency"))
+        timing = await post()
+        alone = timing.total_s
+        if known is not None:
+            slots, source = known
+        elif alone < MIN_SERIAL_PROBE_S:
+            slots, source = declared, f"endpoint.max_concurrency: it answered in {alone:.2f} s, too fast for a queue to matter"
+        else:
+            ratio = max(t.total_s for t in await asyncio.gather(post(), post())) / alone
+            slots, source = ((1, f"measured: two requests at once took {ratio:.1f}x as long as one")
+                             if ratio >= SERIAL_RATIO else
+                             (declared, f"endpoint.max_concurrency: two requests at once took {ratio:.1f}x as long as one"))
     except (OSError, ValueError, urllib.error.URLError) as exc:  # down, refusing, timing out, not JSON
-        slots, source = known or declared
-        return Pace(slots, source, None, endpoint.timeout_s, completion_tokens=None,
-                    probe_error=f"{type(exc).__name__}: {exc}"[:300], **base)
-    return Pace(slots, source, alone, max(endpoint.timeout_s, TIMEOUT_FACTOR * alone), completion_tokens=tokens,
-                **base)
+        slots, source = known or (declared, "endpoint.max_concurrency")
+        return Pace(slots, source, None, endpoint.timeout_s, probe_error=f"{type(exc).__name__}: {exc}"[:300], **base)
+    latency = timing.full_request_s(sampling.max_tokens)
+    return Pace(slots, source, latency, max(endpoint.timeout_s, TIMEOUT_FACTOR * latency), first_token_s=timing.first_s,
+                per_token_s=timing.per_token_s, probe_tokens=timing.tokens, **base)

@@ -211,6 +211,8 @@ def report_md(metrics: dict, extra: list[str] = ()) -> str:
              f"- sampling: temperature {s['temperature']}, top_p {s['top_p']}, max_tokens {s['max_tokens']}, "
              f"a seed per sample",
              f"- do-nothing floor ({floor['domain']}): pass^1 = {_fmt(floor['pass_hat_1'])}" +
+             (f" ({floor_m['evaluated']} of {floor_m['samples']} samples evaluated)"
+              if (floor_m := metrics["checkpoints"].get(DO_NOTHING)) else "") +
              (f"; on the {floor['tasks_needing_write']} tasks that need a write: "
               f"{_fmt(floor['pass_hat_1_on_write_tasks'])}" if floor["tasks_needing_write"] else ""),
              *[f"- {name}: {describe(m['identity'])}" for name, m in metrics["checkpoints"].items()],

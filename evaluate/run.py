@@ -272,8 +272,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    precheck(sys.argv[1:], "evaluate", validate)
-    _hydra_main()
+    try:
+        precheck(sys.argv[1:], "evaluate", validate)
+        _hydra_main()
+    except KeyboardInterrupt:  # Ctrl-C before the evaluation's own handling is in place (composing the config)
+        print("interrupted (SIGINT) before the evaluation started: nothing was run", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -107,11 +108,11 @@ WORKER_TIMEOUT_S = 300  # listing tasks, writing Results files (importing tau2 t
 STOP_TIMEOUT_S = 10  # an interrupted worker's report of the simulations in flight
 TASKS_FORMAT = 2  # the worker's task list format (in_base, prompt_chars): a cached list of another format is listed again
 # why a simulation was not evaluated, by its termination (the do-nothing floor's deviations are named with these)
-NOT_EVALUATED = {"max_steps": "ended at max_steps (eval.max_steps={max_steps}) before τ² evaluated it: the user "
+NOT_EVALUATED = {"max_steps": "ended at max_steps (eval.max_steps={max_steps}), not evaluated by τ²: the user "
                               "simulator did not end the conversation",
-                 "too_many_errors": "ended at too_many_errors (eval.max_errors={max_errors}) before τ² evaluated it",
-                 "user_error": "ended at user_error: the user simulator failed",
-                 "agent_error": "ended at agent_error: the agent failed"}
+                 "too_many_errors": "ended at too_many_errors (eval.max_errors={max_errors}), not evaluated by τ²",
+                 "user_error": "ended at user_error, not evaluated by τ²: the user simulator failed",
+                 "agent_error": "ended at agent_error, not evaluated by τ²: the agent failed"}
 KEY_VARS = {"agent": "TOOLTURN_TAU2_AGENT_API_KEY", "user": "TOOLTURN_TAU2_USER_API_KEY"}
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens")
 EVAL_KEYS = {"name", "out_tag", "domain", "task_split", "task_ids", "num_tasks", "max_steps", "max_errors", "max_concurrency",
@@ -185,6 +186,13 @@ def passed(info: dict, part: str) -> bool | None:
     field, key = CHECK_LISTS[part]
     checks = info.get(field)
     return all(c[key] for c in ([checks] if isinstance(checks, dict) else checks or []))
+
+
+DIGESTS = ".digests"  # in tau2_results/ (not *.json, which tau2 view lists): what each Results file was made from
+
+
+def _digest(job: dict) -> str:
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _read_json(path: Path) -> dict:
@@ -300,16 +308,17 @@ class Tau2Suite:
 
     # ---------------------------------------------------------------------------------- endpoints
 
-    async def _endpoint(self, spec: dict, name: str, sampling) -> tuple[Endpoint, Pace]:
+    async def _endpoint(self, spec: dict, name: str, max_tokens: int) -> tuple[Endpoint, Pace]:
         """The live endpoint serving `spec` (`name` in its errors), started and measured on first use: one server
-        and one probe per spec."""
+        and one probe per spec, with the longest reply (`max_tokens`) of the roles it serves."""
         key = json.dumps(spec, sort_keys=True)
         if key not in self._servers:
             self._servers[key] = Endpoints({name: OmegaConf.create(spec)}, [name], self.logs).__enter__()
         endpoints = self._servers[key]
         live = endpoints.live[endpoints.needed[0]].endpoint
         if key not in self._paces:
-            self._paces[key] = await measure(live, spec, request_sampling(sampling, spec), self.prompt_chars)
+            probe = dataclasses.replace(request_sampling(self.sampling, spec), max_tokens=max_tokens)
+            self._paces[key] = await measure(live, spec, probe, self.prompt_chars)
         return live, self._paces[key]
 
     def _release(self) -> None:
@@ -319,34 +328,41 @@ class Tau2Suite:
             self._servers.pop(key).__exit__(None, None, None)
             self._paces.pop(key, None)
 
-    async def _roles(self, c: Checkpoint) -> tuple[dict, Role, dict[str, str], list[Pace]]:
-        """(agent, user role, API keys by variable, the paces of the servers they use) for checkpoint `c`."""
+    async def _roles(self, c: Checkpoint) -> tuple[dict, Role, dict[str, str], dict[str, Pace]]:
+        """(agent, user role, API keys by variable, the pace of each server they use by role) for checkpoint `c`."""
         keys: dict[str, str] = {}
         agent: dict = {"kind": DO_NOTHING if c.kind == DO_NOTHING else "llm"}
-        paces = []
+        paces: dict[str, Pace] = {}
+        spec = self.user_spec or (c.endpoint if c.kind == "model" else self.floor_user_spec)
+        shared = c.kind == "model" and spec == c.endpoint  # the checkpoint's own server plays the user too
+        agent_tokens, user_tokens = int(self.sampling.max_tokens), int(self.user_sampling.max_tokens)
         if c.kind == "model":
-            live, pace = await self._endpoint(c.endpoint, c.name, self.sampling)
+            live, pace = await self._endpoint(c.endpoint, c.name,
+                                              max(agent_tokens, user_tokens) if shared else agent_tokens)
             agent.update(asdict(Role.of(live, self.sampling, c.endpoint, KEY_VARS["agent"], pace.timeout_s)))
             keys[KEY_VARS["agent"]] = live.api_key or ""
-            paces.append(pace)
+            paces["agent"] = pace
         elif c.kind != DO_NOTHING:
             raise ToolturnError(f"eval=tau2 evaluates served models and the do-nothing floor, not {c.kind!r}")
-        spec = self.user_spec or (c.endpoint if c.kind == "model" else self.floor_user_spec)
         live, pace = await self._endpoint(spec, "user simulator" if self.user_spec or c.kind != "model" else c.name,
-                                          self.user_sampling)
+                                          user_tokens)
         keys[KEY_VARS["user"]] = live.api_key or ""
-        paces.append(pace)
+        paces["user simulator"] = pace
         return agent, Role.of(live, self.user_sampling, spec, KEY_VARS["user"], pace.timeout_s), keys, paces
 
-    def _announce(self, c: Checkpoint, samples: int, paces: list[Pace]) -> int:
+    def _announce(self, c: Checkpoint, samples: int, paces: dict[str, Pace]) -> int:
         """Simulations to run at once for `c` (never more than a server it uses serves at once), recorded in
         self.pace and said on stderr up front with how long the samples can take."""
-        at_once = min(p.in_flight(self.max_concurrency) for p in paces)
-        slowest = max(paces, key=lambda p: p.latency_s or 0.0)
+        servers: dict[Pace, list[str]] = {}  # the agent's server often plays the user too: one server, two roles
+        for role, pace in paces.items():
+            servers.setdefault(pace, []).append(role)
+        at_once = min(samples, *(p.in_flight(self.max_concurrency) for p in servers))
+        slowest = max(servers, key=lambda p: p.latency_s or 0.0)
         bound = upper_bound_s(slowest, self.max_steps, samples, at_once)
-        self.pace[c.name] = {"simulations": samples, "at_once": at_once, "servers": [p.to_dict() for p in paces],
-                             "upper_bound_s": bound}
-        line = (f"τ² {self.domain_name}, {c.name}: {samples} simulations, {at_once} at once; server: {slowest.line()}")
+        self.pace[c.name] = {"simulations": samples, "at_once": at_once, "upper_bound_s": bound,
+                             "servers": [{"roles": roles, **p.to_dict()} for p, roles in servers.items()]}
+        line = (f"τ² {self.domain_name}, {c.name}: {samples} simulations, {at_once} at once; "
+                f"{' and '.join(servers[slowest])}'s server: {slowest.line()}")
         if bound is not None:
             line += (f". A simulation that runs to eval.max_steps={self.max_steps} makes up to {self.max_steps} "
                      f"requests ({duration(self.max_steps * slowest.latency_s)}), so these may take up to "
@@ -467,23 +483,29 @@ class Tau2Suite:
         """One τ² Results file per checkpoint, `tau2_results/<checkpoint>.json`, with a SimulationRun for every
         scored sample (num_trials = its samples per task), written by τ²'s own classes in the worker: τ²'s
         `tau2 view` and `python -m tau2.metrics.agent_metrics --results FILE` (pass^k for every k) read it."""
-        jobs = []
+        files, digests = [], _read_json(self.results_dir / DIGESTS)
         for name, rows in rows_by_checkpoint.items():
             scored = [r for r in rows if r.get("infra_error") is None]
             run_job = self._latest_job(name)
             if not scored or run_job is None:
                 continue
-            jobs.append({"domain": self.domain_name, "split": self.split, "agent": run_job["agent"],
-                         "user": run_job["user"], "max_steps": self.max_steps, "max_errors": self.max_errors,
-                         "num_trials": 1 if name == DO_NOTHING else self.n,
-                         "simulations": [{**r["tau2_simulation"], "messages": r["messages"]} for r in scored
-                                         if "tau2_simulation" in r],
-                         "crashes": [{"task_id": r["task_id"], "index": r["sample"], "seed": r["seed"]}
-                                     for r in scored if "crash" in r],
-                         "results_file": str(self.results_dir / f"{file_label(name)}.json")})
-        for job in jobs:
-            self._call_worker({"mode": "results", **job}, "results", f"writing {job['results_file']}")
-        return [j["results_file"] for j in jobs]
+            files.append({"agent": run_job["agent"], "user": run_job["user"],
+                          "num_trials": 1 if name == DO_NOTHING else self.n,
+                          "simulations": [{**r["tau2_simulation"], "messages": r["messages"]} for r in scored
+                                          if "tau2_simulation" in r],
+                          "crashes": [{"task_id": r["task_id"], "index": r["sample"], "seed": r["seed"]}
+                                      for r in scored if "crash" in r],
+                          "results_file": str(self.results_dir / f"{file_label(name)}.json")})
+        # a file is made again only when what goes into it changed (a resumed run with nothing new starts no worker)
+        todo = {f["results_file"]: _digest(f) for f in files}
+        stale = [f for f in files if digests.get(f["results_file"]) != todo[f["results_file"]]
+                 or not Path(f["results_file"]).exists()]
+        if stale:
+            self._call_worker({"mode": "results", "domain": self.domain_name, "split": self.split,
+                               "max_steps": self.max_steps, "max_errors": self.max_errors, "files": stale},
+                              "results", f"writing τ²'s Results files in {self.results_dir}")
+            atomic_write(self.results_dir / DIGESTS, json.dumps({**digests, **todo}, indent=1, sort_keys=True))
+        return list(todo)
 
     def _latest_job(self, checkpoint: str) -> dict | None:
         """The newest run job of a checkpoint (its agent and user as the worker ran them), or None."""
@@ -507,7 +529,7 @@ class Tau2Suite:
     def _cause(self, row: dict) -> str:
         """Why one do-nothing simulation ended as it did, from its row."""
         if not evaluated(row):
-            return NOT_EVALUATED.get(row["termination"], f"ended as {row['termination']} before τ² evaluated it").format(
+            return NOT_EVALUATED.get(row["termination"], f"ended as {row['termination']}, not evaluated by τ²").format(
                 max_steps=self.max_steps, max_errors=self.max_errors)
         failed = [p for p, ok in row["parts"].items() if ok is False and p.upper() in row["reward_basis"]]
         return (f"evaluated, failed τ²'s {' and '.join(failed)} check" if failed else "evaluated, passed") + \
@@ -549,7 +571,8 @@ class Tau2Suite:
                 "floor_evaluated": {k: per[DO_NOTHING][k] for k in ("evaluated", "samples", "not_evaluated")}
                 if DO_NOTHING in per else None,
                 "reference_floor": self.floor_check(rows_by_checkpoint.get(DO_NOTHING, [])), "pass_hat_1": pass1,
-                "evaluated": {name: m["evaluated"] for name, m in per.items()}, "clears_floor": clears,
+                "evaluated": {name: {"evaluated": m["evaluated"], "samples": m["samples"]} for name, m in per.items()},
+                "clears_floor": clears,
                 "below_floor": sorted(name for name, ok in clears.items() if ok is False),
                 "crashes": {k: v for k, v in crashes.items() if v}, "reward_parts_where_counted": counted,
                 "pace": self.pace}
@@ -583,7 +606,8 @@ class Tau2Suite:
             margin = None if p is None or floor is None else p - floor
             verdict = ("no verdict: the floor evaluated nothing" if ok is None and p is not None and floor is not None
                        else "-" if ok is None else "yes" if ok else "**NO: not above the do-nothing floor**")
-            lines.append(f"| {name} | {fmt(p)} | {sm['evaluated'][name]} | {fmt(floor)} | "
+            ev = sm["evaluated"][name]
+            lines.append(f"| {name} | {fmt(p)} | {ev['evaluated']} of {ev['samples']} | {fmt(floor)} | "
                          f"{'-' if margin is None else f'{margin:+.3f}'} | {verdict} |")
         if sm["below_floor"]:
             lines += ["", (f"Not above the do-nothing floor: {', '.join(sm['below_floor'])}. Such a score says "
@@ -602,8 +626,10 @@ class Tau2Suite:
         if sm["pace"]:
             lines += ["", "Pace (measured before each checkpoint's samples, docs/evaluate.md):"]
             lines += [f"- {name}: {p['simulations']} simulations, {p['at_once']} at once" +
-                      ("" if p["upper_bound_s"] is None else f", up to {duration(p['upper_bound_s'])}") +
-                      "; " + "; ".join(Pace(**s).line() for s in p["servers"]) for name, p in sm["pace"].items()]
+                      ("" if p["upper_bound_s"] is None else f", up to {duration(p['upper_bound_s'])}") + "; " +
+                      "; ".join(f"{' and '.join(s['roles'])}'s server "
+                                f"{Pace(**{k: v for k, v in s.items() if k != 'roles'}).line()}" for s in p["servers"])
+                      for name, p in sm["pace"].items()]
         lines += ["", f"τ²'s own Results files, one per checkpoint with all its samples (`tau2 view`; pass^k: "
                       f"`python -m tau2.metrics.agent_metrics --results FILE` in the tau2 venv): "
                       f"{self.results_dir.name}/; worker logs: logs/tau2-*.log"]

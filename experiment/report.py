@@ -361,7 +361,7 @@ def write(exp: Experiment, stages: list[Stage], out: Path, logger_cfg, command: 
         summary["datasets"] = {k: {kk: v[kk] for kk in ("dialogues", "steps", "turns", "tasks")} for k, v in stats.items()}
 
     if exp.paper:
-        lines += ["## The paper's numbers for this experiment", "", "```", json.dumps(exp.paper, indent=1), "```", ""]
+        lines += _paper_table(exp.paper, evals)
 
     lines += _provenance(stages, out)
     path = rdir / "report.md"
@@ -369,6 +369,24 @@ def write(exp: Experiment, stages: list[Stage], out: Path, logger_cfg, command: 
     atomic_write_json(rdir / "summary.json", summary)
     _log_wandb(exp, logger_cfg, rdir, summary)
     return path
+
+
+def _paper_table(paper: dict, evals: dict[str, dict[str, dict]]) -> list[str]:
+    """The paper's table with ours beside it: `paper.evaluations` aligns each column with one of our evaluations
+    (null where none is comparable); ours is pass^1 x 100 over the same kind of benchmark, not the same run."""
+    columns, rows = paper.get("columns") or [], paper.get("rows") or {}
+    ours_of = (paper.get("evaluations") or [None] * len(columns))
+    lines = [f"## The paper's Table {paper.get('table', '')} beside ours", "",
+             "Each cell: the paper's number / ours (pass^1 x 100; - not run yet or not comparable).", "",
+             "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for arm, values in rows.items():
+        cells = []
+        for value, name in zip(values, ours_of):
+            entry = evals.get(name, {}).get(arm) if name else None
+            ours = entry["m"]["pass_hat_k"].get("1") if entry else None
+            cells.append(f"{value} / {'-' if ours is None else f'{100 * ours:.1f}'}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _provenance(stages: list[Stage], out: Path) -> list[str]:

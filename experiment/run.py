@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -207,8 +208,7 @@ def execute(cfg: DictConfig, exp: Experiment, stages: list[Stage], out: Path) ->
 
 
 def _reproduce_command() -> str:
-    args = [a for a in sys.argv[1:]]
-    return " ".join(["toolturn-run", *args])
+    return shlex.join(["toolturn-run", *sys.argv[1:]])
 
 
 def run(cfg: DictConfig) -> Path | None:

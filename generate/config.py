@@ -3,6 +3,7 @@ that turn a bad value or combination into one line naming what is wrong."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -37,6 +38,11 @@ IDENTITY_KEYS = ("pipeline", "tasks", "domain", "roles", "tools", "seed", "num_d
 SAFE_KEYS = ("concurrency", "worker_index", "out_dir", "shard_size", "max_drop_streak", "progress", "verbose",
              "logger")
 IDENTITY_FILES = ("policy.file", "prefix")  # a file whose content, not only its path, defines the run
+# Within `llm`, what only says where an endpoint is and how patiently to call it: a resume may move the
+# endpoint (a new server job on another node) or change these. A timeout or failed retries stop the run;
+# they never drop a dialogue, so they cannot change which are kept.
+SAFE_ENDPOINT_KEYS = ("base_url", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "backoff_s",
+                      "max_wait_s")
 ROLES = ("task_generator", "user", "assistant", "judge")
 # Keys the code reads that a config file may leave out, so that `+key=value` may add them (core/cli.precheck);
 # any other added key is an error: nothing would read it. `*` matches one level.
@@ -113,10 +119,14 @@ def file_digests(cfg: DictConfig) -> dict[str, str | None]:
     return out
 
 
-def run_identity(cfg: DictConfig) -> dict:
-    """What a resumed run must agree on: the IDENTITY_KEYS values and the IDENTITY_FILES contents."""
-    plain = plain_config(cfg)
-    return {**{k: plain[k] for k in IDENTITY_KEYS}, "file_sha256": file_digests(cfg)}
+def identity_values(plain: dict) -> dict:
+    """The IDENTITY_KEYS values of a plain config (this command's, or a run's config.yaml) that a resume must
+    agree on: every endpoint without its SAFE_ENDPOINT_KEYS."""
+    out = {k: copy.deepcopy(plain.get(k)) for k in IDENTITY_KEYS}
+    for endpoint in ((out["llm"] or {}).get("endpoints") or {}).values():
+        for key in SAFE_ENDPOINT_KEYS:
+            endpoint.pop(key, None)
+    return out
 
 
 def validate(cfg: DictConfig) -> None:

@@ -23,12 +23,21 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from toolturn.core.checks import plain_config
 from toolturn.core.cli import precheck
 from toolturn.core.endpoints import Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import WaitedLock, atomic_write, repair_tail
 from toolturn.core.rundir import RunDir
-from toolturn.generate.config import ADDABLE_KEYS, IDENTITY_KEYS, llm_roles, quota, run_identity, validate
+from toolturn.generate.config import (
+    ADDABLE_KEYS,
+    IDENTITY_KEYS,
+    file_digests,
+    identity_values,
+    llm_roles,
+    quota,
+    validate,
+)
 from toolturn.generate.dialogue import DialogueFactory, Outcome
 from toolturn.generate.domain_setup import setup_domain
 from toolturn.generate.export import export_run
@@ -43,10 +52,10 @@ def _check_config(cfg: DictConfig, run: RunDir) -> None:
     """Refuse a resume whose settings or identity files differ from the run's config.yaml."""
     if not run.config.exists():
         return
-    mine = run_identity(cfg)
-    theirs = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)
-    diff = [k for k in IDENTITY_KEYS if theirs.get(k) != mine[k]]
-    diff += [f"{k} content" for k, sha in mine["file_sha256"].items() if (theirs.get("file_sha256") or {}).get(k) != sha]
+    recorded = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)
+    mine, theirs = identity_values(plain_config(cfg)), identity_values(recorded)
+    diff = [k for k in IDENTITY_KEYS if theirs[k] != mine[k]]
+    diff += [f"{k} content" for k, sha in file_digests(cfg).items() if (recorded.get("file_sha256") or {}).get(k) != sha]
     if diff:
         raise ToolturnError(f"{run.root} holds a run with a different {', '.join(diff)}; "
                             f"resume with the same settings or choose another out_dir")
@@ -56,7 +65,7 @@ def _write_config(cfg: DictConfig, run: RunDir) -> None:
     """config.yaml with the digests of the run's identity files; written once the domain and its policy are
     set up, so that a set-up that fails (a policy file naming an unknown table) binds nothing."""
     if not run.config.exists():
-        written = {**OmegaConf.to_container(cfg, resolve=True), "file_sha256": run_identity(cfg)["file_sha256"]}
+        written = {**OmegaConf.to_container(cfg, resolve=True), "file_sha256": file_digests(cfg)}
         atomic_write(run.config, OmegaConf.to_yaml(written))
 
 

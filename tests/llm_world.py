@@ -14,9 +14,11 @@ REASONING_MARK, so that a test can find where the reasoning went.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
+import threading
 from collections import defaultdict
 
 from mock_openai import Fault, completion
@@ -137,7 +139,10 @@ class World:
             {"name": "drop_it", "description": "x", "parameters": none, "sql": "DROP TABLE orders"},
             {"name": "two_statements", "description": "x", "parameters": none, "sql": "SELECT 1; DELETE FROM orders"},
             {"name": "secret_table", "description": "x", "parameters": none, "sql": "SELECT * FROM secrets"},
-            {"name": "bad_column", "description": "x", "parameters": none, "sql": "SELECT nope FROM orders"}]))
+            {"name": "bad_column", "description": "x", "parameters": none, "sql": "SELECT nope FROM orders"},
+            {"name": "padded", "description": "x", "parameters": {"type": "object", "properties": {
+                "n": {"type": "integer"}}, "required": ["n"]},  # the printf bomb: a width no time limit interrupts
+             "sql": "SELECT id, printf('%.*c', :n, 'x') AS pad FROM customers LIMIT 1"}]))
 
     def schema_synthesis(self, request: dict) -> dict:
         ddl = ("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, status TEXT NOT NULL); "
@@ -151,3 +156,25 @@ class World:
 
     def other(self, request: dict) -> dict:
         return completion("[]")
+
+
+class Gate:
+    """A handler around `world` that answers until `open_for` judge requests were answered (each ends one
+    dialogue), then holds every further request until `release()`. A run behind it cannot finish, so a test
+    can stop it at a known point and wait on what it can see (`held`: requests held), never on the clock."""
+
+    def __init__(self, world: World, open_for: int):
+        self.world, self.open_for = world, open_for
+        self.judged = self.held = 0
+        self._released = threading.Event()
+
+    async def __call__(self, request: dict):
+        if self.judged >= self.open_for and not self._released.is_set():
+            self.held += 1
+            await asyncio.to_thread(self._released.wait)
+        reply = self.world(request)
+        self.judged += role_of(request) == "judge"
+        return reply
+
+    def release(self) -> None:
+        self._released.set()

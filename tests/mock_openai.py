@@ -339,7 +339,8 @@ def main() -> None:
     p.add_argument("--content", default="Hello! How can I help you today?")
     p.add_argument("--world", action="store_true", help="play every toolturn role (tests/llm_world.py)")
     p.add_argument("--tau2-user", action="store_true",
-                   help="play τ²'s user simulator that asks once, then stops (benchmarks/tau2_floors.py)")
+                   help="play τ²'s user simulator that sends --content twice, then ###STOP### (6 messages per "
+                        "simulation; benchmarks/tau2_floors.py)")
     args = p.parse_args()
     reply = completion(args.content)
     if args.world:
@@ -347,7 +348,8 @@ def main() -> None:
         handler = World()
     elif args.tau2_user:
         def handler(request: dict) -> dict:
-            asked = sum(m["role"] == "assistant" for m in request["messages"]) > 1  # past τ²'s greeting
+            # τ² flips the roles for its user simulator: "assistant" messages are the user's own, so it asks twice
+            asked = sum(m["role"] == "assistant" for m in request["messages"]) > 1
             return completion("Thank you, that is all. ###STOP###" if asked else args.content)
     else:
         def handler(request: dict) -> dict:

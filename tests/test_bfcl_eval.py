@@ -3,24 +3,33 @@
 Evidence, offline: BFCL's checkers score answers built from its ground truth as valid and wrong ones as
 invalid (single-turn in Python-call and Qwen <tool_call> form, one multi-turn entry, re-checked in the same
 process after a wrong answer); a run against a scripted completions server scores its known-correct call 1
-and sends our sampling and a seed per sample; infrastructure failures are rows, retried on re-run; config
-errors are one line; and a real SmolLM2 smoke run through the command line (slow).
+and sends our sampling and a seed per sample; the result files it keeps re-score with BFCL's own CLI to the
+same verdicts; a deliberately serial, slow server gets one request at a time and no infrastructure error
+under the default settings; SIGTERM mid-run keeps every finished sample and the multi-turn entry in flight;
+infrastructure failures are rows, retried on re-run; config errors are one line; and a real SmolLM2 smoke run
+through the command line (slow). Requests carrying PROBE_MARKER are the harness's pace probe
+(evaluate/pacing.py), not BFCL's, and are left out wherever a test reads what BFCL sent.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from toolturn.core.isolated_env import ensure_env, site_packages
 from toolturn.evaluate.bfcl_bench import WORKER
+from toolturn.evaluate.pacing import PROBE_MARKER
 
 EVAL = [sys.executable, "-m", "toolturn.evaluate.run"]
 QWEN_FC, QWEN_PROMPT = "Qwen/Qwen3-8B-FC", "Qwen/Qwen3-8B"
@@ -127,10 +136,14 @@ def test_official_multi_turn_checker_and_no_state_left_between_checks(tmp_path, 
 # ------------------------------------------------------------------------------- a scripted completions server
 
 class Completions:
-    """POST /v1/completions answered by `answer(prompt) -> text`; GET /v1/models; every body recorded."""
+    """POST /v1/completions answered by `answer(prompt) -> text`; GET /v1/models; every body recorded.
+    `serial_s`: a server that works on one request at a time, `serial_s` seconds each (the others queue), and
+    counts the most of BFCL's requests (probes aside) that were ever inside it at once (`most_at_once`)."""
 
-    def __init__(self, answer, port: int = 0):
-        self.answer, self.requests = answer, []
+    def __init__(self, answer, port: int = 0, serial_s: float | None = None):
+        self.answer, self.requests, self.serial_s = answer, [], serial_s
+        self.inside = self.most_at_once = 0
+        self.count_lock, self.work_lock = threading.Lock(), threading.Lock()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -151,8 +164,20 @@ class Completions:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests.append(body)
+                counted = not probe(body)
+                with owner.count_lock:
+                    owner.inside += counted
+                    owner.most_at_once = max(owner.most_at_once, owner.inside)
+                try:
+                    with owner.work_lock if owner.serial_s else contextlib.nullcontext():
+                        if owner.serial_s:
+                            time.sleep(owner.serial_s)  # the server's own work on this request: the rest queue
+                        text = owner.answer(body["prompt"])
+                finally:
+                    with owner.count_lock:
+                        owner.inside -= counted
                 self._send({"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
-                            "choices": [{"text": owner.answer(body["prompt"]), "index": 0, "finish_reason": "stop"}],
+                            "choices": [{"text": text, "index": 0, "finish_reason": "stop"}],
                             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -162,6 +187,15 @@ class Completions:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def probe(body: dict) -> bool:
+    """A pace probe of the harness (evaluate/pacing.py), not a request of BFCL's."""
+    return PROBE_MARKER in str(body.get("prompt"))
+
+
+def bfcl_requests(server: Completions) -> list[dict]:
+    return [r for r in server.requests if not probe(r)]
 
 
 def _smollm2_dir() -> Path:
@@ -206,11 +240,12 @@ def test_scripted_server_known_correct_call_scores_one_with_our_sampling(tmp_pat
     assert got[("do_nothing", "irrelevance_0", 0)]["reward"] == 1.0
     assert got[("do_nothing", "simple_python_0", 0)]["reward"] == 0.0
     # what reached the server: BFCL's Qwen FC prompt, our served name, our sampling and the sample's seed
-    assert len(server.requests) == 6
-    assert all(r["prompt"].startswith("<|im_start|>system\n# Tools") for r in server.requests)
-    assert {(r["model"], r["temperature"], r["top_p"], r["max_tokens"]) for r in server.requests} == {
+    sent = bfcl_requests(server)
+    assert len(sent) == 6 and len(server.requests) == 7  # and one pace probe before them
+    assert all(r["prompt"].startswith("<|im_start|>system\n# Tools") for r in sent)
+    assert {(r["model"], r["temperature"], r["top_p"], r["max_tokens"]) for r in sent} == {
         ("served-name", 0.7, 0.9, 40)}
-    seeds = sorted(r["seed"] for r in server.requests)
+    seeds = sorted(r["seed"] for r in sent)
     assert seeds == sorted(r["seed"] for r in got.values() if r["checkpoint"] == "base") and len(set(seeds)) == 6
     metrics = json.loads((out / "metrics.json").read_text())
     cats = metrics["suite_metrics"]["checkpoints"]["base"]["categories"]
@@ -223,6 +258,127 @@ def test_scripted_server_known_correct_call_scores_one_with_our_sampling(tmp_pat
     assert base["irrelevance"] is None and base["agentic"] == 0.0  # shown N/A by BFCL: live_irrelevance not run
     report = (out / "report.md").read_text()
     assert "do-nothing floor" in report and "Hall. (Irrel)" in report and "Partial evaluation" in report
+
+
+def bfcl_cli_verdicts(out: Path, result_dir: Path, categories: list[str]) -> dict[str, bool]:
+    """BFCL's own `bfcl evaluate` (the venv's command line) on a result dir the run kept: {entry id: valid}."""
+    root = out / "bfcl"
+    where = result_dir.relative_to(root)
+    scores = root / "rescored-by-test" / where.relative_to("result")
+    done = subprocess.run([str(ensure_env("bfcl").parent / "bfcl"), "evaluate", "--model", QWEN_FC, "--test-category",
+                           ",".join(categories), "--result-dir", str(where), "--score-dir", str(scores.relative_to(root)),
+                           "--partial-eval"], capture_output=True, text=True, timeout=300, cwd=out,
+                          env={**os.environ, "BFCL_PROJECT_ROOT": str(root), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    ids = [json.loads(line)["id"] for f in result_dir.rglob("*_result.json") for line in f.read_text().splitlines()]
+    failed = {json.loads(line)["id"] for f in scores.rglob("*_score.json") for line in f.read_text().splitlines()[1:]}
+    return {i: i not in failed for i in ids}
+
+
+def test_kept_result_files_rescore_with_bfcls_cli_to_the_same_verdicts(tmp_path, bfcl_data):
+    name, args = _calls(_truth(bfcl_data, "simple_python")["simple_python_0"]["ground_truth"])[0]
+    question = _jsonl(bfcl_data / "BFCL_v4_simple_python.json")["simple_python_0"]["question"][0][0]["content"]
+    right = qwen_form([(name, args)])
+    server = Completions(lambda prompt: right if question in prompt else "No call from me.")
+    ids = ["simple_python_0", "simple_python_1", "irrelevance_0", "multi_turn_base_0"]
+    try:
+        out = tmp_path / "ev"
+        done = run_eval(out, *external(server.port, "n=1", f"eval.ids=[{','.join(ids)}]"))
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = {(r["checkpoint"], r["task_id"]): r["reward"] == 1.0 for r in rows(out)}
+    assert ours[("base", "simple_python_0")] and not ours[("base", "simple_python_1")]
+    categories = ["simple_python", "irrelevance", "multi_turn_base"]
+    for checkpoint in ("base", "do_nothing"):
+        result_dir = out / "bfcl" / "result" / checkpoint / "sample-0"
+        theirs = bfcl_cli_verdicts(out, result_dir, categories)
+        assert theirs == {i: ours[(checkpoint, i)] for i in ids}, checkpoint
+    # the command the report prints re-scores the first dir the same way
+    command = next(line.strip() for line in (out / "report.md").read_text().splitlines() if " evaluate --model " in line)
+    assert subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300).returncode == 0
+    printed = out / "bfcl" / "rescored" / "base" / "sample-0"
+    failed = {json.loads(line)["id"] for f in printed.rglob("*_score.json") for line in f.read_text().splitlines()[1:]}
+    assert {i for i in ids if not ours[("base", i)]} == failed
+
+
+def test_a_serial_slow_server_gets_one_request_at_a_time_and_no_infrastructure_error(tmp_path):
+    """The managed CPU server's case, scaled down: a server that works on one request at a time, 1 s each (a CPU's
+    150-250 s), and an endpoint timeout of 0.5 s that every request overruns. Under the default eval.threads (8)
+    and endpoint.max_concurrency (8), the probe finds the server serial, so one request is in flight at a time, and
+    the wait per request comes from its measured latency: no infrastructure error."""
+    server = Completions(lambda prompt: "No call from me.", serial_s=1.0)
+    try:
+        out = tmp_path / "ev"
+        done = run_eval(out, *external(server.port, "n=1", "endpoint.timeout_s=0.5",
+                                       "eval.ids=[simple_python_0,simple_python_1,irrelevance_0]"))
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    base = [r for r in rows(out) if r["checkpoint"] == "base"]
+    assert len(base) == 3 and all(r["infra_error"] is None for r in base)
+    assert server.most_at_once == 1 and len(bfcl_requests(server)) == 3
+    pace = json.loads((out / "metrics.json").read_text())["suite_metrics"]["pace"]["base"]
+    assert pace["at_once"] == 1 and pace["server"]["slots"] == 1 and pace["server"]["latency_s"] >= 1.0
+    assert pace["server"]["timeout_s"] >= 4.0 and "measured: two requests at once took" in pace["server"]["slots_from"]
+    assert "BFCL, base: 3 samples, 1 at once" in done.stderr
+
+
+def wait_until(predicate, timeout_s: float = 120) -> bool:
+    """Poll an observable state (a file, a counter) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_sigterm_mid_run_keeps_finished_samples_and_the_multi_turn_entry_in_flight(tmp_path, bfcl_data):
+    """SIGTERM (what toolturn-run sends a stage on Ctrl-C) while a multi-turn entry waits on its second request: the
+    single-turn samples stay, the entry is kept with the model's outputs so far, and the app ends with one line."""
+    first = _jsonl(bfcl_data / "BFCL_v4_multi_turn_base.json")["multi_turn_base_0"]["question"][0][0]["content"]
+    out, asked, held, release = tmp_path / "ev", [], threading.Event(), threading.Event()
+
+    def written() -> bool:
+        return (out / "samples.jsonl").exists() and len((out / "samples.jsonl").read_text().splitlines()) >= 2
+
+    def answer(prompt: str) -> str:
+        if first in prompt:
+            asked.append(prompt)
+            if len(asked) == 2 and wait_until(written):  # its second turn, once the single-turn samples are rows
+                held.set()
+                release.wait(120)
+        return "No call from me."
+
+    server = Completions(answer)
+    ids = "eval.ids=[simple_python_0,simple_python_1,multi_turn_base_0]"
+    cmd = [*EVAL, "eval=bfcl", "logger=none", "progress=false", f"out_dir={out}", *external(server.port, "n=1", ids)]
+    app = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert held.wait(300), "the multi-turn entry never reached its second turn after two rows were written"
+        app.send_signal(signal.SIGTERM)
+        _, err = app.communicate(timeout=60)
+    finally:
+        release.set()
+        if app.poll() is None:
+            app.kill()
+        server.close()
+    assert app.returncode == 143, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"interrupted \(SIGTERM\): 2 finished samples are saved in .*samples.jsonl, and 1 interrupted "
+                        r"half-way with their partial work \(run again on resume\); .*run the same command again to "
+                        r"resume", last), last
+    got = {r["task_id"]: r for r in rows(out)}
+    assert sorted(got) == ["multi_turn_base_0", "simple_python_0", "simple_python_1"]
+    assert all(got[i]["infra_error"] is None and got[i]["reward"] == 0.0 for i in ("simple_python_0", "simple_python_1"))
+    cut = got["multi_turn_base_0"]
+    assert (cut["infra_error"], cut["partial"], cut["result"]) == ("interrupted", True, ["No call from me."])
+    # the finished samples are BFCL result files too (compacted by the next run)
+    kept = [json.loads(line)["id"] for f in (out / "bfcl" / "result" / "base" / "sample-0").rglob("*_result.json")
+            for line in f.read_text().splitlines()]
+    assert sorted(kept) == ["simple_python_0", "simple_python_1"]
 
 
 def test_endpoint_down_is_infra_error_then_resumed(tmp_path):

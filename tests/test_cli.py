@@ -77,6 +77,7 @@ def test_generate_bad_input(bad_files, tmp_path, args, needle):
     (["+policy.fil=x.yaml"], "unknown config key 'policy.fil' (did you mean 'policy.file'?): nothing reads"),
     (["++domain.descripton=x"], "unknown config key 'domain.descripton' (did you mean 'domain.description'?)"),
     (["+roles.judge.temprature=0.5"], "unknown config key 'roles.judge.temprature' (did you mean "),
+    (["+llm.endpoints.default.max_reply_byts=9"], "(did you mean 'llm.endpoints.default.max_reply_bytes'?)"),
     (["llm=external", "roles=llm"], "llm.endpoints.default.model is not set; add llm.endpoints.default.model="),
     (["llm=external", "roles=llm", "llm.endpoints.default.model=m"], "llm.endpoints.default.base_url is not set"),
     (["roles=llm", "roles.user.endpoint=big"], "roles name endpoint(s) ['big'] that llm.endpoints does not define"),

@@ -1,11 +1,12 @@
 """pass@k and pass^k against hand-computed values (c=0, c=n, k=n included), and n<k as an error; the
-tool-call behaviour rates against hand-counted turns and calls, n/a where nothing applies."""
+tool-call behaviour rates against hand-counted turns and calls, n/a where nothing applies; the reward parts
+each over the samples where its check ran, and a report that says what was never evaluated."""
 
 import pytest
 
 from toolturn.evaluate.behaviour import RATES, Rate, behaviour, tool_call_turns, valid_tool_calls
 from toolturn.evaluate.metrics import pass_at_k, pass_hat_k, stderr_pass_1, summarise
-from toolturn.evaluate.report import behaviour_table
+from toolturn.evaluate.report import behaviour_table, checkpoint_metrics, report_md
 
 
 @pytest.mark.parametrize("n,c,k,at,hat", [
@@ -69,3 +70,36 @@ def test_rows_without_our_episodes_leave_every_rate_not_applicable():
     assert behaviour(bfcl_like, None) == {r: {"value": None, "n": 0} for r in RATES}
     lines = behaviour_table({"checkpoints": {"base": {"behaviour": behaviour(bfcl_like, None)}}})
     assert lines[-1].startswith("Behaviour rates: n/a") and "0.000" not in "".join(lines)
+
+
+def _row(task: str, sample: int, reward: float | None, parts: dict, evaluated: bool = True, termination: str = "user_stop",
+         infra: str | None = None) -> dict:
+    return {"checkpoint": "base", "task_id": task, "sample": sample, "reward": reward, "parts": parts,
+            "evaluated": evaluated, "termination": termination, "infra_error": infra, "assistant_digest": str(sample)}
+
+
+def test_a_part_rate_counts_only_the_samples_where_its_check_ran():
+    rows = [_row("a", 0, 1.0, {"db": True, "communicate": True}),
+            _row("a", 1, 0.0, {"db": False, "communicate": None}),  # the task's communicate check did not run
+            _row("b", 0, 0.0, {"db": None, "communicate": None}, evaluated=False, termination="max_steps"),
+            _row("b", 1, None, {}, infra="timeout", termination="infra_error")]
+    m = checkpoint_metrics(rows, 2, ("db", "communicate"))
+    assert m["parts"] == {"db": 0.5, "communicate": 1.0} and m["parts_n"] == {"db": 2, "communicate": 1}
+    assert (m["samples"], m["scored_samples"], m["evaluated"]) == (4, 3, 2)
+    assert m["not_evaluated"] == {"max_steps": 1} and m["infra_error_samples"] == 1
+
+
+def test_a_report_where_nothing_was_evaluated_says_so_and_shows_no_rate():
+    rows = [_row(t, k, 0.0, {"db": None}, evaluated=False, termination="max_steps") for t in "ab" for k in range(2)]
+    m = checkpoint_metrics(rows, 2, ("db",))
+    metrics = {"suite": "s", "domain": "d", "user": "u", "num_tasks": 2, "seed": 0, "n": 2, "parts": ["db"],
+               "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 8}, "checker": "the checker",
+               "not_evaluated_rule": "Unevaluated samples score 0.",
+               "floor": {"domain": "d", "pass_hat_1": None, "tasks_needing_write": 0},
+               "checkpoints": {"base": {**m, "identity": {"kind": "rule", "label": "base"}, "floor": None,
+                                        "behaviour": {}}}}
+    report = report_md(metrics)
+    assert m["parts"] == {"db": None} and m["pass_hat_k"]["1"] == 0.0  # the benchmark's 0, and no rate at all
+    assert "- base: 0 of 4 samples evaluated; not evaluated: max_steps 4" in report
+    assert "**Nothing was evaluated for base: the checker never ran on a sample" in report
+    assert "| base | not run | max_steps 4 |" in report and "Unevaluated samples score 0." in report

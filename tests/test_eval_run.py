@@ -265,3 +265,47 @@ def test_unparsable_model_output_is_the_models_failure_not_retried(tmp_path):
     seeds = {r["seed"] for r in assistant}
     assert len(seeds) == len(assistant)  # every request its own seed
     assert all(r["temperature"] == 1.0 and r["max_tokens"] == 256 and "generation_config" not in r for r in assistant)
+
+
+def test_sigint_mid_run_keeps_every_finished_episode_and_ends_with_one_line(tmp_path):
+    """Ctrl-C while episodes wait on the model (eval=sql_tau, the in-process suite): every finished sample stays in
+    samples.jsonl, the app ends with one line naming what was saved (exit 130), and the same command resumes."""
+    import asyncio
+    import signal
+    import threading
+
+    out, held, release = tmp_path / "ev", threading.Event(), threading.Event()
+
+    def written() -> int:
+        return len((out / "samples.jsonl").read_text().splitlines()) if (out / "samples.jsonl").exists() else 0
+
+    async def handler(request: dict):
+        if request.get("tools") and written() >= 2:  # the model's requests, once two samples are rows
+            held.set()
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, 120)
+        return completion("Sorry, I cannot help.")
+
+    with MockServer(handler) as server:
+        args = [sys.executable, "-m", "toolturn.evaluate.run", "endpoint=external", f"endpoint.base_url={server.base_url}",
+                "endpoint.model=mock", "checkpoints=[base]", "n=2", "num_tasks=4", "user.max_stall_turns=1",
+                "concurrency=1", "logger=none", "progress=false", f"out_dir={out}"]
+        app = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert held.wait(120), "no model request came after two samples were written"
+            before = (out / "samples.jsonl").read_text()
+            app.send_signal(signal.SIGINT)
+            _, err = app.communicate(timeout=60)
+        finally:
+            release.set()
+            if app.poll() is None:
+                app.kill()
+        assert app.returncode == 130 and "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"interrupted (SIGINT): {len(before.splitlines())} finished "
+                                                       f"samples are saved in {out / 'samples.jsonl'};"), err
+        assert "run the same command again to resume" in lines[0]
+        assert (out / "samples.jsonl").read_text() == before  # the episode in flight left nothing half-written
+        resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    kept = before.splitlines()
+    assert len(rows(out)) == 4 * 2 + 4 and kept == (out / "samples.jsonl").read_text().splitlines()[:len(kept)]

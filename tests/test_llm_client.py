@@ -153,13 +153,15 @@ def test_hung_request_times_out():
     with MockServer(lambda r: Fault.hang(60)) as s:
         c, (e,) = chat(s.base_url, timeout_s=0.2, max_retries=0)
     assert isinstance(e, LLMError) and e.reason == "timeout" and "no response within 0.2 s" in str(e)
-    assert (len(s.requests), c.retries, c.failures) == (1, 0, 1)
+    # one attempt and no retry; whether it reached the server within 0.2 s depends on the machine's load
+    assert (c.retries, c.failures) == (0, 1) and len(s.requests) <= 1 and s.connections <= 1
 
 
 def test_hung_request_retried_then_success():
     with MockServer(Script(Fault.hang(60), completion("ok"))) as s:
-        c, (r,) = chat(s.base_url, timeout_s=1.0)  # the answer to the retry must come within it
-    assert r.content == "ok" and (len(s.requests), c.retries) == (2, 1)
+        # retries to spare: on a loaded machine an answer may miss the 1 s too; the hung first request never does
+        c, (r,) = chat(s.base_url, timeout_s=1.0, max_retries=8)
+    assert r.content == "ok" and c.retries >= 1 and len(s.requests) == c.retries + 1
 
 
 @pytest.mark.parametrize("fault", [Fault.close(), Fault.truncated_body()], ids=["close", "truncated"])

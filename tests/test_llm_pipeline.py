@@ -167,7 +167,8 @@ def test_llm_written_sql_tools_are_validated(tmp_path):
     assert "top_customers_by_spend" in {t["name"] for t in json.loads((run / "domains/retail/tools.json").read_text())}
     stats = json.loads((run / "stats.json").read_text())
     assert stats["synthesis_rejections"] == {"sql_tool:forbidden_statement": 1, "sql_tool:not_one_statement": 1,
-                                             "sql_tool:unknown_table": 1, "sql_tool:unknown_column": 1}
+                                             "sql_tool:unknown_table": 1, "sql_tool:unknown_column": 1,
+                                             "sql_tool:forbidden_function": 1}
 
 
 def test_llm_synthesized_schema_becomes_a_sqlite_domain(tmp_path):

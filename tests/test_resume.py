@@ -1,24 +1,33 @@
-"""Runs survive: SIGKILL at several points then re-running finishes with exactly num_dialogues records."""
+"""Runs survive: SIGKILL at several points then re-running finishes with exactly num_dialogues records; a torn
+record is generated again; workers starting together set the domain up once; a resume agrees on every knob
+that defines the run."""
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from conftest import BIN, make_cfg
+from conftest import BIN, cli, make_cfg
+from llm_world import Gate, World
+from mock_openai import MockServer
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import repair_tail
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
+from toolturn.generate.config import IDENTITY_KEYS, SAFE_KEYS
 from toolturn.generate.run import generate
 
-N = 300
+N = 30
 
 
-def command(out_dir, n=N):
-    return [str(BIN / "toolturn-generate"), "domain=airline", f"num_dialogues={n}", "concurrency=8", "seed=5",
-            f"out_dir={out_dir}", "progress=false", "logger=none"]
+def command(url, out_dir):
+    """LLM roles against a scripted server: a gate in front of it can stop a run at a known point."""
+    return [str(BIN / "toolturn-generate"), "domain=retail", "roles=llm", "llm=external",
+            f"llm.endpoints.default.base_url={url}", "llm.endpoints.default.model=mock", "policy=report",
+            f"num_dialogues={N}", "concurrency=4", "seed=5", f"out_dir={out_dir}", "progress=false", "logger=none"]
 
 
 def check_run(run_dir, n):
@@ -34,40 +43,60 @@ def committed(run_dir) -> int:
     return sum(p.read_bytes().count(b"\n") for p in (run_dir / "shards").glob("part-*.jsonl"))
 
 
-def kill_when(run_dir, reached, timeout=120) -> int:
-    """Start the run, SIGKILL it as soon as `reached()` holds (polling the run dir, not the clock), and
-    return the records it had committed. The kill must land before the run ends."""
-    proc = subprocess.Popen(command(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def wait_until(reached, proc, what, timeout=300):
+    """Poll what the test can observe (files, the gate's counters) until `reached()`; the process must still
+    run meanwhile. The timeout only guards against a hang: nothing here assumes how fast the machine is."""
     deadline = time.monotonic() + timeout
+    while not reached():
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"{what}: not reached within {timeout} s"
+        time.sleep(0.01)
+
+
+def holds_writer_lock(run_dir, proc) -> bool:
+    lock = run_dir / ".worker-0000.lock"
+    return lock.exists() and lock.read_text().strip() == str(proc.pid)
+
+
+def kill_when(run_dir, url, reached, what) -> None:
+    proc = subprocess.Popen(command(url, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while not reached():
-            assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before the kill point"
-            assert time.monotonic() < deadline, "kill point not reached in time"
-            time.sleep(0.002)
+        wait_until(lambda: reached(proc), proc, what)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    return committed(run_dir)
 
 
 @pytest.mark.slow
 def test_sigkill_at_several_points_then_resume(tmp_path):
-    baseline = tmp_path / "baseline"
-    subprocess.run(command(baseline), check=True, capture_output=True, timeout=300)
-    expected = check_run(baseline, N)
+    with MockServer(World()) as server:
+        subprocess.run(command(server.base_url, tmp_path / "baseline"), check=True, capture_output=True, timeout=600)
+    expected = check_run(tmp_path / "baseline", N)
 
     run = tmp_path / "killed"
-    # during domain set-up (config written, no shard yet), then at three record counts: each resume goes on
-    points = [lambda: (run / "config.yaml").exists()] + [lambda k=k: committed(run) >= k for k in (5, 90, 200)]
-    saved = [kill_when(run, reached) for reached in points]
-    assert saved[1] >= 5 and saved[2] >= 90 and 200 <= saved[3] < N, saved
-    done = subprocess.run(command(run), capture_output=True, text=True, timeout=300)
+    run.mkdir()
+    # while it waits for the domain set-up that another process holds: its writer lock taken, nothing else done
+    with RunDir(run).setup_lock(), MockServer(World()) as server:
+        kill_when(run, server.base_url, lambda proc: holds_writer_lock(run, proc), "the writer lock")
+    saved = []
+    # then three times behind a gate that holds every request once `j` more dialogues have ended: the run cannot
+    # finish before the kill (at most j + 3 end per session, 24 < N in all), whatever the machine's speed
+    for j in (2, 5, 8):
+        gate = Gate(World(), j)
+        with MockServer(gate) as server:
+            try:
+                kill_when(run, server.base_url, lambda proc: gate.held > 0, f"the gate after {j} dialogues")
+            finally:
+                gate.release()
+        saved.append(committed(run))
+    assert saved == sorted(saved) and saved[-1] < N, saved
+    with MockServer(World()) as server:
+        done = subprocess.run(command(server.base_url, run), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert check_run(run, N) == expected  # same records as the uninterrupted run, nothing lost or doubled
     assert audit_run(RunDir(run)).ok
-    sessions = (run / "sessions.jsonl").read_text().splitlines()
-    assert len(sessions) >= 1
+    assert len((run / "sessions.jsonl").read_text().splitlines()) >= 1
 
 
 def test_torn_lines_are_repaired_on_resume(tmp_path):
@@ -112,9 +141,100 @@ def test_workers_shard_one_run_deterministically(tmp_path):
     assert (sharded / "stats.json").exists()  # the last worker to finish exported the whole run
 
 
-def test_resume_with_different_settings_is_refused(tmp_path):
-    generate(make_cfg("domain=retail", "num_dialogues=3", f"out_dir={tmp_path}"))
-    with pytest.raises(ToolturnError, match="different seed"):
-        generate(make_cfg("domain=retail", "num_dialogues=3", "seed=1", f"out_dir={tmp_path}"))
-    generate(make_cfg("domain=retail", "num_dialogues=3", "concurrency=2", f"out_dir={tmp_path}"))  # resumes
-    assert len(RunDir(tmp_path).records()) == 3
+def test_every_knob_either_defines_the_run_or_is_safe_to_change():
+    """A new knob must be classified: a resume refuses a change of an IDENTITY_KEYS knob, and SAFE_KEYS are the
+    ones docs/generate.md lists as safe to change."""
+    assert set(make_cfg().keys()) == set(IDENTITY_KEYS) | set(SAFE_KEYS)
+    assert not set(IDENTITY_KEYS) & set(SAFE_KEYS)
+    documented = (Path(__file__).parents[1] / "docs" / "generate.md").read_text()
+    assert all(f"`{key}`" in documented for key in SAFE_KEYS)
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    out = tmp_path_factory.mktemp("three") / "run"
+    generate(make_cfg("domain=retail", "num_dialogues=3", f"out_dir={out}"))
+    return out
+
+
+@pytest.mark.parametrize("change, named", [
+    ("seed=1", "different seed"), ("max_dialogue_bytes=100000", "different max_dialogue_bytes"),
+    ("max_messages=50", "different max_messages"), ("policy=report", "different policy"),
+    ("+llm.endpoints.default.max_reply_bytes=1000", "different llm"),
+])
+def test_resume_with_different_settings_is_refused(three, change, named):
+    with pytest.raises(ToolturnError, match=named):
+        generate(make_cfg("domain=retail", "num_dialogues=3", change, f"out_dir={three}"))
+
+
+def test_resume_with_a_safe_change_goes_on(three):
+    generate(make_cfg("domain=retail", "num_dialogues=3", "concurrency=2", "shard_size=2", "max_drop_streak=5",
+                      "llm.endpoints.default.timeout_s=5", "llm.endpoints.default.max_concurrency=1",
+                      f"out_dir={three}"))
+    assert len(RunDir(three).records()) == 3
+
+
+@pytest.mark.parametrize("tear", [lambda line: line[: len(line) // 2],  # the write cut short
+                                  lambda line: line[: len(line) // 2] + "\n"],  # a line of garbage
+                         ids=["unterminated", "corrupt"])
+def test_a_torn_last_record_that_the_log_lists_is_generated_again(tmp_path, tear):
+    """The log says index i was kept, but its record is torn (a crash lost the end of the part file): repair cuts
+    it and generates index i again, so the run still holds exactly the first valid indices."""
+    out = tmp_path / "run"
+    cfg = make_cfg("domain=retail", "num_dialogues=10", f"out_dir={out}")
+    generate(cfg)
+    part, expected = next((out / "shards").glob("part-*.jsonl")), check_run(out, 10)
+    good = part.read_text().splitlines()
+    part.write_text("\n".join(good[:-1]) + "\n" + tear(good[-1]))
+    if not tear("x").endswith("\n"):  # readers skip an unterminated line: the audit sees the log disagree
+        report = audit_run(RunDir(out))
+        assert not report.ok and any("logged as kept" in m and "no shard holds it" in m for m in report.mismatches)
+    generate(cfg)
+    assert check_run(out, 10) == expected
+    assert audit_run(RunDir(out)).ok
+    indices = [json.loads(line)["index"] for line in (out / "shards" / "log-0000.jsonl").read_text().splitlines()]
+    assert sorted(indices) == sorted(set(indices))  # the stale line was replaced, not doubled
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda part, log: part.write_text("".join(part.read_text().splitlines(True)[:3] + part.read_text().splitlines(
+        True)[4:])), "is logged as kept (record"),
+    (lambda part, log: log.write_text("".join(line for line in log.read_text().splitlines(True)
+                                              if json.loads(line)["index"] != 4)),
+     "dialogue index 4 is not logged as kept"),
+    (lambda part, log: log.write_text(log.read_text() + log.read_text().splitlines(True)[5]),
+     "log-0000.jsonl: index 5 is logged twice"),
+])
+def test_the_audit_notices_a_log_that_disagrees_with_the_shards(tmp_path, edit, says):
+    out = tmp_path / "run"
+    generate(make_cfg("domain=retail", "num_dialogues=8", f"out_dir={out}"))
+    edit(next((out / "shards").glob("part-*.jsonl")), out / "shards" / "log-0000.jsonl")
+    report = audit_run(RunDir(out))
+    assert not report.ok and any(says in m for m in report.mismatches), report.mismatches
+
+
+def test_a_gap_in_the_logged_indices_is_a_mismatch(tmp_path):
+    out = tmp_path / "run"
+    generate(make_cfg("domain=retail", "num_dialogues=8", f"out_dir={out}"))
+    log = out / "shards" / "log-0000.jsonl"
+    log.write_text(log.read_text() + json.dumps({"index": 40, "id": None, "drop_reason": "x"}) + "\n")
+    report = audit_run(RunDir(out))
+    assert any("index 8 was never finished although later ones were" in m for m in report.mismatches), report.mismatches
+
+
+@pytest.mark.parametrize("domain", ["retail", "sqlite"])
+def test_workers_starting_together_set_the_domain_up_once(tmp_path, sample_dbs, domain):
+    """The documented Slurm pattern: all array tasks start at once. The first sets the domain up under the set-up
+    lock, the others wait and reuse it; no worker sees a half-built database (nor blames a bring-your-own one)."""
+    out = tmp_path / "run"
+    source = ["domain=sqlite", f"domain.path={sample_dbs['classic']}", "domain.name=classic"] \
+        if domain == "sqlite" else ["domain=retail"]
+    procs = [subprocess.Popen([str(BIN / "toolturn-generate"), *source, "num_dialogues=12", "workers=4",
+                               f"worker_index={i}", f"out_dir={out}", "progress=false", "logger=none"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [e[-600:] for e in errors]
+    records = RunDir(out).records()
+    assert len(records) == 12 and len({r["id"] for r in records}) == 12
+    assert audit_run(RunDir(out)).ok
+    assert not [f.name for f in (out / "domains").rglob(".*") if f.is_file()]  # no build or temp file left

@@ -4,11 +4,12 @@ JSON cannot hold, odd names and specs, transaction control, oversized results an
 import asyncio
 import json
 import math
+import threading
 
 import pytest
 from toolturn.core.episode import AssistantTurn, EpisodeError, EpisodeState, UserTurn, run_episode
 from toolturn.core.errors import ToolCallError
-from toolturn.core.sqlenv import FETCH_ROWS, SqlDomain, SqlTool, check_parameters
+from toolturn.core.sqlenv import FETCH_ROWS, SqlDomain, SqlTool, ToolResult, check_parameters, error_result
 from toolturn.generate.sqlcheck import Rejected, check_sql_tool
 
 
@@ -159,7 +160,10 @@ def test_a_write_whose_result_is_too_large_is_rolled_back(retail):
 
 @pytest.mark.parametrize("sql", [
     "SELECT replace(zeroblob(500000000), x'00', 'ab') AS s",
-    "SELECT length(printf('%.*c', 500000000, 'x')) AS n",  # SQLite gives NULL past the limit
+    "SELECT length(printf('%.*c', 500000000, 'x')) AS n",  # SQLite's own would loop, then give NULL
+    "SELECT length(printf('%.*c', 70000, 'x')) AS n",
+    "SELECT length(format('%.*c%.*c', 40000, 'x', 40000, 'y')) AS n",  # each part fits, the result does not
+    "SELECT length(printf('%*d', 70000, 1)) AS n",
     "SELECT length(randomblob(500000000)) AS n",
     "WITH RECURSIVE r(s) AS (SELECT 'x' UNION ALL SELECT s || s FROM r) SELECT length(s) AS n FROM r",
     "SELECT group_concat(c.email || d.email) AS s FROM customers c, customers d",
@@ -167,11 +171,7 @@ def test_a_write_whose_result_is_too_large_is_rolled_back(retail):
 def test_one_operation_cannot_build_a_huge_value(retail, sql):
     sandbox = domain_with(retail, tool(sql), time_limit_s=10).open_sandbox()
     before = sandbox.state_hash()
-    result = sandbox.call("t", {})
-    if result.ok:
-        assert result.value == [{"n": None}]
-    else:
-        assert_clean_error(sandbox, result, before, "exceeds the limit of 65536 bytes")
+    assert_clean_error(sandbox, sandbox.call("t", {}), before, "exceeds the limit of 65536 bytes")  # never a NULL
 
 
 def test_time_limit_holds_inside_one_long_select(retail):
@@ -188,6 +188,13 @@ def test_admitted_tool_with_a_small_dry_run_is_capped_at_call_time(retail):
     admitted = check_sql_tool(candidate, retail.schema, sandbox, taken=set())  # dry run: k=1, no rows
     before = sandbox.state_hash()
     assert_clean_error(sandbox, sandbox.run(admitted, {"k": 10 ** 6}), before, "exceeds the limit of 65536 bytes")
+
+
+def test_an_admitted_tool_may_call_bounded_deterministic_functions(retail):
+    sql = ("SELECT upper(c.email) AS e, count(*) AS n, round(avg(o.total), 2) AS t, substr(c.last_name, 1, 3) AS s "
+           "FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.id = :a GROUP BY c.id")
+    admitted = check_sql_tool(sql_candidate(sql), retail.schema, retail.env.open_sandbox(), taken=set())
+    assert admitted.sql == sql
 
 
 def sql_candidate(sql="SELECT id FROM orders WHERE id = :a", parameters=None):
@@ -225,6 +232,12 @@ def sql_candidate(sql="SELECT id FROM orders WHERE id = :a", parameters=None):
     ({**sql_candidate(), "name": 10 ** 5000}, "bad_name"),
     (sql_candidate(sql="SELECT c.email, c.first_name, o.status FROM customers c, orders o WHERE o.id >= :a"),
      "dry_run_error"),  # over the result cap
+    # the printf bomb: admitted only if it called nothing but bounded, deterministic functions
+    (sql_candidate(sql="SELECT id, printf('%.*c', :a, 'x') AS pad FROM customers LIMIT 1"), "forbidden_function"),
+    (sql_candidate(sql="SELECT id, FORMAT('%d', id) AS f FROM orders WHERE id = :a"), "forbidden_function"),
+    (sql_candidate(sql="SELECT id, random() AS r FROM orders WHERE id = :a"), "forbidden_function"),
+    (sql_candidate(sql="SELECT length(zeroblob(:a)) AS n"), "forbidden_function"),
+    (sql_candidate(sql="SELECT id, last_insert_rowid() AS r FROM orders WHERE id = :a"), "forbidden_function"),
 ])
 def test_sqlcheck_rejects_never_crashes(retail, cand, reason):
     sandbox = retail.env.open_sandbox()
@@ -268,6 +281,35 @@ def episode(executor, calls, text="done", **kw):
     state = EpisodeState(messages=[{"role": "system", "content": "s"}], tools=[], start=1)
     asyncio.run(run_episode(state, ScriptedUser(1), ScriptedAssistant(calls, text), executor, **kw))
     return state
+
+
+class BlockingExecutor:
+    """A synchronous executor whose call returns only once `released` is set by a coroutine of the same event
+    loop: the episode completes only if calls run off the loop (were it blocked, nothing would set it)."""
+
+    def __init__(self):
+        self.started, self.released = threading.Event(), threading.Event()
+
+    def call(self, name, arguments):
+        self.started.set()
+        ok = self.released.wait(timeout=120)  # a guard against a hang, not a timing assumption
+        return error_result("the event loop was blocked") if not ok else ToolResult('{"ok": true}', True, {"ok": True})
+
+
+def test_a_tool_call_never_blocks_the_event_loop():
+    executor = BlockingExecutor()
+
+    async def both():
+        state = EpisodeState(messages=[{"role": "system", "content": "s"}], tools=[], start=1)
+        episode = asyncio.create_task(run_episode(state, ScriptedUser(1), ScriptedAssistant(
+            [{"name": "slow", "arguments": {}}]), executor))
+        await asyncio.to_thread(executor.started.wait, 120)  # the episode's call has started
+        executor.released.set()  # runs only if that call left the loop free
+        await episode
+        return state
+
+    state = asyncio.run(both())
+    assert [m["content"] for m in state.messages if m["role"] == "tool"] == ['{"ok": true}']
 
 
 def test_non_string_tool_names_are_recorded_as_strings(retail):

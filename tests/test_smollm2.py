@@ -48,19 +48,17 @@ def test_smollm2_plays_every_role_and_every_attempt_is_accounted_for(tmp_path):
         stopped = str(exc)
     run = RunDir(out)
     rows = list(run.log_rows())
-    records = run.records()
-    assert rows and all(row["drop_reason"] or row["id"] for row in rows)
-    if stopped:
-        assert "3 dialogues in a row were dropped" in stopped and "\n" not in stopped and not records
-    else:
-        assert len(records) == 1
-    for r in records:
-        assert r["meta"]["roles"]["assistant"].endswith("smollm2-135m-instruct")
-        assert any(m.get("tool_calls") for m in r["messages"])
-    assert audit_run(run).ok
+    # what docs/generate.md reports of it: greedy decoding makes the outcome a property of the model and the
+    # prompts, and a 135M model keeps nothing; the structural checks and the policy drop each attempt, and
+    # max_drop_streak stops the run with one line. Should it ever keep a dialogue, the docs need updating too.
+    assert stopped is not None, f"SmolLM2-135M kept a dialogue: {[row['id'] for row in rows if row['id']]}"
+    assert "3 dialogues in a row were dropped" in stopped and "\n" not in stopped
+    assert run.records() == [] and [row["index"] for row in rows] == [0, 1, 2]
+    assert all(row["drop_reason"] and row["id"] is None for row in rows)
+    assert audit_run(run).ok and audit_run(run).records == 0
     assert list(run.logs.glob("server-transformers-*.log"))
-    assert serve_processes() == before  # the harness stopped its server
+    assert not set(serve_processes()) - set(before)  # the harness stopped its server (others may come and go)
     stats = compute_stats(run)
-    assert stats["attempts"]["dialogues"] == len(records) + stats["drops"]["total"] == len(rows)
+    assert stats["attempts"]["dialogues"] == stats["drops"]["total"] == len(rows) == 3
     # each attempt reached the model: its drops are the model's failures, not set-up ones
     assert not [row for row in rows if (row["drop_reason"] or "").startswith(("no_feasible_task", "error:"))]

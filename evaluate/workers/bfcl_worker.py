@@ -3,7 +3,11 @@ MODE IN.json`): stdlib + bfcl_eval only, never imported by toolturn. Modes:
 
 - describe: check the registry key, load the entries of the categories (BFCL's own loader), select ids.
 - run:      for each sample, BFCL's own handler loop (single-turn, or multi-turn with live execution of the
-            backends), then BFCL's own per-entry checker; one JSON line per sample on stdout.
+            backends), then BFCL's own per-entry checker; one JSON line per sample on stdout. Each sample's
+            output is also written where `bfcl generate` writes it (its handler's `write`), under
+            `result_dir/sample-<index>/`, so `bfcl evaluate --result-dir` re-scores it; the files are compacted
+            (an entry once, sorted) at the end of each run. On SIGTERM every sample in flight is reported as
+            `{..., "interrupted": {"responses", "requests"}}` (the model's outputs so far) and the worker exits.
 - score:    the same checker on given raw outputs (no model): the tests' evidence that it scores known
             answers as BFCL does.
 - leaderboard: BFCL's own aggregation (generate_leaderboard_csv) of per-category accuracies; returns
@@ -22,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -37,10 +42,49 @@ sys.stdout = sys.stderr
 LOCK = threading.Lock()
 
 
-def emit(obj: dict) -> None:
-    with LOCK:
-        OUT.write(json.dumps(obj, default=str) + "\n")
+def emit(obj: dict, timeout_s: float = -1) -> None:
+    line = json.dumps(obj, default=str) + "\n"
+    if not LOCK.acquire(timeout=timeout_s):
+        return  # stopping, and another thread holds the channel: its line is what gets out
+    try:
+        OUT.write(line)
         OUT.flush()
+    finally:
+        LOCK.release()
+
+
+class InFlight:
+    """The samples being run, each with the model's raw outputs so far (appended by the query method)."""
+
+    def __init__(self):
+        self.lock, self.samples = threading.Lock(), {}
+
+    def start(self, sample: dict) -> list:
+        responses: list = []
+        with self.lock:
+            self.samples[(sample["id"], sample["index"])] = (sample, responses)
+        return responses
+
+    def end(self, sample: dict) -> None:
+        with self.lock:
+            self.samples.pop((sample["id"], sample["index"]), None)
+
+    def report(self) -> None:
+        """One `interrupted` line per sample in flight."""
+        with self.lock:
+            running = list(self.samples.values())
+        for sample, responses in running:
+            emit({**sample, "interrupted": {"responses": list(responses), "requests": len(responses)}}, timeout_s=5)
+
+
+IN_FLIGHT = InFlight()
+
+
+def stop(signum, frame) -> None:
+    """SIGTERM: report the samples in flight, then exit at once (their threads wait on HTTP nobody needs)."""
+    IN_FLIGHT.report()
+    OUT.flush()
+    os._exit(0)
 
 
 def bfcl_imports():
@@ -83,18 +127,19 @@ def describe(b, cfg: dict) -> dict:
     if wanted:  # only the categories the ids belong to are loaded (live_multiple alone is 3.9 MB)
         named = {b.utils.extract_test_category_from_id(i) for i in wanted if re.fullmatch(r"[a-z_]+_\d+(-\d+)*", i)}
         cats = [c for c in cats if c in named]
+    prompt_chars = 0
     for cat in cats:
-        ids = [e["id"] for e in b.utils.load_dataset_entry(cat)]
-        if wanted:
-            ids = [i for i in ids if i in wanted]
-        if limit:
-            ids = ids[:limit]
-        entries += [{"id": i, "category": cat} for i in ids]
+        loaded = b.utils.load_dataset_entry(cat)
+        chosen = [e for e in loaded if not wanted or e["id"] in wanted][:limit or None]
+        entries += [{"id": e["id"], "category": cat, "turns": len(e["question"])} for e in chosen]
+        # what a request carries: the functions and the questions (BFCL's template adds a few hundred characters)
+        prompt_chars = max([prompt_chars] + [len(json.dumps(e["function"])) + len(json.dumps(e["question"]))
+                                             for e in chosen])
     unknown = sorted(wanted - {e["id"] for e in entries})
     if unknown:
         return {"error": f"eval.ids names entries that the selected categories {cfg['categories']} do not have: "
                          f"{unknown[:8]}{' ...' if len(unknown) > 8 else ''}"}
-    return {"entries": entries}
+    return {"entries": entries, "prompt_chars": prompt_chars}
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -254,6 +299,7 @@ def sampled_handler_class(base_cls, cfg: dict):
             if type(exc).__name__ in INFRA:
                 raise InfraFailure(f"{type(exc).__name__}: {exc}") from exc
             raise
+        self.toolturn_responses.append(response.choices[0].text)  # what an interrupted sample reports
         return response, time.time() - start
 
     # the registry's handlers use overrides.EnforceOverrides: a replaced method must say so (the @override
@@ -312,7 +358,8 @@ def run(b, cfg: dict) -> None:
         handler.spin_up_local_server(num_gpus=1, gpu_memory_utilization=0.9, backend="vllm", skip_server_setup=True,
                                      local_model_path=cfg["model_path"])
     data = Data(b)
-    check_lock = threading.Lock()
+    check_lock, write_lock = threading.Lock(), threading.Lock()
+    result_dirs = {Path(cfg["result_dir"]) / f"sample-{s['index']}" for s in samples}
 
     def one(s: dict) -> None:
         cat = b.utils.extract_test_category_from_id(s["id"])
@@ -320,6 +367,7 @@ def run(b, cfg: dict) -> None:
         h = copy.copy(handler)
         ns = namespace(s["index"], s["seed"])
         h.toolturn_seed = s["seed"]
+        h.toolturn_responses = IN_FLIGHT.start(s)
         h.model_name_underline_replaced = ns  # the name multi-turn inference caches its live backends under
         t0 = time.time()
         try:
@@ -327,10 +375,13 @@ def run(b, cfg: dict) -> None:
         except InfraFailure as exc:
             drop_instances(b, ns)
             emit({**s, "infra_error": "endpoint_error", "infra_detail": str(exc)[:500]})
+            IN_FLIGHT.end(s)
             return
         except Exception as exc:  # noqa: BLE001 - as BFCL's generation does: the error text is the result
             result, meta = f"Error during inference: {exc}", {"traceback": traceback.format_exc(limit=5)}
         drop_instances(b, ns)
+        with write_lock:  # BFCL's own result file, as `bfcl generate` writes it (appended; compacted below)
+            h.write({"id": s["id"], "result": result, **meta}, Path(cfg["result_dir"]) / f"sample-{s['index']}")
         with check_lock:
             verdict = check(b, h, key, data, s["id"], cat, result, ns)
         row = verdict_row(b, h, verdict, cat, result)
@@ -339,10 +390,29 @@ def run(b, cfg: dict) -> None:
               "messages": messages_of(data.category(cat)[s["id"]][0]["question"], result, meta.get("inference_log")),
               "input_tokens": meta.get("input_token_count"), "output_tokens": meta.get("output_token_count"),
               "latency_s": round(time.time() - t0, 3), "inference_error": meta.get("traceback")})
+        IN_FLIGHT.end(s)
 
     with ThreadPoolExecutor(max_workers=max(1, int(cfg["threads"]))) as pool:
         for f in [pool.submit(one, s) for s in samples]:
             f.result()
+    for d in result_dirs:
+        compact(b, d)
+
+
+def compact(b, result_dir: Path) -> None:
+    """Each result file under `result_dir` with every entry once (the latest: a re-run sample replaces the one
+    before) in BFCL's order, as `bfcl generate` leaves its files; a line torn by a kill is dropped."""
+    for path in result_dir.rglob("*_result.json"):
+        latest = {}
+        for raw in path.read_text().splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            latest[entry["id"]] = entry
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in sorted(latest.values(), key=b.utils.sort_key)))
+        os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------ leaderboard
@@ -382,6 +452,7 @@ def main() -> None:
     """`MODE JOB.json` runs one job; `serve` answers {"mode", "job"} lines from stdin in turn, each followed by
     {"end": true}, so that BFCL's imports (~5 s, its model registry) are paid once per evaluation."""
     b = bfcl_imports()
+    signal.signal(signal.SIGTERM, stop)
     if sys.argv[1] != "serve":
         handle(b, sys.argv[1], json.loads(Path(sys.argv[2]).read_text()))
         return

@@ -25,9 +25,9 @@ Three modes (`job["mode"]`):
   trajectory so far (`partial`). On SIGTERM every simulation still running is reported as
   `{..., "interrupted": {"messages", "steps"}}` (its trajectory so far: τ² cannot resume a simulation
   half-way, so the caller runs it again), and the worker exits.
-- `results`: one τ² `Results` file (the format `tau2 view` and `tau2.metrics.agent_metrics` read) from
-  the simulations of every sample of a checkpoint, with `info.num_trials` = the samples per task, so that
-  τ²'s own code computes pass^k for every k; a crashed sample is the failed SimulationRun τ²'s
+- `results`: τ² `Results` files, one per checkpoint (the format `tau2 view` and `tau2.metrics.agent_metrics`
+  read), each from the simulations of every sample of its checkpoint, with `info.num_trials` = the samples
+  per task, so that τ²'s own code computes pass^k for every k; a crashed sample is the failed SimulationRun τ²'s
   --skip-failed-samples writes (reward 0, `skipped`).
 
 Why run_task per sample and not run_domain / run_tasks: those draw each trial's seed from
@@ -309,20 +309,26 @@ def _agent(agent: dict) -> tuple[str, str | None, dict]:
 
 
 def results(job: dict) -> dict:
-    """τ²'s Results file of a checkpoint's samples (`job["simulations"]`: SimulationRun dumps, `job["crashes"]`:
-    {task_id, index, seed, error}), written to job["results_file"]; answers {"simulations": count}."""
+    """τ²'s Results files of checkpoints (`job["files"]`, each with its agent, user, num_trials, simulations:
+    SimulationRun dumps, crashes: {task_id, index, seed}, and results_file); answers {"simulations": [count per
+    file]}."""
+    return {"simulations": [results_file(job, f) for f in job["files"]]}
+
+
+def results_file(job: dict, f: dict) -> int:
+    """One checkpoint's Results file (see `results`); returns how many simulations it holds."""
     from tau2.data_model.simulation import Results, RewardInfo, SimulationRun, TerminationReason
     from tau2.run import get_info, get_tasks
     from tau2.utils.utils import get_now
 
     domain = job["domain"]
-    if job["agent"]["kind"] == "do_nothing":
+    if f["agent"]["kind"] == "do_nothing":
         _register_do_nothing()
-    agent_name, agent_llm, agent_args = _agent(job["agent"])
-    user_args = llm_args(job["user"])
-    simulations = [SimulationRun.model_validate(s) for s in job["simulations"]]
+    agent_name, agent_llm, agent_args = _agent(f["agent"])
+    user_args = llm_args(f["user"])
+    simulations = [SimulationRun.model_validate(s) for s in f["simulations"]]
     now = get_now()
-    for c in job["crashes"]:  # what run_tasks(skip_failed_samples=True) records for a sample that raised
+    for c in f["crashes"]:  # what run_tasks(skip_failed_samples=True) records for a sample that raised
         simulations.append(SimulationRun(id=f"{c['task_id']}_{c['index']}_failed", task_id=c["task_id"],
                                          start_time=now, end_time=now, duration=0.0,
                                          termination_reason=TerminationReason.AGENT_ERROR, messages=[],
@@ -334,17 +340,17 @@ def results(job: dict) -> dict:
     # existing --save-to file makes it ask "resume the run? (y/n)" (EOFError on a closed stdin). The Results file
     # goes to the caller's results dir instead, replaced whole (it is made again from every sample each time).
     info = get_info(domain=domain, agent=agent_name, user="user_simulator", llm_agent=agent_llm,
-                    llm_args_agent={k: v for k, v in agent_args.items() if k != "api_key"}, llm_user=job["user"]["model"],
-                    llm_args_user={k: v for k, v in user_args.items() if k != "api_key"}, num_trials=job["num_trials"],
+                    llm_args_agent={k: v for k, v in agent_args.items() if k != "api_key"}, llm_user=f["user"]["model"],
+                    llm_args_user={k: v for k, v in user_args.items() if k != "api_key"}, num_trials=f["num_trials"],
                     max_steps=job["max_steps"], max_errors=job["max_errors"], seed=None)
     saved = Results(info=info, tasks=get_tasks(domain, job["split"], task_ids=ids) if ids else [],
                     simulations=simulations)
-    path = Path(job["results_file"])
+    path = Path(f["results_file"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(saved.model_dump_json(indent=1))
     os.replace(tmp, path)
-    return {"simulations": len(simulations)}
+    return len(simulations)
 
 
 def main() -> None:
