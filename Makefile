@@ -22,7 +22,7 @@ setup: $(BIN)/toolturn-generate
 	$(BIN)/python -m toolturn.core.isolated_env
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -23,8 +23,10 @@ failure themselves (infrastructure errors, as before).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -173,6 +175,32 @@ def _post(url: str, body: dict, api_key: str | None, timeout_s: float) -> Timing
     return Timing(total, arrivals[0], per_token, len(arrivals))
 
 
+def _in_daemon_thread(fn, *args) -> asyncio.Future:
+    """`fn(*args)` in a daemon thread, as a future of the running loop. Not asyncio.to_thread: a run interrupted
+    during a minutes-long probe must not wait for it (the loop's executor is joined at exit, a daemon is not)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(ok: bool, value) -> None:
+        if future.done():  # cancelled: the run was interrupted
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome = (True, fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for this any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, daemon=True).start()
+    return future
+
+
 async def measure(endpoint: Endpoint, spec: dict, sampling: Sampling, prompt_chars: int, api: str = "chat") -> Pace:
     """The pace of the live `endpoint` (serving `spec`, the endpoint config) for requests with `sampling`."""
     url = endpoint.base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
@@ -181,8 +209,8 @@ async def measure(endpoint: Endpoint, spec: dict, sampling: Sampling, prompt_cha
     declared = max(1, int(spec.get("max_concurrency") or endpoint.max_concurrency))
     base = dict(prompt_chars=len(body.get("prompt") or body["messages"][0]["content"]), max_tokens=sampling.max_tokens)
 
-    def post():
-        return asyncio.to_thread(_post, url, body, endpoint.api_key, PROBE_TIMEOUT_S)
+    def post() -> asyncio.Future:
+        return _in_daemon_thread(_post, url, body, endpoint.api_key, PROBE_TIMEOUT_S)
 
     try:
         timing = await post()
@@ -190,12 +218,12 @@ async def measure(endpoint: Endpoint, spec: dict, sampling: Sampling, prompt_cha
         if known is not None:
             slots, source = known
         elif alone < MIN_SERIAL_PROBE_S:
-            slots, source = declared, f"endpoint.max_concurrency: it answered in {alone:.2f} s, too fast for a queue to matter"
+            slots, source = declared, (f"endpoint.max_concurrency: it answered in {alone:.2f} s, too fast for a queue "
+                                       f"to matter")
         else:
             ratio = max(t.total_s for t in await asyncio.gather(post(), post())) / alone
-            slots, source = ((1, f"measured: two requests at once took {ratio:.1f}x as long as one")
-                             if ratio >= SERIAL_RATIO else
-                             (declared, f"endpoint.max_concurrency: two requests at once took {ratio:.1f}x as long as one"))
+            pair = f"two requests at once took {ratio:.1f}x as long as one"
+            slots, source = (1, f"measured: {pair}") if ratio >= SERIAL_RATIO else (declared, f"endpoint.max_concurrency: {pair}")
     except (OSError, ValueError, urllib.error.URLError) as exc:  # down, refusing, timing out, not JSON
         slots, source = known or (declared, "endpoint.max_concurrency")
         return Pace(slots, source, None, endpoint.timeout_s, probe_error=f"{type(exc).__name__}: {exc}"[:300], **base)

@@ -127,7 +127,8 @@ def behaviour_rows(entry: dict) -> dict[str, dict]:
     rows = {k: {"rate": v.get("value"), "n": v.get("n"), "title": BEHAVIOUR_TITLES.get(k, k)}
             for k, v in (m.get("behaviour") or {}).items()}
     for part, rate in (m.get("parts") or {}).items():
-        rows.setdefault(f"part:{part}", {"rate": rate, "n": m.get("scored_samples"), "title": f"reward part: {part}"})
+        n = (m.get("parts_n") or {}).get(part, m.get("scored_samples"))
+        rows.setdefault(f"part:{part}", {"rate": rate, "n": n, "title": f"reward part: {part}"})
     return rows
 
 

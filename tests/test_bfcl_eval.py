@@ -381,6 +381,37 @@ def test_sigterm_mid_run_keeps_finished_samples_and_the_multi_turn_entry_in_flig
     assert sorted(kept) == ["simple_python_0", "simple_python_1"]
 
 
+def test_an_interrupt_during_the_pace_probe_ends_the_run_at_once(tmp_path):
+    """A server slow enough that its probe takes minutes: Ctrl-C while it runs ends the run at once, with one line
+    (the probe's thread is not waited for)."""
+    probing, release = threading.Event(), threading.Event()
+
+    def answer(prompt: str) -> str:
+        if PROBE_MARKER in prompt:
+            probing.set()
+            release.wait(300)
+        return "No call from me."
+
+    server = Completions(answer)
+    out = tmp_path / "ev"
+    cmd = [*EVAL, "eval=bfcl", "logger=none", "progress=false", f"out_dir={out}",
+           *external(server.port, "n=1", "eval.ids=[simple_python_0]")]
+    app = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert probing.wait(300), "the probe never reached the server"
+        app.send_signal(signal.SIGINT)
+        _, err = app.communicate(timeout=60)
+    finally:
+        release.set()
+        if app.poll() is None:
+            app.kill()
+        server.close()
+    assert app.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [f"interrupted (SIGINT): 0 finished samples are saved in {out / 'samples.jsonl'}; "
+                                        f"metrics.json and report.md are written only by a run that finishes: run the "
+                                        f"same command again to resume"]
+
+
 def test_endpoint_down_is_infra_error_then_resumed(tmp_path):
     server = Completions(lambda prompt: "No call from me.")
     port = server.port

@@ -169,7 +169,7 @@ def test_a_stage_that_needs_an_unrun_stage_says_so(tmp_path, server):
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, server):
     out = tmp_path / "k"
     env = {**os.environ, "TOOLTURN_TEST_URL": server.base_url, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
-    steps = ["experiment.common.train.max_steps=40", "experiment.common.train.eval_steps=2"]
+    steps = ["experiment.common.train.max_steps=8", "experiment.common.train.eval_steps=2"]
     proc = subprocess.Popen([*RUN, "experiment=tiny", f"hydra.searchpath=[file://{FIXTURES}]", f"out_dir={out}",
                              "logger=none", *steps], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     first = out / "train" / "tuned" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
@@ -185,7 +185,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, server):
     assert "train:tuned: running (resuming an unfinished run)" in again.stdout
     log = (out / "logs" / "train--tuned.log").read_text()
     assert re.search(r"resuming from .*checkpoint-\d+", log)
-    assert json.loads((out / "train" / "tuned" / "metrics.json").read_text())["steps"] == 40
+    assert json.loads((out / "train" / "tuned" / "metrics.json").read_text())["steps"] == 8
 
 
 @pytest.mark.slow

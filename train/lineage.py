@@ -70,7 +70,8 @@ class WandbTracker(WandbRun):
         super().__init__(logger_cfg, out_dir, name, config, job_type="train", run_id=run_id)
         self.run.define_metric(STEP_KEY)
         self.run.define_metric("*", step_metric=STEP_KEY, step_sync=True)
-        # The latest values W&B holds: a resumed online run's summary comes from the server; a new offline dir holds none.
+        # The latest values W&B holds: a resumed online run's summary comes from the server; a new offline dir
+        # holds none.
         self.held = {key: self.run.summary.get(key) for key in self.run.summary.keys()}
         if self.mode == "offline":
             drop_earlier_offline_dirs(out_dir / "wandb", run_id, self.run_dir)

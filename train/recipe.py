@@ -2,18 +2,21 @@
 
     toolturn-train model=tiny_qwen3 train=lora data.paths=[RUN_DIR,...] max_steps=30 seed=0 out_dir=OUT
 
-OUT ends up holding:
+On CPU, a run whose estimated peak memory exceeds what the machine has is refused before the model is loaded
+(train/memory.py). OUT ends up holding:
 
     config.yaml          the resolved config (a re-run with other settings is refused)
     data_manifest.json   the dataset's content hash, sources, filter options and the ids of each split
-    metrics.json         loss/eval-loss/learning-rate/tokens-per-s/padding history, data-filter counts, best step
+    metrics.json         loss/eval-loss/learning-rate/tokens-per-s/padding history, data-filter counts, best step,
+                         peak RSS and its estimate, merged/'s content identity
     checkpoints/         HF Trainer checkpoints (the best by validation loss and the latest are kept)
     adapter/             train=lora: the best LoRA adapter (vLLM --lora-modules)
     merged/              a standalone HF model dir (LoRA merged in) with our chat template in its tokenizer
+                         (both with toolturn_lineage.json: tool offer, base model, method, sources; train/lineage.py)
     wandb_run_id, wandb/ the W&B run (offline by default)
 
 Re-running the same command resumes from the last complete checkpoint (same step, same data order, same W&B
-run); re-running a finished run only prints where its outputs are.
+run, one history); re-running a finished run only prints where its outputs are.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import difflib
 import json
 import logging
 import os
+import resource
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -250,7 +254,8 @@ class TrainRecipe:
             self.out.mkdir(parents=True, exist_ok=True)
             if new_run:  # written once the inputs are known to be good, so a failed start never blocks a retry
                 OmegaConf.save(self.cfg, self.out / "config.yaml", resolve=True)
-            (self.out / "data_manifest.json").write_text(json.dumps(self.data.manifest(self.data_options), indent=1) + "\n")
+            manifest = json.dumps(self.data.manifest(self.data_options), indent=1) + "\n"
+            (self.out / "data_manifest.json").write_text(manifest)
         self._setup_peft()
         config = {**OmegaConf.to_container(self.cfg, resolve=True), "data_report": self.data.report.as_dict()}
         if _is_main_process():
@@ -364,7 +369,8 @@ class TrainRecipe:
     # ---------------------------------------------------------------------------------------------- save
 
     def save_checkpoint(self) -> Outputs:
-        """Write adapter/ (LoRA), merged/ and metrics.json from the best checkpoint (loaded at the end of training)."""
+        """Write adapter/ (LoRA) and merged/, each with toolturn_lineage.json, and metrics.json from the best checkpoint
+        (loaded at the end of training); merged/'s content identity is the run's output artifact."""
         state = self.trainer.state
         best = state.best_model_checkpoint or (str(last_checkpoint(self.ckpt_dir)) if last_checkpoint(self.ckpt_dir) else None)
         wandb_dir = str(self.tracker.run_dir) if self.tracker is not None and self.tracker.run_dir else None
@@ -421,7 +427,8 @@ class TrainRecipe:
             "padding_fraction": round(1 - tokens / positions, 6) if positions else None,
             "train_tokens": tokens,
             "data": self.data.report.as_dict(),
-            "peak_rss_mb": peak_rss_mb(), "peak_rss_estimate_mb": self.memory_estimate,
+            "peak_rss_mb": peak_rss_mb(), "peak_rss_children_mb": peak_rss_mb(resource.RUSAGE_CHILDREN),
+            "peak_rss_estimate_mb": self.memory_estimate,
             "model_identity": identity,
             "wandb_dir": wandb_dir,
         }
