@@ -1,8 +1,9 @@
 """toolturn-train end to end on CPU: real TRL steps on a tiny random Qwen3 over freshly generated dialogues.
 
-One module-scoped run is shared: its outputs, loss curve (falls, equals a recorded value), resumption from a
-mid-run checkpoint, merged-vs-adapter logits and the offline W&B run are each checked by a test. A slow test
-trains SmolLM2-135M briefly and serves its merged/ with the project's managed `transformers serve`.
+One module-scoped run is shared: its outputs and lineage, loss curve (falls, equals a recorded value), resumption
+from a mid-run checkpoint (one W&B history), merged-vs-adapter logits and the offline W&B run with its artifacts are
+each checked by a test. Slow tests run the README's SmolLM2 command with the default config for one step, and train
+SmolLM2-135M briefly and serve its merged/ with the project's managed `transformers serve`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def outputs(proc: subprocess.CompletedProcess) -> dict[str, Path]:
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("done: "), proc.stdout[-2000:] + proc.stderr[-2000:]
     return {k: Path(v) for k, v in (part.split("=", 1) for part in last[len("done: "):].split())}
+
+
+def wandb_history(records: list) -> list[dict]:
+    """The history rows of an offline W&B run's records (train/lineage.read_offline_run)."""
+    return [{(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
+            for r in records if r.WhichOneof("record_type") == "history"]
 
 
 @pytest.fixture(scope="module")
@@ -195,11 +202,6 @@ def test_merged_logits_equal_base_plus_adapter(tiny):
         merged_logits = merged(ids).logits
     assert (adapter_logits - base_logits).abs().max() > 1e-3  # the adapter learned something
     torch.testing.assert_close(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
-
-
-def wandb_history(records: list) -> list[dict]:
-    return [{(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
-            for r in records if r.WhichOneof("record_type") == "history"]
 
 
 def test_wandb_offline_run_has_metrics_and_lineage(tiny):
