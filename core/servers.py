@@ -95,14 +95,15 @@ def _executable(name: str) -> str | None:
     return shutil.which(name)
 
 
-def transformers_command(spec: ServerSpec, host: str, port: int, executable: str = "transformers") -> list[str]:
+def transformers_command(spec: ServerSpec, host: str, port: int, python: str = sys.executable) -> list[str]:
     """`transformers serve` pinned to one model, on CPU, in float32 (fastest on CPU for small models).
 
     The model is the positional FORCE_MODEL argument: it is preloaded before the HTTP server starts
     (so health == loaded) and never unloaded. `extra_args` come last, so e.g. `--dtype bfloat16` wins.
+    It runs through core/serve_transformers.py, which returns a malformed tool call as text, not HTTP 500.
     """
     return [
-        executable, "serve", str(spec.model),
+        python, "-m", "toolturn.core.serve_transformers", "serve", str(spec.model),
         "--host", host, "--port", str(port),
         "--device", "cpu", "--dtype", "float32",
         "--log-level", "info",
@@ -357,14 +358,11 @@ class ManagedServer:
                 raise ToolturnError(
                     f"transformers serve needs {', '.join(missing)}: pip install 'transformers[serving]'"
                 )
-            exe = _executable("transformers")
-            if exe is None:
-                raise ToolturnError("the `transformers` command is not installed: pip install 'transformers[serving]'")
             env.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only, even on a GPU machine
             env.setdefault("TOKENIZERS_PARALLELISM", "false")
             if Path(str(self.spec.model)).exists():
                 env.setdefault("HF_HUB_OFFLINE", "1")  # a local dir needs no Hub access
-            return transformers_command(self.spec, self.host, port, executable=exe), env
+            return transformers_command(self.spec, self.host, port), env
         if self.spec.kind == "vllm":
             exe = _executable("vllm")
             if exe is None:

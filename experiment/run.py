@@ -99,9 +99,27 @@ def print_plan(exp: Experiment, stages: list[Stage], out: Path) -> None:
         f"{m.name} ({'trained on ' + '+'.join(m.data) if m.trained else 'untrained'})" for m in exp.models.values()))
     print(f"evaluations: " + ", ".join(f"{e.name} ({e.overrides.get('eval', 'sql_tau')} on "
                                        f"{', '.join(e.models)})" for e in exp.evaluations.values()))
+    cache, by_name, runs = StageCache(out), {s.name: s for s in stages}, set()
     for i, s in enumerate(stages, 1):
         after = f"  after {', '.join(s.needs)}" if s.needs and s.kind != "report" else ""
-        print(f"[{i}/{len(stages)}] {s.name}  [{s.resources.line()}]{after}\n    {s.command()}")
+        status = _cache_status(s, cache, by_name, runs)
+        if status.startswith("would run"):
+            runs.add(s.name)
+        print(f"[{i}/{len(stages)}] {s.name}  [{s.resources.line()}]{after}\n    {status}\n    {s.command()}")
+
+
+def _cache_status(stage: Stage, cache: StageCache, by_name: dict[str, Stage], runs: set[str]) -> str:
+    """What a real run would do with `stage` now (skip it as cached, or run it) and why; `runs` holds the
+    stages before it that would run, whose new outputs its own fingerprint is made of."""
+    rerun = [name for name in stage.needs if name in runs]
+    if rerun:
+        names = ", ".join(rerun) if len(rerun) <= 2 else f"{rerun[0]} and {len(rerun) - 1} more stages"
+        return f"would run (after {names}, unless they make the same output again)"
+    try:
+        decision = cache.decide(stage, cache.fingerprint(stage, by_name))
+    except ToolturnError:  # an upstream stage has never finished
+        return "would run (after the stages it needs)"
+    return f"would run ({decision.why})" if decision.run else f"cached, would skip: {decision.why}"
 
 
 class Heartbeat:

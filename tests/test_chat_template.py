@@ -7,6 +7,7 @@ import importlib.resources
 import importlib.util
 import json
 import re
+import types
 
 import pytest
 from toolturn.core.chat_template import (
@@ -152,6 +153,33 @@ def _check_assistant_mask(tok):
 def test_assistant_mask_byte_level_tokenizer():
     pytest.importorskip("transformers")
     _check_assistant_mask(_byte_level_tokenizer())
+
+
+@pytest.mark.parametrize("reply", [
+    '<tool_call>\n"get_order"\n</tool_call>',                          # not an object
+    '<tool_call>\n{"name": "get_order"}\n</tool_call>',                # no arguments
+    '<tool_call>\n{"name": "get_order", "arguments": {"order_id": 1}\n</tool_call>',  # not JSON
+    '<tool_call>\n[1, 2]\n</tool_call>',
+])
+def test_the_managed_server_returns_a_malformed_tool_call_as_text(reply):
+    """transformers' own parser raises on these (its server answers HTTP 500, an unscored sample); ours hands
+    the raw text back so that the malformed call is scored as the model's answer."""
+    pytest.importorskip("fastapi")
+    from toolturn.core import serve_transformers
+
+    tok = _byte_level_tokenizer()
+    tok.response_template = RESPONSE_TEMPLATE
+    model = types.SimpleNamespace(model_type="llama")
+    prefix = tok.encode(render(DIALOGUE[:1], TOOLS, add_generation_prompt=True))
+    ids = tok.encode(reply + "<|im_end|>")
+    text = tok.decode(ids, skip_special_tokens=True)
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        serve_transformers._parse(tok, model, ids, input_ids=prefix, cleaned_content=text, tools=TOOLS)
+    assert serve_transformers.parse_or_raw(tok, model, ids, prefix, text, TOOLS) == (reply, None, None)
+    # a well-formed call is still parsed into OpenAI tool_calls
+    good = tok.encode('<tool_call>\n{"name": "get_order", "arguments": {"order_id": 7}}\n</tool_call><|im_end|>')
+    content, _, calls = serve_transformers.parse_or_raw(tok, model, good, prefix, "", TOOLS)
+    assert content == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("get_order", {"order_id": 7})]
 
 
 @pytest.mark.slow

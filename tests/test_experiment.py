@@ -128,8 +128,11 @@ def test_unchanged_stages_are_skipped_and_a_change_reruns_exactly_downstream(exp
     assert set(statuses(again.stdout).values()) == {"skipped"}
     assert "unchanged since" in again.stdout
 
-    # the task-oriented data feeds nothing but the report
+    # the task-oriented data feeds nothing but the report; a dry run predicts what a run then does
+    plan = tiny(out, server.base_url, "experiment.datasets.to.num_dialogues=5", "dry_run=true").stdout
+    predicted = dict(re.findall(r"^\[\d+/\d+\] (\S+) .*\n    (would run|cached)", plan, re.M))
     changed = statuses(tiny(out, server.base_url, "experiment.datasets.to.num_dialogues=5").stdout)
+    assert predicted == {s: ("would run" if v == "ran" else "cached") for s, v in changed.items()}
     assert {s for s, v in changed.items() if v == "ran"} == {"generate:to", "audit:to", "report"}
 
     # a training knob: the model changes, so do its evaluation and the report; the oracle's does not

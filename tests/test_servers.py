@@ -89,7 +89,7 @@ def test_vllm_command_plain_and_lora():
 def test_transformers_command_forces_cpu_and_model():
     spec = ServerSpec(kind="transformers", model="/models/smol", extra_args=["--dtype", "bfloat16"])
     cmd = transformers_command(spec, "127.0.0.1", 8001)
-    assert cmd[:3] == ["transformers", "serve", "/models/smol"]
+    assert cmd[:5] == [sys.executable, "-m", "toolturn.core.serve_transformers", "serve", "/models/smol"]
     assert cmd[cmd.index("--device") + 1] == "cpu"
     assert cmd[cmd.index("--port") + 1] == "8001" and cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[-2:] == ["--dtype", "bfloat16"]  # extra args come last, so they win
