@@ -1,11 +1,11 @@
 """The assistants an evaluation can face: a served model, the oracle speaking only text, and the
 do-nothing assistant whose score is the floor.
 
-A served model's failures are sorted by whose they are: a reply the server cannot parse (a malformed
-tool call, HTTP 500 from `transformers serve`) or a request the server refuses as too long is the
-model's failure on that turn (an empty reply, counted in `events`); an endpoint that stays down,
-hangs or errors after the client's retries is an `InfraError`, which the runner retries and then
-counts, never scoring it.
+A served model's failures are sorted by whose they are: a malformed tool call (the managed
+`transformers serve` returns it as text, core/serve_transformers.py, and the client flags it), a reply
+the client cannot decode or a request the server refuses as too long is the model's failure on that
+turn (counted in `events`); an endpoint that stays down, hangs or errors after the client's retries
+is an `InfraError`, which the runner retries and then counts, never scoring it.
 """
 
 from __future__ import annotations
