@@ -70,3 +70,25 @@ def test_workers_import_nothing_of_ours():
     ours = [f"{path.relative_to(ROOT)} imports {module}" for path, module in imports("evaluate")
             if "workers" in path.relative_to(ROOT).parts and module.startswith(("toolturn", "evaluate"))]
     assert not ours
+
+
+CONCERNS = {"__init__.py", "policy.py", "schema.py", "data.py", "actions.py", "tasks.py"}
+
+
+def test_a_builtin_domain_is_a_registered_folder_of_concerns():
+    """docs/architecture.md §3: one folder per built-in domain, one file per concern, each registered."""
+    from toolturn.core.domains.registry import REGISTRY
+    folders = sorted(p.name for p in (ROOT / "core" / "domains").iterdir()
+                     if p.is_dir() and (p / "__init__.py").is_file())
+    assert folders == sorted(REGISTRY.names())
+    for name in folders:
+        assert {p.name for p in (ROOT / "core" / "domains" / name).glob("*.py")} == CONCERNS, name
+        assert REGISTRY.domain(name).name == name
+
+
+def test_the_tau2_converter_loads_only_for_tau2_domains():
+    probe = ("import sys\n"
+             "import toolturn.core.domains, toolturn.core.tasks.sources, toolturn.generate.domain_setup\n"
+             "print('toolturn.core.domains.tau2_db' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"

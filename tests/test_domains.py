@@ -6,6 +6,8 @@ import sqlite3
 import pytest
 from conftest import make_cfg, sha256
 from toolturn.core.domains import BUILTIN, prepare_domain
+from toolturn.core.domains.databases import sqlite_source
+from toolturn.core.domains.registry import REGISTRY, Registry
 from toolturn.core.errors import ToolturnError
 
 
@@ -86,3 +88,17 @@ def test_bad_databases_get_clear_errors(tmp_path):
         prepare_domain(cfg(only_view), tmp_path / "r3", 0)
     with pytest.raises(ToolturnError, match="unknown built-in domain"):
         prepare_domain(make_cfg("domain=retail", "domain.name=mars").domain, tmp_path / "r4", 0)
+    with pytest.raises(ToolturnError, match=r"unknown domain kind 'csv' \(expected builtin, sqlite or tau2\)"):
+        prepare_domain(make_cfg("domain=sqlite", "domain.kind=csv").domain, tmp_path / "r5", 0)
+
+
+def test_the_registry_refuses_a_name_twice():
+    registry = Registry()
+    registry.add_domain(REGISTRY.domain("retail"))
+    with pytest.raises(ToolturnError, match="built-in domain 'retail' is registered twice"):
+        registry.add_domain(REGISTRY.domain("retail"))
+    registry.add_kind("sqlite", sqlite_source)
+    for kind in ("sqlite", "builtin"):
+        with pytest.raises(ToolturnError, match=f"domain kind '{kind}' is registered twice"):
+            registry.add_kind(kind, sqlite_source)
+    assert registry.names() == ("retail",)

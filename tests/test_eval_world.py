@@ -14,11 +14,12 @@ import pytest
 from conftest import make_cfg
 from hydra import compose, initialize_config_module
 
+from toolturn.core.domains.registry import REGISTRY
 from toolturn.core.domains.retail import SERVICE
 from toolturn.core.episode import AssistantTurn
 from toolturn.core.errors import ToolturnError
 from toolturn.core.roles.oracle_assistant import OracleAssistant
-from toolturn.core.tasks.service import ServiceTaskGenerator, builtin_service
+from toolturn.core.tasks.service import ServiceTaskGenerator
 from toolturn.evaluate.assistants import TextOnly
 from toolturn.evaluate.behaviour import behaviour
 from toolturn.evaluate.run import _assistant_factory
@@ -62,7 +63,7 @@ def test_oracle_scores_one_and_do_nothing_zero_on_every_write(tmp_path, sample_d
     suite = make_suite(tmp_path, overrides, 30, tasks_per_episode)
     try:
         templates = Counter(t.template for i in suite.items for t in i.tasks)
-        service = builtin_service(make_cfg(*overrides).domain)
+        service = REGISTRY.service(make_cfg(*overrides).domain)
         if service is not None:  # the generation's task source: service tasks, refusals among them
             assert set(templates) <= {s.name for s in service.scenarios} | {s.name + "_declined" for s in
                                                                             service.scenarios}

@@ -1,5 +1,6 @@
-"""Domain sources: built-in customer-service databases, import of any SQLite file, and τ²-bench's
-databases converted to SQLite (`tau2_db.py`, docs/tau2-domains.md).
+"""Domains: built-in customer-service databases (one folder each: retail/, airline/, telecom/), import of
+any SQLite file, and τ²-bench's databases converted to SQLite (`tau2_db.py`, docs/tau2-domains.md), all
+named in one registry (`registry.py`, the contracts in `contract.py`).
 
 `prepare_domain` materialises a domain into `<run_dir>/domains/<name>/` (db.sqlite is the pristine
 initial state, source.json what it was made from; schema.sql, tools.json and skipped.json describe it)
@@ -8,27 +9,25 @@ and returns a `Domain`. A source file is only read: nothing is written beside it
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import secrets
-import sqlite3
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write, atomic_write_json
 from toolturn.core.policy import GENERIC, Policy
-from toolturn.core.sqlenv import SIDE_FILES, SqlDomain, SqlTool, load_into_memory
-from toolturn.core.sqlschema import Schema, introspect, slugify
+from toolturn.core.sqlenv import SqlDomain, SqlTool, load_into_memory
+from toolturn.core.sqlschema import Schema, introspect
 from toolturn.core.tools.schema_tools import derive_tools
 
-from . import tau2_db
+from .registry import REGISTRY
 
 log = logging.getLogger(__name__)
 
-BUILTIN = ("retail", "airline", "telecom")
+BUILTIN = REGISTRY.names()
 GENERIC_POLICY = GENERIC.text()  # the policy of a database without one of its own (core/policy.py)
 
 
@@ -57,59 +56,27 @@ class Domain:
             self.env.tools.update({t.name: t for t in extra})
 
 
-def _builtin_module(name: str):
-    return importlib.import_module(f"toolturn.core.domains.{name}")
-
-
 def prepare_domain(cfg, run_dir: Path, seed: int) -> Domain:
-    """cfg: the `domain` config group ({kind: builtin, name}, {kind: sqlite, path, name?} or
-    {kind: tau2, source, name?, policy_files?, data_dir?})."""
-    kind = cfg.get("kind")
-    rules, actions, shown = GENERIC, [], None
-    if kind == "builtin":
-        if cfg.name not in BUILTIN:
-            raise ToolturnError(f"unknown built-in domain '{cfg.name}'; choose one of {list(BUILTIN)} "
-                                f"or domain=sqlite domain.path=FILE")
-        name, module = cfg.name, _builtin_module(cfg.name)
-        rules, actions, description = module.POLICY, module.ACTIONS, module.DESCRIPTION
-        identity = {"kind": "builtin", "name": name, "seed": seed}
-        build = lambda tmp: module.build(tmp, seed)
-    elif kind == "sqlite":
-        if not cfg.get("path"):
-            raise ToolturnError("domain=sqlite needs domain.path=FILE (a SQLite database)")
-        source = Path(cfg.path).expanduser().resolve()
-        name = cfg.get("name") or slugify(source.stem) or "sqlite"
-        description = cfg.get("description") or f"the '{source.stem}' database"
-        identity, shown = {"kind": "sqlite", **_file_identity(source)}, cfg.path
-        build = lambda tmp: _copy_database(source, tmp)
-    elif kind == "tau2":
-        files = tau2_db.locate(str(cfg.get("source") or ""), cfg.get("data_dir"), cfg.get("policy_files"))
-        name = cfg.get("name") or f"tau2_{files.source.domain}"
-        description = cfg.get("description") or tau2_db.description(files)
-        # the package's policy text, then the generic rules the policy checker enforces (core/policy.py)
-        rules = replace(GENERIC, name=name, preamble=tau2_db.policy_preamble(files))
-        identity, shown = files.identity(), str(files.db_path)
-        build = lambda tmp: tau2_db.convert(files, tmp, tmp.parent / tau2_db.REPORT)
-    else:
-        raise ToolturnError(f"unknown domain kind '{kind}' (expected builtin, sqlite or tau2)")
-
-    out = run_dir / "domains" / name
+    """cfg: the `domain` config group, resolved through the registry (core/domains/registry.py)."""
+    source = REGISTRY.resolve(cfg, seed)
+    out = run_dir / "domains" / source.name
     db_path = out / "db.sqlite"
-    built = _reuse_or_build(db_path, identity, build)
+    built = _reuse_or_build(db_path, source.identity, source.build)
     try:
-        domain = _load_domain(name, description, rules.text(), db_path, shown or db_path.name, actions)
-        domain.rules = rules
-        if kind == "builtin":
-            domain.refusal_slots = _refusal_slots(module.SERVICE, domain.env)
+        domain = _load_domain(source.name, source.description, source.rules.text(), db_path,
+                              source.shown or db_path.name, list(source.actions))
+        domain.rules = source.rules
+        if source.service is not None:
+            domain.refusal_slots = _refusal_slots(source.service, domain.env)
         return domain
     except BaseException:
         if built:  # a later run must not reuse what this failed set-up made
-            for f in (db_path, _identity_path(db_path), *(out / n for n in DESCRIPTION_FILES)):
+            for f in (db_path, _identity_path(db_path), *(out / n for n in (*DESCRIPTION_FILES, *source.extra_files))):
                 f.unlink(missing_ok=True)
         raise
 
 
-DESCRIPTION_FILES = ("schema.sql", "tools.json", "skipped.json", tau2_db.REPORT)
+DESCRIPTION_FILES = ("schema.sql", "tools.json", "skipped.json")
 
 
 def _refusal_slots(service, env: SqlDomain) -> dict[str, frozenset[str]]:
@@ -130,14 +97,6 @@ def _refusal_slots(service, env: SqlDomain) -> dict[str, frozenset[str]]:
 
 def _identity_path(db_path: Path) -> Path:
     return db_path.with_name("source.json")
-
-
-def _file_identity(path: Path) -> dict:
-    """What identifies a source file cheaply: path, size and modification time, also of its side files."""
-    if not path.is_file():
-        raise ToolturnError(f"database file not found: {path}")
-    files = [path] + [Path(f"{path}{s}") for s in SIDE_FILES if Path(f"{path}{s}").is_file()]
-    return {"path": str(path), "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
 
 
 def _reuse_or_build(db_path: Path, identity: dict, build) -> bool:
@@ -203,17 +162,3 @@ def _load_domain(name: str, description: str, policy: str, db_path: Path, shown:
     env = SqlDomain(db_path, tools, list(schema.tables), enforce_foreign_keys=fk_usable)
     return Domain(name=name, description=description, policy=policy, toolset=[t.openai_schema() for t in tools],
                   db_path=db_path, schema=schema, schema_sql=schema_sql, tools=tools, skipped=skipped, env=env)
-
-
-def _copy_database(source: Path, dest: Path) -> None:
-    """Copy through the backup API from a read-only handle: the pristine file is never modified."""
-    if not source.is_file():
-        raise ToolturnError(f"database file not found: {source}")
-    mem = load_into_memory(source)  # raises a ToolturnError for a corrupt file
-    try:
-        target = sqlite3.connect(dest)
-        mem.backup(target)
-        target.execute("PRAGMA journal_mode = DELETE")  # a WAL source's copy must not grow -wal files of its own
-        target.close()
-    finally:
-        mem.close()

@@ -224,12 +224,3 @@ def _skips_identity(scenario: Scenario) -> bool:
 
 def _skips_identity_task(task: Task) -> bool:
     return any(st.detail.get("withhold") for st in task.subtasks)
-
-
-
-def builtin_service(domain_cfg) -> Service | None:
-    """The `Service` of a built-in domain (None for a bring-your-own database)."""
-    if domain_cfg.get("kind") != "builtin":
-        return None
-    import importlib
-    return getattr(importlib.import_module(f"toolturn.core.domains.{domain_cfg.name}"), "SERVICE", None)

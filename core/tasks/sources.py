@@ -6,16 +6,17 @@ system prompt (the domain's policy text and description in the `assistant_system
 
 from __future__ import annotations
 
+from toolturn.core.domains.registry import REGISTRY
 from toolturn.core.policy import Policy
 from toolturn.core.prompts import load as load_prompt
 from toolturn.core.tasks.programmatic import TaskGenerator
-from toolturn.core.tasks.service import ServiceTaskGenerator, builtin_service
+from toolturn.core.tasks.service import ServiceTaskGenerator
 
 
 def rule_task_generator(domain, domain_cfg, weights: dict[str, float], refusal_share: float):
     """Service tasks for a built-in domain (a share `refusal_share` of them forbidden by its policy),
     schema tasks otherwise. Both have `generate(sandbox, rng, task_id, rejects, prior)`."""
-    service = builtin_service(domain_cfg)
+    service = REGISTRY.service(domain_cfg)
     if service is None:
         return TaskGenerator(domain, dict(weights))
     return ServiceTaskGenerator(domain, service, dict(weights), float(refusal_share))
@@ -23,7 +24,7 @@ def rule_task_generator(domain, domain_cfg, weights: dict[str, float], refusal_s
 
 def oracle_identification(domain_cfg) -> tuple[str, str] | None:
     """(identification tool, the user's slot for it) of a built-in domain's customers; None otherwise."""
-    service = builtin_service(domain_cfg)
+    service = REGISTRY.service(domain_cfg)
     return None if service is None else (service.identify[0], service.slot)
 
 

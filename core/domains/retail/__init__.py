@@ -1,0 +1,12 @@
+"""Built-in domain: an online retailer (customers, catalogue, orders, returns)."""
+
+from __future__ import annotations
+
+from ..contract import BuiltinDomain
+from .actions import ACTIONS
+from .data import build
+from .policy import DESCRIPTION, POLICY
+from .tasks import SERVICE
+
+DOMAIN = BuiltinDomain(name="retail", description=DESCRIPTION, policy=POLICY, actions=tuple(ACTIONS), service=SERVICE,
+                       build=build)
