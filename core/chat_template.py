@@ -9,7 +9,9 @@ Format (docs/architecture.md §8):
 - tool results go back as ``<tool_response>\\n...\\n</tool_response>`` blocks inside one user turn per run of
   consecutive tool messages;
 - ``{% generation %}`` marks everything the assistant writes, ``<|im_end|>\\n`` included, so that
-  ``return_assistant_tokens_mask`` gives an assistant-only loss mask;
+  ``return_assistant_tokens_mask`` gives an assistant-only loss mask; an assistant message with ``weight: 0``
+  (context, not a target: the OpenAI fine-tuning format's per-message weight) is rendered the same but
+  left unmarked, so it is never trained on;
 - no ``<think>`` blocks: ``reasoning_content`` is not rendered.
 
 For string contents the template is byte-for-byte TRL's ``qwen3_instruct_2507_training.jinja`` (the training
@@ -42,6 +44,29 @@ TOOL_CHAT_TEMPLATE: str = r"""{#- toolturn tool-aware chat template: Qwen3 (non-
         {%- endfor -%}
     {%- endif -%}
 {%- endmacro -%}
+{%- macro render_assistant(message, content) -%}
+        {{- content }}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+{%- endmacro -%}
 {%- if tools %}
     {{- '<|im_start|>system\n' }}
     {%- if messages[0].role == 'system' %}
@@ -64,29 +89,13 @@ TOOL_CHAT_TEMPLATE: str = r"""{#- toolturn tool-aware chat template: Qwen3 (non-
         {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
     {%- elif message.role == "assistant" %}
         {{- '<|im_start|>' + message.role + '\n' }}
-        {%- generation %}
-        {{- content }}
-        {%- if message.tool_calls %}
-            {%- for tool_call in message.tool_calls %}
-                {%- if (loop.first and content) or (not loop.first) %}
-                    {{- '\n' }}
-                {%- endif %}
-                {%- if tool_call.function %}
-                    {%- set tool_call = tool_call.function %}
-                {%- endif %}
-                {{- '<tool_call>\n{"name": "' }}
-                {{- tool_call.name }}
-                {{- '", "arguments": ' }}
-                {%- if tool_call.arguments is string %}
-                    {{- tool_call.arguments }}
-                {%- else %}
-                    {{- tool_call.arguments | tojson }}
-                {%- endif %}
-                {{- '}\n</tool_call>' }}
-            {%- endfor %}
+        {%- if message.weight is defined and message.weight == 0 %}
+            {{- render_assistant(message, content) }}
+        {%- else %}
+            {%- generation %}
+            {{- render_assistant(message, content) }}
+            {%- endgeneration %}
         {%- endif %}
-        {{- '<|im_end|>\n' }}
-        {%- endgeneration %}
     {%- elif message.role == "tool" %}
         {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
             {{- '<|im_start|>user' }}

@@ -7,6 +7,8 @@ episode with an `EpisodeError` whose reason is counted by the caller. Every mess
 standard JSON in UTF-8 (a message that is not: `unencodable_message`), and the dialogue's JSON stays
 under `max_dialogue_bytes` (`dialogue_too_large`). An assistant's reasoning (a thinking model's
 `reasoning_content`) is recorded on its message and read by nothing here: no role, judge or transcript.
+An assistant turn that is context, not a training target (a deliberate slip), is recorded with `"weight": 0`
+(the OpenAI fine-tuning format's per-message weight; absent means 1).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class AssistantTurn:
     tool_calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]
     acts: list[dict] = field(default_factory=list)
     reasoning: str | None = None  # the model's reasoning_content, when it returned one
+    context: bool = False  # deliberately wrong (a slip): recorded with weight 0, shown to a model but never its target
 
 
 @dataclass
@@ -118,6 +121,8 @@ async def run_episode(state: EpisodeState, user: User, assistant: Assistant, too
             message: dict[str, Any] = {"role": "assistant", "content": reply.content}
             if reply.reasoning and reply.reasoning.strip():
                 message["reasoning_content"] = reply.reasoning
+            if reply.context:
+                message["weight"] = 0
             if not reply.tool_calls:
                 append(message)
                 state.assistant_acts = reply.acts

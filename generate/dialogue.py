@@ -101,7 +101,8 @@ class DialogueFactory:
         self.max_messages, self.max_dialogue_bytes = int(cfg.max_messages), int(cfg.max_dialogue_bytes)
         self.tools_per_dialogue, self.prefix_source = int(cfg.tools_per_dialogue), cfg.prefix
         self.meta_base = {"pipeline": p.name, "tool_mode": cfg.tools.mode, "domain": domain.name, "seed": self.seed}
-        self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0))
+        # a slip is made to be caught: where the user gives no feedback (task-oriented) nobody would correct it
+        self.slip_rate = float(cfg.roles.assistant.get("slip_rate", 0.0)) if self.behaviour.feedback else 0.0
         self.task_oriented = self.behaviour.reveal_per_turn is None
         self.user_prompt = str(cfg.roles.user.get("prompt", "user_simulator"))
         # policy.mode and policy.refusal_share are checked with the rest of the config (generate/config.py)

@@ -19,7 +19,7 @@ def to_arrow_row(record: dict) -> dict:
     messages = []
     for m in record["messages"]:
         m = {"role": m["role"], "content": m.get("content") or "",
-             **{k: v for k, v in m.items() if k in ("tool_call_id", "name", "reasoning_content")}}
+             **{k: v for k, v in m.items() if k in ("tool_call_id", "name", "reasoning_content", "weight")}}
         messages.append(m)
     for m, src in zip(messages, record["messages"]):
         if src.get("tool_calls"):
@@ -67,7 +67,10 @@ Every tool call was executed against a real SQLite database; `toolturn-audit` re
 ## Format
 One row per dialogue: `messages` (OpenAI chat format; tool-call `arguments` are JSON strings),
 `tools` (JSON string of OpenAI function schemas) and `meta` (JSON string: tasks with gold plans,
-counts, judge verdict, roles).{reasoning} TRL's `SFTTrainer` trains on `messages` + `tools` as-is:
+counts, judge verdict, roles).{reasoning} An assistant message with `"weight": 0` is context, not a
+target (a deliberate slip that the next turns correct): shown to the model, never trained on (as in the OpenAI
+fine-tuning format; toolturn's chat template leaves it out of the assistant mask). TRL's `SFTTrainer` trains on
+`messages` + `tools` as-is:
 
 ```python
 from datasets import load_from_disk

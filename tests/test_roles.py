@@ -117,3 +117,44 @@ def test_user_oriented_without_feedback_completes_multi_round_dialogues(tmp_path
     for record in run.records():
         said = " ".join(m["content"] for m in record["messages"] if m["role"] == "user")
         assert not any(phrase.split("{")[0] in said for phrase in P.USER_NEXT + P.USER_CHAIN)
+
+
+def _starts_with_one_of(text: str, templates: tuple[str, ...]) -> bool:
+    return any(text.startswith(t.split("{")[0]) for t in templates)
+
+
+def test_slips_are_context_caught_by_what_the_customer_knows_and_corrected_first(retail):
+    factory = DialogueFactory(retail, make_cfg("domain=retail", "roles.assistant.slip_rate=1"))
+    slips = 0
+    for i in range(12):
+        messages = asyncio.run(factory.make(i)).record["messages"]
+        for k, m in enumerate(messages):
+            complaint = m["role"] == "user" and any(t.split("{")[0] in m["content"] for t in P.USER_CORRECT)
+            assert complaint == (messages[k - 1].get("weight") == 0)  # every slip caught, nothing else complained of
+            if m.get("weight") == 0:
+                slips += 1
+                assert m["role"] == "assistant" and not m.get("tool_calls")
+                # the reply answers the complaint before anything else (no re-proposal, no write first)
+                reply = next(r for r in messages[k + 2:] if r["role"] == "assistant" and r["content"])
+                assert _starts_with_one_of(reply["content"], P.ASSISTANT_FIX) and "weight" not in reply
+    assert slips >= 3
+    task_oriented = DialogueFactory(retail, make_cfg("domain=retail", "pipeline=task_oriented",
+                                                     "roles.assistant.slip_rate=1"))
+    for i in range(12):  # feedback: false, so nobody would catch a slip: none is made
+        assert not any("weight" in m for m in asyncio.run(task_oriented.make(i)).record["messages"])
+
+
+def test_the_user_checks_only_what_a_customer_knows_and_only_with_feedback():
+    from toolturn.core.tasks.types import PlanStep, ReportItem, Subtask, Task
+    report = [ReportItem("order total", None, 274.97), ReportItem("stock", None, 5)]
+    task = Task("t", "d", "easy", "x", "", [PlanStep("get_order", {})],
+                [Subtask("lookup", "order", [0], report=report)], {"order number": "ORD-1", "paid": 274.97})
+    for feedback, corrected in ((True, ["order total"]), (False, [])):
+        user = AgendaUser([task], random.Random(0), UserBehaviour((1, 1), 0.0, 0.0, feedback, True))
+        state = EpisodeState([{"role": "system", "content": "sys"}], [], start=1)
+        asyncio.run(user.respond(state))
+        # both numbers wrong: the customer knows the total (274.97), never the stock
+        state.messages.append({"role": "assistant", "content": "The order total is 300.5; the stock is 7."})
+        state.assistant_acts = [{"act": "report", "task": 0, "subtask": 0, "mode": "subtask"}]
+        turn = asyncio.run(user.respond(state))
+        assert [a["label"] for a in turn.acts if a["act"] == "correct"] == corrected

@@ -89,9 +89,9 @@ def test_mask_covers_assistant_turns_only(records, tokenizer):
             if m["role"] == "tool":
                 assert f"<tool_response>\n{m['content']}\n</tool_response>" in text
         assert sum(mask) > 0
-        n_assistant = sum(m["role"] == "assistant" for m in messages)
+        targets = [m for m in messages if m["role"] == "assistant" and m.get("weight") != 0]
         ends = [k for i, k in zip(ids, mask) if i == im_end]
-        assert sum(ends) == n_assistant  # the <|im_end|> of every assistant turn is trained on, no other one
+        assert sum(ends) == len(targets)  # the <|im_end|> of every target assistant turn is trained on, no other one
         trained = tokenizer.decode([i for i, k in zip(ids, mask) if k])
         untrained = tokenizer.decode([i for i, k in zip(ids, mask) if not k])
         assert "<tool_response>" not in trained and "<|im_start|>" not in trained and "<tools>" not in trained
@@ -100,11 +100,51 @@ def test_mask_covers_assistant_turns_only(records, tokenizer):
             if role in ("user", "tool", "system") and len(content) > 20:
                 assert content not in trained, role
                 assert content in untrained
-            if role == "assistant" and content:
+            if role == "assistant" and content and m.get("weight") != 0:
                 assert content in trained
-        # the trained text is exactly the assistant turns, each closed by <|im_end|>\n
-        expected = "".join(render([m])[len("<|im_start|>assistant\n"):] for m in messages if m["role"] == "assistant")
-        assert trained == expected
+        assert trained == trained_text(targets)
+
+
+def trained_text(targets: list[dict]) -> str:
+    """The assistant turns `targets`, each closed by <|im_end|>\\n, as the template renders them."""
+    return "".join(render([m])[len("<|im_start|>assistant\n"):] for m in targets)
+
+
+def labels(ids: list[int], mask: list[int]) -> list[int]:
+    """TRL's SFTTrainer rule for a tokenized row with `assistant_masks`: a token outside the mask is -100."""
+    return [i if k else -100 for i, k in zip(ids, mask)]
+
+
+@pytest.fixture(scope="module")
+def slips_run(tmp_path_factory) -> Path:
+    """Real user-oriented dialogues in which the oracle slips on every report a customer can check."""
+    return generate(tmp_path_factory.mktemp("gen") / "slips", "pipeline=user_oriented", "domain=retail",
+                    "num_dialogues=5", "seed=0", "roles.assistant.slip_rate=1")
+
+
+def test_a_slipped_turn_is_context_and_its_correction_a_target(slips_run, tokenizer):
+    from toolturn.train.data import load_source
+
+    records = load_source(slips_run, 0)
+    slipped = next(r for r in records if any(m.get("weight") == 0 for m in r.messages))
+    messages = normalize(slipped.messages)
+    assert problems(slipped) == []
+    ids, mask = encode(tokenizer, messages, slipped.tools)
+    trained = tokenizer.decode([i for i in labels(ids, mask) if i != -100])
+    assistant = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+    context = [k for k in assistant if messages[k].get("weight") == 0]
+    assert context and all(messages[k]["content"] for k in context)
+    for k in context:
+        assert messages[k]["content"] in tokenizer.decode(ids)  # shown to the model ...
+        assert messages[k]["content"] not in trained  # ... never its target
+        complaint = messages[k + 1]
+        assert complaint["role"] == "user"
+        correction = next(m for m in messages[k + 2:] if m["role"] == "assistant" and m["content"])
+        assert "weight" not in correction and correction["content"] in trained
+    targets = [messages[k] for k in assistant if k not in context]
+    assert trained == trained_text(targets)  # every other assistant turn, and nothing else, carries labels
+    report = prepare(DataOptions(paths=(str(slips_run),), val_fraction=0, max_length=32768), tokenizer).report
+    assert report.context_turns == sum(m.get("weight") == 0 for r in records for m in r.messages)
 
 
 def test_rendered_tool_calls_parse_back(records, tokenizer):
@@ -156,6 +196,10 @@ GOOD = [{"role": "user", "content": "where is order 1?"},
     ([GOOD[0], {"role": "assistant", "content": "", "tool_calls": [_call("get_order", args="{oops")]}],
      "tool call arguments are not a JSON object"),
     ([GOOD[0]], "no assistant turn"),
+    ([*GOOD[:3], {**GOOD[3], "weight": 0}], None),
+    ([*GOOD[:3], {**GOOD[3], "weight": 0.5}], "assistant weight is not 0 or 1"),
+    ([*GOOD[:3], {**GOOD[3], "weight": False}], "assistant weight is not 0 or 1"),
+    ([{**GOOD[0], "weight": 0}, *GOOD[1:]], "weight on a user message"),
 ])
 def test_problems(messages, reason):
     found = problems(_rec(messages))
@@ -281,6 +325,7 @@ def test_apigen_mt_converter(tokenizer):
     for r in records:
         rec = Record(r["id"], r["messages"], r["tools"], 0)
         assert problems(rec) == []
+        assert not any("weight" in m for m in rec.messages)  # every assistant turn of a converted row is a target
         ids, mask = encode(tokenizer, normalize(rec.messages), rec.tools)
         assert sum(mask) > 0 and "<tool_call>" in tokenizer.decode(ids)
 
@@ -298,6 +343,7 @@ def test_nemotron_converter():
     assert thinking["meta"]["reasoning"] == "on" and plain["meta"]["uuid"] == "0b6c1c2e-0002"
     for r in records:
         assert problems(Record(r["id"], r["messages"], r["tools"], 0)) == []
+        assert not any("weight" in m for m in r["messages"])
     kept, n = apply_reasoning(normalize(thinking["messages"]), "keep")
     assert n == 2 and "<think>\nReport the result.\n</think>\n\n250 USD" in render(kept, thinking["tools"])
 

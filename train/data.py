@@ -6,7 +6,8 @@ Order of operations (each step counted in `DataReport`):
 2. deduplicate by record id across all sources (the first occurrence wins);
 3. drop or refuse rows the template cannot render faithfully (`invalid=strict|skip`);
 4. keep or drop `reasoning_content` (`reasoning=keep|drop`, or `auto`: keep for a thinking model);
-5. tokenize with the tokenizer's chat template (ours) and its `{% generation %}` assistant mask; rows longer than
+5. tokenize with the tokenizer's chat template (ours) and its `{% generation %}` assistant mask, which leaves out
+   the assistant turns marked `"weight": 0` (context, not targets: a deliberate slip); rows longer than
    `max_length` are dropped or cut after the last assistant turn that fits (`overlong=drop|truncate`);
 6. split by dialogue: the `val_fraction` of ids with the smallest sha256(id) go to validation, so a dialogue's
    turns never straddle the split and the split does not move with the seed;
@@ -94,6 +95,7 @@ class DataReport:
     duplicates: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
     reasoning_dropped: int = 0
+    context_turns: int = 0  # assistant turns marked weight 0 in the kept rows: shown to the model, never trained on
     overlong_dropped: int = 0
     overlong_truncated: int = 0
     train_rows: int = 0
@@ -214,6 +216,10 @@ def problems(record: Record) -> list[str]:
         calls = m.get("tool_calls") or []
         if not (isinstance(content, str) or (content is None and role == "assistant" and calls)):
             out.append(f"{role} content is not a string")
+        if "weight" in m and role != "assistant":
+            out.append(f"weight on a {role} message")
+        elif "weight" in m and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
+            out.append("assistant weight is not 0 or 1")
         if role == "assistant":
             assistant_turns += 1
             pending = []
@@ -380,6 +386,7 @@ def prepare(options: DataOptions, tokenizer) -> PreparedData:
             report.invalid["no assistant tokens"] = report.invalid.get("no assistant tokens", 0) + 1
             continue
         report.overlong_truncated += e.truncated
+        report.context_turns += sum(m["role"] == "assistant" and m.get("weight") == 0 for m in e.record.messages)
         encoded.append(e)
     if not encoded:
         if report.overlong_dropped:

@@ -3,8 +3,9 @@
 The user holds an agenda: the subtasks of each task, in order. Each turn it
 - answers the assistant's questions for identifiers it withheld (or refuses to identify, when the
   task says so), and answers every proposed change with a yes, or a no when the task declines it,
-- checks every report against the facts it expects (the expected value must appear in the
-  assistant's text) and corrects the assistant when one is missing or wrong,
+- checks every report against what a customer can check (`core/roles/knowledge.py`: the values of
+  its own requests and what the assistant told it; the expected value must appear in the assistant's
+  text) and, when it gives feedback, corrects the assistant when one is missing or wrong,
 - sometimes asks for confirmation of a finished subtask before accepting it,
 - and, once nothing is outstanding, gives feedback and reveals the next one or two subtasks
   (or all of them, task-oriented), chains the next task into the same dialogue, or closes.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from toolturn.core.episode import EpisodeState, UserTurn
 from toolturn.core.judges.facts import mentions
 from toolturn.core.roles import phrasing as P
+from toolturn.core.roles.knowledge import Knowledge
 from toolturn.core.tasks.types import Task, format_value
 from toolturn.core.tasks.wording import clause
 
@@ -30,7 +32,7 @@ class UserBehaviour:
     reveal_per_turn: tuple[int, int] | None  # None: reveal the whole task at once (task-oriented)
     withhold_ids: float  # probability of withholding identifiers until asked
     confirm_prob: float  # probability of asking for confirmation of a finished subtask
-    feedback: bool  # acknowledge results before the next request
+    feedback: bool  # acknowledge results before the next request, and correct a wrong one
     close_message: bool  # say goodbye at the end (else end silently after the last answer)
     max_corrections: int = 2  # after this many corrections a subtask is given up (and the judge drops it)
 
@@ -44,6 +46,7 @@ class AgendaUser:
         self.failed: set[tuple[int, int]] = set()
         self.corrections: dict[tuple[int, int], int] = {}
         self.started = False
+        self.knowledge = Knowledge(tasks)
 
     def completed(self, task_index: int) -> bool:
         return all((task_index, si) in self.done for si in range(len(self.tasks[task_index].subtasks)))
@@ -91,7 +94,11 @@ class AgendaUser:
 
     def _review(self, key: tuple[int, int], text: str, parts: list[str], acts: list[dict]) -> None:
         st = self.tasks[key[0]].subtasks[key[1]]
-        wrong = next((r for r in st.report if not mentions(text, r.expected)), None)
+        checked = [r for r in st.report if self.knowledge.knows(r.expected)] if self.b.feedback else []
+        wrong = next((r for r in checked if not mentions(text, r.expected)), None)
+        for r in st.report:
+            if mentions(text, r.expected):
+                self.knowledge.hear(r.expected)
         if wrong is not None:
             self.corrections[key] = self.corrections.get(key, 0) + 1
             if self.corrections[key] > self.b.max_corrections:

@@ -7,7 +7,9 @@ states the exact change and asks for confirmation, as the last thing its message
 only after the user's yes; a declined change is left undone. A request the policy forbids is refused with the
 policy's reason. It reads the real tool results back and reports the values in text. With
 `slip_rate` it misreports a number now and then, so the data also shows a user catching and the
-assistant correcting a mistake.
+assistant correcting a mistake: only a number the customer can check (`core/roles/knowledge.py`), in a
+turn marked as context (`AssistantTurn.context`, recorded with weight 0), so that a model trained on the
+data learns the correction, never the slip; a correction is answered before anything else.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from toolturn.core.episode import AssistantTurn, EpisodeState
 from toolturn.core.judges.facts import mentions
 from toolturn.core.policy import GENERIC, Policy
 from toolturn.core.roles import phrasing as P
+from toolturn.core.roles.knowledge import Knowledge
 from toolturn.core.tasks.types import Task, format_value, lookup, resolve_args
 
 
@@ -52,8 +55,11 @@ class OracleAssistant:
         self.seen_turn = -1
         self.lines: list[str] = []
         self.acts: list[dict] = []
+        self.slipped = False  # this turn misreports a number on purpose
+        self.knowledge = Knowledge(tasks)  # what the customer can check (they know what we told them)
 
     def _absorb_user(self, acts: list[dict]) -> None:
+        fixes = []  # the user's corrections come first: no re-proposal or write before the wrong number is put right
         for act in acts:
             kind = act["act"]
             if kind == "request":
@@ -70,11 +76,15 @@ class OracleAssistant:
                 self.withheld = True
             elif kind in ("confirm", "correct"):
                 self.rerun.pop((act["task"], act["subtask"]), None)
-                self.queue.append(("confirm" if kind == "confirm" else "fix", act["task"], act["subtask"]))
+                if kind == "confirm":
+                    self.queue.append(("confirm", act["task"], act["subtask"]))
+                else:
+                    fixes.append(("fix", act["task"], act["subtask"]))
+        self.queue.extendleft(reversed(fixes))
 
     async def respond(self, state: EpisodeState) -> AssistantTurn:
         if state.user_turns != self.seen_turn:
-            self.seen_turn, self.lines, self.acts = state.user_turns, [], []
+            self.seen_turn, self.lines, self.acts, self.slipped = state.user_turns, [], [], False
             self._absorb_user(state.user_acts)
         if self.pending is not None:
             ti, k, is_rerun = self.pending
@@ -124,7 +134,7 @@ class OracleAssistant:
         return self._final()
 
     def _final(self) -> AssistantTurn:
-        return AssistantTurn(" ".join(self.lines), [], list(self.acts))
+        return AssistantTurn(" ".join(self.lines), [], list(self.acts), context=self.slipped)
 
     def _ask(self, ti: int, slot: str) -> AssistantTurn:
         self.acts.append({"act": "ask", "task": ti, "slot": slot})
@@ -153,20 +163,27 @@ class OracleAssistant:
             ids = ", ".join(f"{s} {format_value(self.provided[ti].get(s))}" for s in st.id_slots) or st.entity
             return P.pick(self.rng, P.ASSISTANT_ERROR, e=results[last]["error"], k=ids)
         items = [(r.label, r.expected if r.path is None else lookup(results, r.path)) for r in st.report]
-        if mode == "subtask" and items and self.rng.random() < self.slip_rate:
-            items = self._slip(items)
-        f = P.facts_sentence(items)
+        told = items
+        checkable = [i for i, (_, v) in enumerate(items) if _is_number(v) and self.knowledge.knows(v)]
+        if mode == "subtask" and checkable and self.rng.random() < self.slip_rate:
+            told = self._slip(items, checkable)
+        for (_, right), (_, said) in zip(items, told):
+            if said == right:
+                self.knowledge.hear(right)
+        f = P.facts_sentence(told)
         templates = {"subtask": P.ASSISTANT_REPORT, "confirm": P.ASSISTANT_CONFIRM, "fix": P.ASSISTANT_FIX}[mode]
         return P.pick(self.rng, templates, f=f, F=P.capitalize(f))
 
-    def _slip(self, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        """Misread one number (the user's review catches it)."""
-        numeric = [i for i, (_, v) in enumerate(items) if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if not numeric:
-            return items
-        i = self.rng.choice(numeric)
+    def _slip(self, items: list[tuple[str, Any]], checkable: list[int]) -> list[tuple[str, Any]]:
+        """Misread one number the customer can check (their review catches it); the turn becomes context."""
+        i = self.rng.choice(checkable)
         label, value = items[i]
         wrong = value + self.rng.randint(1, 9) if isinstance(value, int) else round(value * 1.5 + 1, 2)
         if mentions(format_value(wrong), value):
             return items
+        self.slipped = True
         return items[:i] + [(label, wrong)] + items[i + 1:]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
