@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write_json
 from toolturn.core.lineage import dataset_manifest, hf_dataset_manifest, model_identity
+from toolturn.core.snapshot import code_version  # noqa: F401 - report.py reads it from here too
 from toolturn.experiment.plan import Stage
 
 
@@ -75,7 +75,9 @@ class StageCache:
         blob = json.dumps({"command": stage.command(), "inputs": inputs}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def decide(self, stage: Stage, fingerprint: str) -> Decision:
+    def decide(self, stage: Stage, fingerprint: str, force: bool = False) -> Decision:
+        if force:
+            return Decision(True, "rerun= asks for it: starting afresh", fresh=True)
         done = self.record(stage)
         if done is not None and done["fingerprint"] == fingerprint:
             try:
@@ -105,19 +107,6 @@ class StageCache:
                                               "commit": code_version()})
         self._path(stage, ".started").unlink(missing_ok=True)
         return digest
-
-
-def code_version() -> str:
-    """The git commit of this checkout (with a mark when it has uncommitted changes), or "unknown"."""
-    here = Path(__file__).parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (sha + ("+uncommitted" if dirty else "")) if sha else "unknown"
 
 
 def _now() -> str:

@@ -14,6 +14,7 @@ hours of training.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import logging
 import os
@@ -35,7 +36,7 @@ from toolturn.core.cli import one_line, precheck
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write, exclusive_lock
 from toolturn.core.servers import child_setup
-from toolturn.experiment import report
+from toolturn.experiment import report, slurm
 from toolturn.experiment.cache import StageCache
 from toolturn.experiment.plan import ENTRY_POINTS, STAGE_KINDS, Stage, build
 from toolturn.experiment.spec import Experiment, parse
@@ -43,7 +44,10 @@ from toolturn.experiment.spec import Experiment, parse
 CONFIG_NAME = {"toolturn-generate": "generate", "toolturn-train": "train", "toolturn-eval": "evaluate"}
 CHECKS = {"dry_run": BOOL, "stage": Check(f"all or one of {', '.join(STAGE_KINDS)}",
                                           lambda v: v == "all" or v in STAGE_KINDS),
-          "heartbeat_s": Check("a positive number of seconds", lambda v: isinstance(v, (int, float)) and v > 0)}
+          "heartbeat_s": Check("a positive number of seconds", lambda v: isinstance(v, (int, float)) and v > 0),
+          "launcher": Check("local or slurm", lambda v: v in ("local", "slurm")),
+          "rerun": Check("a list of stage names or kinds", lambda v: isinstance(v, list)
+                         and all(isinstance(x, str) for x in v))}
 TERM_GRACE_S = 30  # a stage gets this long to stop cleanly (servers, checkpoints) before SIGKILL
 
 
@@ -53,7 +57,21 @@ def plan(cfg: DictConfig) -> tuple[Experiment, list[Stage]]:
     exp = parse(OmegaConf.to_container(cfg.experiment, resolve=True))
     stages = build(exp, Path(cfg.out_dir), OmegaConf.to_container(cfg.logger, resolve=True))
     check_stage_configs(stages)
+    _check_rerun(list(cfg.rerun), stages)
     return exp, stages
+
+
+def _check_rerun(rerun: list[str], stages: list[Stage]) -> None:
+    known = [s.name for s in stages] + [k for k in STAGE_KINDS if any(s.group == k for s in stages)]
+    for name in rerun:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f"; this experiment has: {', '.join(known)}"
+            raise ToolturnError(f"rerun: no stage or kind of stage named {name!r}{hint}")
+
+
+def forced(stage: Stage, rerun) -> bool:
+    return stage.name in rerun or stage.group in rerun
 
 
 @contextlib.contextmanager
@@ -92,7 +110,7 @@ def _fmt_s(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-def print_plan(exp: Experiment, stages: list[Stage], out: Path) -> None:
+def print_plan(exp: Experiment, stages: list[Stage], out: Path, rerun: list[str]) -> None:
     print(f"experiment {exp.name}: {exp.title}")
     print(f"out_dir: {out}")
     print(f"datasets: {', '.join(exp.datasets) or '-'}; models: " + ", ".join(
@@ -102,21 +120,23 @@ def print_plan(exp: Experiment, stages: list[Stage], out: Path) -> None:
     cache, by_name, runs = StageCache(out), {s.name: s for s in stages}, set()
     for i, s in enumerate(stages, 1):
         after = f"  after {', '.join(s.needs)}" if s.needs and s.kind != "report" else ""
-        status = _cache_status(s, cache, by_name, runs)
+        status = _cache_status(s, cache, by_name, runs, forced(s, rerun))
         if status.startswith("would run"):
             runs.add(s.name)
         print(f"[{i}/{len(stages)}] {s.name}  [{s.resources.line()}]{after}\n    {status}\n    {s.command()}")
 
 
-def _cache_status(stage: Stage, cache: StageCache, by_name: dict[str, Stage], runs: set[str]) -> str:
+def _cache_status(stage: Stage, cache: StageCache, by_name: dict[str, Stage], runs: set[str], force: bool) -> str:
     """What a real run would do with `stage` now (skip it as cached, or run it) and why; `runs` holds the
     stages before it that would run, whose new outputs its own fingerprint is made of."""
     rerun = [name for name in stage.needs if name in runs]
+    if force:
+        return "would run (rerun= asks for it: starting afresh)"
     if rerun:
         names = ", ".join(rerun) if len(rerun) <= 2 else f"{rerun[0]} and {len(rerun) - 1} more stages"
         return f"would run (after {names}, unless they make the same output again)"
     try:
-        decision = cache.decide(stage, cache.fingerprint(stage, by_name))
+        decision = cache.decide(stage, cache.fingerprint(stage, by_name), force)
     except ToolturnError:  # an upstream stage has never finished
         return "would run (after the stages it needs)"
     return f"would run ({decision.why})" if decision.run else f"cached, would skip: {decision.why}"
@@ -171,7 +191,7 @@ def run_stage(stage: Stage, log: Path, heartbeat_s: float) -> None:
         out.write(f"\n$ {stage.command()}\n".encode())
         out.flush()
         proc = subprocess.Popen(stage.argv(sys.executable), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=child_setup(os.getpid()))
+                                start_new_session=True, preexec_fn=_stage_child_setup(os.getpid()))
         try:
             code = proc.wait()
         except (KeyboardInterrupt, _Terminated):
@@ -179,6 +199,18 @@ def run_stage(stage: Stage, log: Path, heartbeat_s: float) -> None:
             raise
     if code != 0:
         raise ToolturnError(f"stage {stage.name} failed (exit {code}): {_error_line(log)}; log: {log}")
+
+
+def _stage_child_setup(parent_pid: int):
+    """The stage dies with us, and ignores SIGUSR2, which Slurm sends every process of a job before its time limit
+    (experiment/slurm.py): we stop the stage then, with SIGTERM and its grace, so that it ends cleanly."""
+    die_with_parent = child_setup(parent_pid)
+
+    def setup() -> None:
+        die_with_parent()
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    return setup
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -207,7 +239,7 @@ def execute(cfg: DictConfig, exp: Experiment, stages: list[Stage], out: Path) ->
     for i, stage in enumerate(chosen, 1):
         tag = f"[{i}/{len(chosen)}] {stage.name}"
         fingerprint = cache.fingerprint(stage, by_name)
-        decision = cache.decide(stage, fingerprint)
+        decision = cache.decide(stage, fingerprint, forced(stage, cfg.rerun))
         if not decision.run:
             print(f"{tag}: skipped, {decision.why}", flush=True)
             continue
@@ -233,12 +265,15 @@ def run(cfg: DictConfig) -> Path | None:
     exp, stages = plan(cfg)
     out = Path(cfg.out_dir).resolve()
     if cfg.dry_run:
-        print_plan(exp, stages, out)
+        print_plan(exp, stages, out, list(cfg.rerun))
         return None
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / ".lock", f"experiment dir {out}"):
         atomic_write(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         atomic_write(out / "plan.txt", "\n".join(f"{s.name}\t{s.command()}" for s in stages) + "\n")
+        if cfg.launcher == "slurm":
+            slurm.submit(cfg, exp, stages, out)
+            return None
         print(f"experiment {exp.name}: {len(stages)} stages -> {out} (logs in {out / 'logs'})", flush=True)
         path = execute(cfg, exp, stages, out)
     if path.exists():

@@ -56,6 +56,8 @@ def test_every_experiment_composes_and_dry_runs(name, tmp_path, capsys):
     ("+experiment.evaluations.retail.n=0", "stage evaluate:retail:base: n must be a positive integer"),
     ("stage=trian", "stage must be all or one of generate, audit, train, evaluate, report"),
     ("+experiment.datasets.user_oriented.source=apigen", "experiment.datasets.user_oriented.source is 'apigen'"),
+    ("rerun=[evaluate:retail:tunde]", "rerun: no stage or kind of stage named 'evaluate:retail:tunde' (did you mean "
+     "evaluate:retail:tuned?)"),
 ])
 def test_bad_experiments_are_one_line_errors_before_anything_runs(override, message, tmp_path):
     proc = subprocess.run([*RUN, "experiment=demo", "logger=none", f"out_dir={tmp_path / 'x'}", override],
@@ -145,6 +147,12 @@ def test_unchanged_stages_are_skipped_and_a_change_reruns_exactly_downstream(exp
     alone = statuses(tiny(out, server.base_url, "experiment.datasets.to.num_dialogues=5",
                           "experiment.common.train.max_steps=3", "stage=evaluate").stdout)
     assert alone == {"evaluate:retail:oracle": "skipped", "evaluate:retail:tuned": "skipped"}
+
+    # one stage forced (after a code change): it alone is made again; its metrics are the same, so is the report
+    forced = tiny(out, server.base_url, "experiment.datasets.to.num_dialogues=5", "experiment.common.train.max_steps=3",
+                  "rerun=[evaluate:retail:oracle]").stdout
+    assert {s for s, v in statuses(forced).items() if v == "ran"} == {"evaluate:retail:oracle"}, forced
+    assert "rerun= asks for it" in forced
 
 
 @pytest.mark.slow
