@@ -5,9 +5,11 @@ concurrent requests, while a lean client on raw asyncio streams reaches 0.97
 (`docs/architecture.md` §7). So the transport here is HTTP/1.1 over `asyncio.open_connection`, with
 a keep-alive pool, orjson bodies and plain dicts.
 
-- `LLMClient.chat(...) -> ChatResult`: one completion, with a concurrency cap, a per-attempt
-  timeout, retries with backoff (honouring a bounded Retry-After), a byte cap on the reply, and token
-  accounting.
+- `LLMClient.chat(...) -> ChatResult`: one completion, with a per-attempt timeout, retries with
+  backoff (honouring a bounded Retry-After), a byte cap on the reply, and token accounting. Requests go
+  to the least-loaded healthy replica of the endpoint under an adaptive in-flight limit
+  (`core/replicas.py`, `core/adaptive_limit.py`); with a `ResponseCache` (`core/llm_cache.py`) a request
+  already answered is not sent again.
 - `parse_text_tool_calls(text)`: Qwen3-style `<tool_call>` blocks in raw text -> tool calls.
 - `chat_json(client, messages, required=...)`: a JSON-object reply, checked and repaired once.
 - `LLMError`: a request that failed for good; `reason` says why, `fatal` whether the endpoint (and so
@@ -21,19 +23,23 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import math
 import random
 import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
+from toolturn.core.adaptive_limit import AdaptiveLimit
 from toolturn.core.errors import ToolturnError
+from toolturn.core.llm_cache import CacheScope, ResponseCache
+from toolturn.core.replicas import MAX_PROBE_S, Replica, ReplicaPool
+
+log = logging.getLogger("toolturn.llm")
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Endpoint:
     base_url: str  # e.g. http://127.0.0.1:8000/v1
     model: str
     api_key: str | None = None
-    max_concurrency: int = 64
+    max_concurrency: int = 64  # in flight, all replicas together; the adaptive limit's ceiling
     timeout_s: float = 120.0  # per attempt, connecting included
     max_retries: int = 4
     backoff_s: float = 0.5
@@ -49,6 +55,15 @@ class Endpoint:
     max_reply_bytes: int = 1 << 20  # one response body; reading stops there (reply_too_large)
     max_content_chars: int = 1 << 17  # the content or one tool call's arguments of a reply
     name: str = ""  # the config name (llm.endpoints.<name>), for messages
+    replicas: tuple[str, ...] = ()  # base URLs of replicas serving the same model; when set, base_url is the first
+    replica_max_concurrency: int | None = None  # in flight per replica (None: max_concurrency)
+    probe_s: float = 1.0  # first wait before probing a replica that was taken out (doubles, up to 30 s)
+    adaptive: bool = True  # lower the in-flight limit on 429s and timeouts, raise it back while answers come
+    min_concurrency: int = 1  # the adaptive limit's floor
+    latency_tolerance: float | None = None  # also lower it when latency per token passes this x the best seen
+
+    def urls(self) -> list[str]:
+        return list(self.replicas) or [self.base_url]
 
 
 @dataclass
@@ -289,32 +304,36 @@ def _retry_after_s(value: str) -> float | None:
 # ---------------------------------------------------------------------------------- client
 
 class LLMClient:
-    """Async chat-completions client for one endpoint; see the module docstring.
+    """Async chat-completions client for one endpoint (one or more replicas); see the module docstring.
 
     `sleep` waits between attempts (tests pass one that records the delay and returns at once);
-    `rng` draws the backoff jitter (default: a private Random, so retries leave the global one alone).
+    `rng` draws the backoff jitter (default: a private Random, so retries leave the global one alone);
+    `cache`, if given, answers requests already answered (`core/llm_cache.py`).
     """
 
     def __init__(self, endpoint: Endpoint, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, cache: ResponseCache | None = None):
         self.endpoint = endpoint
-        url = urlsplit(endpoint.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"base_url must be http(s)://host[:port]/path, got {endpoint.base_url!r}")
-        self._url = endpoint.base_url.rstrip("/")
-        self._host = url.hostname
-        self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._ssl = ssl.create_default_context() if url.scheme == "https" else None
+        urls = endpoint.urls()
+        cap = min(endpoint.replica_max_concurrency or endpoint.max_concurrency, endpoint.max_concurrency)
+        self.replicas = [Replica.parse(url, cap, i) for i, url in enumerate(urls)]
+        self._url = self.replicas[0].base_url if len(urls) == 1 else f"[{', '.join(r.base_url for r in self.replicas)}]"
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
-        host += f":{url.port}" if url.port else ""
         auth = f"Authorization: Bearer {endpoint.api_key}\r\n" if endpoint.api_key else ""
-        self._head = (f"POST {url.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-                      f"{auth}Content-Type: application/json\r\nAccept: application/json\r\n"
-                      "Content-Length: ").encode()
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._sem = asyncio.Semaphore(endpoint.max_concurrency)
+        self._heads = [(f"POST {r.path}/chat/completions HTTP/1.1\r\nHost: {r.host_header}\r\n"
+                        f"{auth}Content-Type: application/json\r\nAccept: application/json\r\n"
+                        "Content-Length: ").encode() for r in self.replicas]
+        self._auth = auth
+        self.limit = AdaptiveLimit(endpoint.max_concurrency, minimum=min(endpoint.min_concurrency,
+                                                                         endpoint.max_concurrency),
+                                   adaptive=endpoint.adaptive, latency_tolerance=endpoint.latency_tolerance,
+                                   name=endpoint.name)
+        self.pool = ReplicaPool(self.replicas, self.limit, endpoint.probe_s)
+        self.pool.on_eject = self._start_probe
+        self._probes: set[asyncio.Task] = set()
+        self.cache = cache
+        self._scope = CacheScope("")  # for calls that name no scope
         self._closed = False
         self.calls = self.retries = self.failures = 0
         self.prompt_tokens = self.completion_tokens = 0
@@ -326,16 +345,31 @@ class LLMClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close idle connections; busy ones close when their request ends. Further calls fail."""
+        """Close idle connections and stop probes; busy connections close when their request ends. Further
+        calls fail."""
         self._closed = True
-        idle, self._idle = self._idle, []
+        for task in self._probes:
+            task.cancel()
+        idle = [pair for r in self.replicas for pair in r.idle]
+        for r in self.replicas:
+            r.idle.clear()
         for _, writer in idle:
             writer.close()
-        await asyncio.gather(*(w.wait_closed() for _, w in idle), return_exceptions=True)
+        await asyncio.gather(*self._probes, *(w.wait_closed() for _, w in idle), return_exceptions=True)
+        self._probes.clear()
+
+    def stats(self) -> dict:
+        """Counters for stats.json: requests, tokens, the concurrency limit, each replica, the cache."""
+        return {"calls": self.calls, "retries": self.retries, "failures": self.failures,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "concurrency": self.limit.stats(), "replicas": self.pool.stats(),
+                **({"cache": self.cache.stats()} if self.cache is not None else {})}
 
     async def chat(self, messages: list[dict], tools: list[dict] | None = None,
                    sampling: Sampling | None = None, tool_choice: Any = None,
-                   response_format: dict | None = None) -> ChatResult:
+                   response_format: dict | None = None, cache_scope: CacheScope | None = None) -> ChatResult:
+        """One completion. `cache_scope`: the sequence of calls this one belongs to (a dialogue), which
+        numbers identical requests for the cache."""
         if self._closed:
             raise LLMError("closed", self._message("the client is closed"))
         s = sampling or Sampling()
@@ -348,15 +382,25 @@ class LLMClient:
                 payload[key] = value
         body = orjson.dumps(payload)
         self.calls += 1
+        key = None
+        if self.cache is not None:
+            key = self.cache.key((cache_scope or self._scope).tag(body))
+            hit = self.cache.get(key)
+            if hit is not None:
+                return ChatResult(**hit, latency_s=0.0)
         try:
-            async with self._sem:
-                t0 = time.perf_counter()
-                result = await self._request(body)
-                result.latency_s = time.perf_counter() - t0
-            return result
+            t0 = time.perf_counter()
+            result = await self._request(body)
+            result.latency_s = time.perf_counter() - t0
         except LLMError:
             self.failures += 1
             raise
+        if key is not None:
+            self.cache.put(key, {"content": result.content, "tool_calls": result.tool_calls,
+                                 "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+                                 "completion_tokens": result.completion_tokens,
+                                 "reasoning_content": result.reasoning_content})
+        return result
 
     def _message(self, detail: str) -> str:
         name = f"'{self.endpoint.name}' " if self.endpoint.name else ""
@@ -364,24 +408,38 @@ class LLMClient:
 
     async def _request(self, body: bytes) -> ChatResult:
         """Post until a usable completion, retrying what may pass (timeouts, resets, 408/429/5xx,
-        malformed replies) up to `max_retries` times; raise LLMError for the rest."""
+        malformed replies) up to `max_retries` times; raise LLMError for the rest.
+
+        Attempts that cost no retry: one that failed on a replica while another is healthy (the request
+        moves there at once; at most once per replica), and a 429 while the adaptive limit can still come down (the lower
+        limit is the remedy, so no dialogue is lost to rate limiting while it can adapt)."""
         ep = self.endpoint
-        for attempt in range(ep.max_retries + 1):
+        attempt = free = 0
+        while True:
             retry_after = None
+            slot = await self.pool.acquire()
+            replica, head = slot.replica, self._heads[slot.replica.index]
+            t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(ep.timeout_s):
-                    status, headers, data = await self._post(body)
+                    status, headers, data = await self._post(replica, head, body)
                 if 200 <= status < 300:
                     if data is None:
                         raise LLMError("reply_too_large", self._message(
                             f"reply body over max_reply_bytes={ep.max_reply_bytes}"), fatal=False)
-                    return self._result(data)
+                    result = self._result(data)
+                    self.pool.succeeded(slot, time.perf_counter() - t0, result.completion_tokens)
+                    return result
             except TimeoutError:  # before OSError: TimeoutError is one
                 reason, detail = "timeout", f"no response within {ep.timeout_s:g} s"
+                self.pool.congested(slot, "timeout")
+                moved = self.pool.failed(slot)
             except (OSError, EOFError) as e:  # EOFError: the server closed mid-response
                 reason, detail = "connection", f"{type(e).__name__}: {e}"
+                moved = self.pool.failed(slot)
             except (_BadResponse, ValueError, asyncio.LimitOverrunError) as e:
                 reason, detail = "bad_response", f"malformed response: {e}"
+                moved = self.pool.failed(slot)
             else:
                 reason, detail = f"http_{status}", f"HTTP {status}{_HINTS.get(status, '')}: {_snippet(data)}"
                 if status >= 500 and data is not None and any(m.encode() in data for m in MODEL_OUTPUT_ERRORS):
@@ -390,13 +448,28 @@ class LLMClient:
                     blames_request = 400 <= status < 500 and status not in _ENDPOINT_STATUS
                     raise LLMError(reason, self._message(detail), fatal=not blames_request)
                 retry_after = headers.get("retry-after")
+                if status == 429:
+                    self.pool.congested(slot, "rate limited")
+                    moved = False
+                else:
+                    moved = self.pool.failed(slot)
+            finally:
+                self.pool.release(slot)
+            if moved and free < len(self.replicas):
+                free += 1
+                self.retries += 1
+                continue  # at once, to a healthy replica
+            if reason == "http_429" and self.limit.above_minimum():
+                self.retries += 1
+                await self._sleep(self._delay(0, retry_after))
+                continue
             if attempt == ep.max_retries:
                 raise LLMError(reason, self._message(f"{detail} (gave up after {attempt + 1} attempts)"))
             if self._closed:
                 raise LLMError("closed", self._message(f"client closed while retrying ({detail})"))
             self.retries += 1
             await self._sleep(self._delay(attempt, retry_after))
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         """The server's Retry-After if readable, else exponential backoff with full jitter; capped."""
@@ -405,28 +478,68 @@ class LLMClient:
             wait = self.endpoint.backoff_s * 2.0 ** min(attempt, 32) * self._rng.random()
         return min(wait, self.endpoint.max_wait_s)
 
-    async def _post(self, body: bytes) -> tuple[int, dict, bytes | None]:
-        reader, writer = await self._connection()
+    async def _post(self, replica: Replica, head: bytes, body: bytes) -> tuple[int, dict, bytes | None]:
+        reader, writer = await self._connection(replica)
         try:
-            writer.write(self._head + b"%d\r\n\r\n" % len(body) + body)
+            writer.write(head + b"%d\r\n\r\n" % len(body) + body)
             await writer.drain()
             status, headers, data, reusable = await _read_response(reader, self.endpoint.max_reply_bytes)
         except BaseException:  # includes the timeout's cancellation: the stream is now unusable
             writer.close()
             raise
         if reusable and not self._closed:
-            self._idle.append((reader, writer))
+            replica.idle.append((reader, writer))
         else:
             writer.close()
         return status, headers, data
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        while self._idle:
-            reader, writer = self._idle.pop()
+    @staticmethod
+    async def _connection(replica: Replica) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while replica.idle:
+            reader, writer = replica.idle.pop()
             if not reader.at_eof() and not writer.is_closing():  # else the server closed it idle
                 return reader, writer
             writer.close()
-        return await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
+        return await asyncio.open_connection(replica.host, replica.port, ssl=replica.ssl)
+
+    # ---- probing a replica that was taken out
+
+    def _start_probe(self, replica: Replica) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._probe(replica))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, replica: Replica) -> None:
+        """GET <base_url>/models after `probe_s`, doubling while it fails; readmit the replica when it answers.
+        Real time, not `sleep`: a probe is the replica's, never a request's, wait."""
+        while not replica.healthy and not self._closed:
+            await asyncio.sleep(replica.probe_delay)
+            if replica.healthy:
+                return
+            if await self._alive(replica):
+                log.info("LLM endpoint %s: replica %s is back", self.endpoint.name, replica.base_url)
+                self.pool.readmit(replica)
+                return
+            replica.probe_delay = min(2 * replica.probe_delay, MAX_PROBE_S)
+
+    async def _alive(self, replica: Replica) -> bool:
+        head = (f"GET {replica.path}/models HTTP/1.1\r\nHost: {replica.host_header}\r\n{self._auth}"
+                "Connection: close\r\n\r\n").encode()
+        writer = None
+        try:
+            async with asyncio.timeout(min(self.endpoint.timeout_s, 10.0)):
+                reader, writer = await asyncio.open_connection(replica.host, replica.port, ssl=replica.ssl)
+                writer.write(head)
+                await writer.drain()
+                status, _, _, _ = await _read_response(reader, 1 << 20)
+            return 200 <= status < 300
+        except (OSError, EOFError, _BadResponse, ValueError, asyncio.LimitOverrunError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
 
     def _result(self, data: bytes) -> ChatResult:
         """The completion in `data`; _BadResponse if it is not one, LLMError if a field is over the cap."""
@@ -545,7 +658,8 @@ def _check_json(result: ChatResult, required: dict[str, type]) -> tuple[dict | N
 
 
 async def chat_json(client: LLMClient, messages: list[dict], *, required: dict[str, type],
-                    sampling: Sampling | None = None, usage: dict | None = None) -> tuple[dict | None, str]:
+                    sampling: Sampling | None = None, usage: dict | None = None,
+                    cache_scope: CacheScope | None = None) -> tuple[dict | None, str]:
     """Ask for a JSON object with `required` keys and types; repair a bad reply once.
 
     Returns (obj, "ok"), (obj, "repaired"), or (None, reason) with the reason of the last reply:
@@ -553,7 +667,7 @@ async def chat_json(client: LLMClient, messages: list[dict], *, required: dict[s
     `usage`, if given, accumulates calls and tokens of both requests (per-dialogue accounting).
     """
     async def request(msgs: list[dict]) -> ChatResult:
-        result = await client.chat(msgs, sampling=sampling)
+        result = await client.chat(msgs, sampling=sampling, cache_scope=cache_scope)
         if usage is not None:
             usage["calls"] = usage.get("calls", 0) + 1
             usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + result.prompt_tokens

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from toolturn.core.episode import EpisodeError
 from toolturn.core.llm import ChatResult, LLMClient, Sampling, chat_json
+from toolturn.core.llm_cache import CacheScope
 
 
 @dataclass
@@ -16,6 +17,7 @@ class Meter:
     completion_tokens: int = 0
     calls: int = 0
     events: Counter = field(default_factory=Counter)  # repairs, retries, guard interventions, ...
+    cache_scope: CacheScope | None = None  # numbers the dialogue's requests for the response cache
 
 
 class RoleModel:
@@ -30,13 +32,15 @@ class RoleModel:
         self.meter.completion_tokens += result.completion_tokens
 
     async def chat(self, messages: list[dict], tools: list[dict] | None = None) -> ChatResult:
-        result = await self.client.chat(messages, tools=tools, sampling=self.sampling)
+        result = await self.client.chat(messages, tools=tools, sampling=self.sampling,
+                                        cache_scope=self.meter.cache_scope)
         self._count(result)
         return result
 
     async def json(self, messages: list[dict], required: dict[str, type]) -> dict:
         usage: dict = {}
-        obj, status = await chat_json(self.client, messages, required=required, sampling=self.sampling, usage=usage)
+        obj, status = await chat_json(self.client, messages, required=required, sampling=self.sampling, usage=usage,
+                                      cache_scope=self.meter.cache_scope)
         self.meter.calls += usage.get("calls", 0)
         self.meter.prompt_tokens += usage.get("prompt_tokens", 0)
         self.meter.completion_tokens += usage.get("completion_tokens", 0)

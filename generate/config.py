@@ -25,7 +25,7 @@ from toolturn.core.checks import (
     plain_config,
     require_set,
 )
-from toolturn.core.endpoints import OPTIONAL_KNOBS, required_keys
+from toolturn.core.endpoints import CACHE_KNOBS, OPTIONAL_KNOBS, required_keys
 from toolturn.core.errors import ToolturnError
 from toolturn.core.policy import read_policy_file
 
@@ -42,7 +42,8 @@ IDENTITY_FILES = ("policy.file", "prefix")  # a file whose content, not only its
 # endpoint (a new server job on another node) or change these. A timeout or failed retries stop the run;
 # they never drop a dialogue, so they cannot change which are kept.
 SAFE_ENDPOINT_KEYS = ("base_url", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "backoff_s",
-                      "max_wait_s")
+                      "max_wait_s", "replica_max_concurrency", "probe_s", "adaptive", "min_concurrency",
+                      "latency_tolerance", *CACHE_KNOBS)  # a cached answer is the one the dialogue got before
 ROLES = ("task_generator", "user", "assistant", "judge")
 # Keys the code reads that a config file may leave out, so that `+key=value` may add them (core/cli.precheck);
 # any other added key is an error: nothing would read it. `*` matches one level.
@@ -52,7 +53,8 @@ ADDABLE_KEYS = (
     "tools.llm_sql_tools", "tools.simulator.*", "policy.file",
     *(f"roles.*.{k}" for k in ("kind", "endpoint", "slip_rate", "prompt", "temperature", "top_p", "max_tokens")),
     "llm.endpoints.*",  # a whole new endpoint: {server, base_url, model, ...}
-    *(f"llm.endpoints.*.{k}" for k in ("base_url", "api_key_env", "lora", "extra_args", *OPTIONAL_KNOBS)),
+    *(f"llm.endpoints.*.{k}" for k in ("base_url", "api_key_env", "lora", "extra_args", *OPTIONAL_KNOBS,
+                                       *CACHE_KNOBS)),
     "logger.mode", "logger.project", "logger.entity", "logger.group",
 )
 

@@ -23,6 +23,7 @@ from toolturn.core.judges.execution import Judgment, judge, task_problem
 from toolturn.core.judges.rubric import llm_judge
 from toolturn.core.judges.structural import check_structure, rubric_tools
 from toolturn.core.llm import LLMError
+from toolturn.core.llm_cache import CacheScope
 from toolturn.core.policy import policy_for
 from toolturn.core.policy_check import check_policy
 from toolturn.core.role_model import Meter, RoleModel
@@ -180,7 +181,8 @@ class DialogueFactory:
 
     async def _make(self, index: int) -> Outcome:
         t0 = time.perf_counter()
-        rng, meter, rejections = random.Random(f"{self.seed}:{self.domain.name}:{index}"), Meter(), {}
+        rng, rejections = random.Random(f"{self.seed}:{self.domain.name}:{index}"), {}
+        meter = Meter(cache_scope=CacheScope(f"dialogue:{self.seed}:{self.domain.name}:{index}"))
         models = {role: RoleModel(role, self.endpoints.client(ep), self.samplings[role], meter)
                   for role, ep in self.llm.items()}
         try:

@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from toolturn.core.checks import plain_config
 from toolturn.core.cli import precheck
-from toolturn.core.endpoints import Endpoints
+from toolturn.core.endpoints import CACHE_DIR, Endpoints
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import WaitedLock, atomic_write, repair_tail
 from toolturn.core.rundir import RunDir
@@ -204,7 +204,8 @@ def generate(cfg: DictConfig) -> Path:
                 _check_config(cfg, run)
             prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
             names = [spec.endpoint for spec in llm_roles(cfg).values()]
-            with Endpoints(cfg.llm.endpoints, names, run.logs) as endpoints, run.setup_lock() as setup:
+            with Endpoints(cfg.llm.endpoints, names, run.logs, cache_dir=run.root / CACHE_DIR) as endpoints, \
+                    run.setup_lock() as setup:
                 asyncio.run(_generate(cfg, run, prefixes, endpoints, signals, setup))
             total, wandb_dir = run.count_records(), None
             if total >= cfg.num_dialogues:
@@ -251,7 +252,8 @@ async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints
                 with open(run.sessions, "a") as f:
                     f.write(json.dumps({"worker": cfg.worker_index, "started": started,
                                         "wall_s": round(time.time() - started, 3),
-                                        "produced": writer.valid - start_valid}) + "\n")
+                                        "produced": writer.valid - start_valid,
+                                        "endpoints": endpoints.stats()}) + "\n")
     finally:
         signals.task = None
         await endpoints.aclose()

@@ -19,6 +19,43 @@ def _summary(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 3), "max": max(values)}
 
 
+_SUMMED = ("calls", "retries", "failures", "prompt_tokens", "completion_tokens")
+
+
+def endpoint_stats(sessions: list[dict]) -> dict:
+    """The LLM clients' counters over every session, by endpoint: requests, tokens, retries, the response
+    cache, the adaptive concurrency limit (lowest and last), and each replica (requests, failures, ejections,
+    mean latency of its answers)."""
+    out: dict[str, dict] = {}
+    for session in sessions:
+        for name, st in (session.get("endpoints") or {}).items():
+            agg = out.setdefault(name, {**{k: 0 for k in _SUMMED}, "replicas": {}})
+            for key in _SUMMED:
+                agg[key] += st.get(key, 0)
+            if "cache" in st:
+                cache = agg.setdefault("cache", Counter())
+                cache.update({k: v for k, v in st["cache"].items() if isinstance(v, int)})
+            limit = st.get("concurrency")
+            if limit:
+                prev = agg.get("concurrency")
+                agg["concurrency"] = {**limit, "lowest": min(limit["lowest"], prev["lowest"]) if prev else limit["lowest"],
+                                      "decreases": limit["decreases"] + (prev["decreases"] if prev else 0),
+                                      "increases": limit["increases"] + (prev["increases"] if prev else 0)}
+            for url, rep in (st.get("replicas") or {}).items():
+                r = agg["replicas"].setdefault(url, {"requests": 0, "answered": 0, "failures": 0, "ejections": 0,
+                                                     "latency_s_total": 0.0})
+                for key in ("requests", "answered", "failures", "ejections"):
+                    r[key] += rep.get(key, 0)
+                r["latency_s_total"] += (rep.get("mean_latency_s") or 0.0) * rep.get("answered", 0)
+    for agg in out.values():
+        if "cache" in agg:
+            agg["cache"] = dict(agg["cache"])
+        for r in agg["replicas"].values():
+            total = r.pop("latency_s_total")
+            r["mean_latency_s"] = round(total / r["answered"], 4) if r["answered"] else None
+    return out
+
+
 def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
     records = run.records() if records is None else records
     counts = [r["meta"]["counts"] for r in records]
@@ -75,7 +112,7 @@ def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
                        "dialogues_per_s": round(produced / wall, 3) if wall else None,
                        "sessions": len(sessions)},
         "latency_s": _summary([r["meta"]["timing"]["latency_s"] for r in records]),
-        "llm": {**dict(tokens), "events": dict(events.most_common())},
+        "llm": {**dict(tokens), "events": dict(events.most_common()), "endpoints": endpoint_stats(sessions)},
         "synthesis_rejections": dict(synthesis.most_common()),
         # assistant messages that carry the model's reasoning_content (thinking models only)
         "reasoning": {"dialogues": sum(n > 0 for n in reasoning), "assistant_messages": sum(reasoning)},

@@ -338,6 +338,9 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     p.add_argument("--content", default="Hello! How can I help you today?")
     p.add_argument("--world", action="store_true", help="play every toolturn role (tests/llm_world.py)")
+    p.add_argument("--capacity", type=int, default=None,
+                   help="answer 429 at once to a request that finds this many already in flight (a rate limit "
+                        "hidden from the client; benchmarks/rate_limit.py); the others wait --latency")
     p.add_argument("--tau2-user", action="store_true",
                    help="play τ²'s user simulator that sends --content twice, then ###STOP### (6 messages per "
                         "simulation; benchmarks/tau2_floors.py)")
@@ -355,8 +358,19 @@ def main() -> None:
         def handler(request: dict) -> dict:
             return reply
 
+    latency = args.latency
+    if args.capacity is not None:
+        answer, latency = handler, 0.0
+
+        async def handler(request: dict) -> Reply:
+            if server.in_flight > args.capacity:
+                return Fault.status(429, body='{"error": {"message": "rate limited", "type": "rate_limit"}}')
+            await asyncio.sleep(args.latency)
+            return answer(request)
+
+    server = MockServer(handler, latency, record=False)
+
     async def serve() -> None:
-        server = MockServer(handler, args.latency, record=False)
         print(await server.listen(args.port), flush=True)
         await server._server.serve_forever()
 

@@ -84,10 +84,12 @@ def test_retry_after_is_honoured_within_the_cap(status, retry_after, low, high):
 
 def test_backoff_without_retry_after_is_jittered_exponential_and_capped():
     with MockServer(lambda r: Fault.status(429)) as s:
-        _, _, small = run_calls(s.base_url, max_retries=6, backoff_s=1.0, rng=random.Random(1))
-        _, _, big = run_calls(s.base_url, max_retries=3, backoff_s=1000.0, max_wait_s=5.0, rng=random.Random(1))
+        fixed = {"adaptive": False}  # an adaptive limit retries 429s for free while it comes down
+        _, _, small = run_calls(s.base_url, max_retries=6, backoff_s=1.0, rng=random.Random(1), **fixed)
+        _, _, big = run_calls(s.base_url, max_retries=3, backoff_s=1000.0, max_wait_s=5.0, rng=random.Random(1),
+                              **fixed)
         global_state = random.getstate()
-        _, _, default = run_calls(s.base_url, max_retries=2, backoff_s=1.0)
+        _, _, default = run_calls(s.base_url, max_retries=2, backoff_s=1.0, **fixed)
     jitter = random.Random(1)
     draws = [jitter.random() for _ in range(6)]
     assert small == [1.0 * 2.0 ** i * d for i, d in enumerate(draws)]  # full jitter on the doubling base
@@ -97,9 +99,18 @@ def test_backoff_without_retry_after_is_jittered_exponential_and_capped():
 
 def test_persistent_429_is_fatal_after_the_retry_budget():
     with MockServer(lambda r: Fault.status(429, retry_after=0)) as s:
-        _, (e,), waits = run_calls(s.base_url, max_retries=3)
+        _, (e,), waits = run_calls(s.base_url, max_retries=3, adaptive=False)
     assert isinstance(e, LLMError) and e.reason == "http_429" and e.fatal
     assert len(s.requests) == 4 and waits == [0.0] * 3 and "gave up after 4 attempts" in str(e)
+
+
+def test_persistent_429_with_an_adaptive_limit_lowers_it_to_the_floor_then_spends_the_budget():
+    with MockServer(lambda r: Fault.status(429, retry_after=0)) as s:
+        c, (e,), waits = run_calls(s.base_url, max_retries=3, max_concurrency=8, min_concurrency=2)
+    # 8 -> 6 -> 4 -> 3 -> 2 (x0.8, rounded down): the first three 429s are retried for free; the fourth
+    # brings the limit to its floor, so it and the next three spend the budget (4 attempts)
+    assert isinstance(e, LLMError) and e.reason == "http_429" and e.fatal and "gave up after 4 attempts" in str(e)
+    assert c.limit.current() == 2 and c.limit.decreases == 4 and len(s.requests) == 3 + 4
 
 
 # ---------------------------------------------------------------------------------- statuses
