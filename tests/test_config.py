@@ -55,14 +55,6 @@ def test_typo_is_rejected():
         make_cfg("num_dialogue=3")
 
 
-@pytest.mark.parametrize("launcher", ["slurm", "local"])
-def test_launcher_configs_compose(launcher):
-    from hydra import compose, initialize_config_module
-    with initialize_config_module("toolturn.conf", version_base="1.3"):
-        cfg = compose("generate", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
-    assert "submitit" in cfg.hydra.launcher._target_
-
-
 @pytest.mark.parametrize("preset", options("preset"))
 def test_presets_compose(preset):
     cfg = make_cfg(f"preset={preset}")
