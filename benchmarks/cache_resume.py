@@ -4,10 +4,13 @@ toolturn-generate (roles=llm, domain=retail) runs against the scripted world ser
 this process, so that every request it answers is counted). First an uninterrupted run gives each
 dialogue's LLM calls. Then the same run is SIGKILLed once half its dialogues are saved and resumed, once
 with the response cache (the default) and once with `cache=false`. The bound on a resume is the calls of
-the dialogues it still had to finish; with the cache the resume also does not pay again for the calls that
+the dialogues it still had to finish: the uninterrupted run's calls less those of the dialogues saved before
+the kill (the same seed makes the same dialogue of each index, so dropped dialogues and those cancelled at
+the end count as in the uninterrupted run); with the cache the resume also does not pay again for the calls that
 the dialogues in flight at the kill had already made, so that killed + resumed calls = uninterrupted calls
-("paid twice" = killed + resumed - uninterrupted; dialogues started past the quota and cancelled at the end
-of a session make it differ by a few calls either way).
+("paid twice" = killed + resumed - uninterrupted). Two things keep it from exactly 0: the requests in flight
+at the kill (the server answered them, the killed client never stored the answers: at most `--concurrency`),
+and the dialogues started past the quota and cancelled at the end of a session (a few calls either way).
 
     python benchmarks/cache_resume.py [--dialogues 40] [--concurrency 8] [--latency 0.02]
 
@@ -49,7 +52,8 @@ def calls_by_index(out: Path) -> dict[int, int]:
     return {r["meta"]["index"]: r["meta"]["timing"]["llm_calls"] for r in rows}
 
 
-def killed_and_resumed(server: MockServer, out: Path, args, *extra: str) -> dict:
+def killed_and_resumed(server: MockServer, out: Path, args, whole: int, whole_calls: dict[int, int],
+                       *extra: str) -> dict:
     start = len(server.requests)
     proc = subprocess.Popen(command(server.base_url, out, args.dialogues, args.concurrency, *extra),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,8 +70,7 @@ def killed_and_resumed(server: MockServer, out: Path, args, *extra: str) -> dict
     subprocess.run(command(server.base_url, out, args.dialogues, args.concurrency, *extra), check=True,
                    capture_output=True)
     resumed_calls = len(server.requests) - start - killed_calls
-    after = calls_by_index(out)
-    bound = sum(c for i, c in after.items() if i not in before)
+    bound = whole - sum(whole_calls[i] for i in before)
     return {"saved_at_kill": len(before), "killed_calls": killed_calls, "resumed_calls": resumed_calls, "bound": bound}
 
 
@@ -80,9 +83,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, MockServer(World(), args.latency) as server:
         subprocess.run(command(server.base_url, Path(tmp) / "whole", args.dialogues, args.concurrency), check=True,
                        capture_output=True)
-        whole = len(server.requests)
-        cached = killed_and_resumed(server, Path(tmp) / "cached", args)
-        uncached = killed_and_resumed(server, Path(tmp) / "uncached", args, "llm.endpoints.default.cache=false")
+        whole, whole_calls = len(server.requests), calls_by_index(Path(tmp) / "whole")
+        cached = killed_and_resumed(server, Path(tmp) / "cached", args, whole, whole_calls)
+        uncached = killed_and_resumed(server, Path(tmp) / "uncached", args, whole, whole_calls,
+                                      "llm.endpoints.default.cache=false")
     print(f"cache-resume benchmark: {args.dialogues} dialogues, {args.concurrency} in flight, roles=llm on the "
           f"scripted world server ({args.latency:g} s per answer); uninterrupted run: {whole} LLM calls")
     headers = ["resume", "saved at kill", "calls before kill", "calls on resume", "bound (unfinished x calls)",

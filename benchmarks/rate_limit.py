@@ -4,10 +4,11 @@ The mock server (tests/mock_openai.py --capacity C, its own process) answers 429
 finds C already in flight, and the others after L seconds, so it sustains at most C / L requests a second.
 The client is configured with max_concurrency well above C and knows nothing of it. Dialogues (D in
 flight, each `--calls` requests in a row) run for `--seconds`; a dialogue is dropped if any of its requests
-fails for good. We report the limit (its mean over the second half, sampled every 50 ms), the goodput
+fails for good (the dialogues under way at the end finish; their answers after `--seconds` are not counted).
+We report the limit (its mean over the second half, sampled every 50 ms), the goodput
 (answers a second over the second half) against C / L, the 429s, and the dialogues kept and dropped.
 
-    python benchmarks/rate_limit.py [--capacity 24] [--latency 0.2] [--max-concurrency 96] [--seconds 20]
+    python benchmarks/rate_limit.py [--capacity 24] [--latency 0.5] [--max-concurrency 96] [--seconds 30]
 
 Last line: limit_vs_capacity=... goodput_ratio=... dropped=... rate_limited=...
 """
@@ -64,11 +65,11 @@ async def drive(url: str, args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--capacity", type=int, default=24)
-    p.add_argument("--latency", type=float, default=0.2)
+    p.add_argument("--latency", type=float, default=0.5)
     p.add_argument("--max-concurrency", type=int, default=96)
     p.add_argument("--dialogues", type=int, default=96, help="dialogues in flight")
     p.add_argument("--calls", type=int, default=5, help="requests per dialogue")
-    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--seconds", type=float, default=30.0)
     args = p.parse_args()
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mock_openai.py"), "--port", "0", "--latency",
                              str(args.latency), "--capacity", str(args.capacity)],
@@ -82,7 +83,7 @@ def main() -> None:
     settled = [lim for t, lim in r["limits"] if t >= half]
     mean_limit = statistics.fmean(settled)
     ideal = args.capacity / args.latency
-    goodput = (len(r["answers"]) - bisect.bisect_left(r["answers"], half)) / (args.seconds - half)
+    goodput = (bisect.bisect_left(r["answers"], args.seconds) - bisect.bisect_left(r["answers"], half)) / (args.seconds - half)
     st = r["stats"]
     rate_limited = st["retries"]  # every retry here answers a 429: nothing else fails
     print(f"rate-limit benchmark: hidden capacity {args.capacity} in flight, latency {args.latency:g} s "

@@ -8,7 +8,7 @@ replica is killed (SIGKILL: its in-flight requests see their connections reset).
 before the kill and the window after it (a second after each edge left out), the rate achieved against the
 sum of the live replicas' capacities, and every request's fate: a request that failed for good is lost.
 
-    python benchmarks/replicas.py [--seconds 16] [--per-replica 16] [--latencies 0.1 0.2 0.3 0.4]
+    python benchmarks/replicas.py [--seconds 24] [--per-replica 16] [--latencies 0.4 0.8 1.2 1.6]
 
 Last line: ratio_all_live=... ratio_after_death=... lost=... ejections=...
 """
@@ -72,9 +72,9 @@ def rate(done: list[float], lo: float, hi: float) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=float, default=16.0)
+    p.add_argument("--seconds", type=float, default=24.0)
     p.add_argument("--per-replica", type=int, default=16)
-    p.add_argument("--latencies", type=float, nargs=4, default=[0.1, 0.2, 0.3, 0.4])
+    p.add_argument("--latencies", type=float, nargs=4, default=[0.4, 0.8, 1.2, 1.6])
     args = p.parse_args()
     replicas = [start_replica(lat) for lat in args.latencies]
     try:
