@@ -58,6 +58,7 @@ WEIGHTS = Check(f"a mapping of {'/'.join(DIFFICULTIES)} to non-negative weights,
 LOGGER = {"logger.name": Check("'wandb' or 'none'", lambda v: v in ("wandb", "none")),
           "logger.mode": maybe(Check("'offline', 'online' or 'disabled'",
                                      lambda v: v in ("offline", "online", "disabled")))}
+LOGGER_ADDABLE = ("logger.mode", "logger.project", "logger.entity", "logger.group")  # `+logger.x=` (logger=none)
 SAMPLING = {"temperature": Check("a number in [0, 2]", lambda v: is_number(v) and 0 <= v <= 2),
             "top_p": Check("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1),
             "max_tokens": integer(1)}

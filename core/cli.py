@@ -74,7 +74,9 @@ def _groups() -> set[str]:
 
 
 def _matches(key: str, pattern: str) -> bool:
-    """`pattern` with `*` standing for any one level of a dotted key."""
+    """`pattern` with `*` standing for any one level of a dotted key; a final `**` for any levels below."""
+    if pattern.endswith(".**"):
+        return key.startswith(pattern[:-2])
     parts, wanted = key.split("."), pattern.split(".")
     return len(parts) == len(wanted) and all(w in ("*", k) for k, w in zip(parts, wanted))
 
@@ -82,7 +84,7 @@ def _matches(key: str, pattern: str) -> bool:
 def _check_added(overrides: list[str], config_name: str, addable: tuple[str, ...]) -> None:
     """A key added with `+`/`++` must be one the stage reads: present in the composed config without it (then
     `++` only overrides it) or matching a pattern of `addable` (keys the code reads that config files may leave
-    out; `*` matches one level). Anything else would be silently ignored: one line, with the closest key."""
+    out; `*` matches one level, a final `**` any number). Anything else would be silently ignored: one line, with the closest key."""
     parsed = [(o, OverridesParser.create().parse_override(o)) for o in overrides if o.startswith("+")]
     added = [(o, p.key_or_group) for o, p in parsed if "/" not in p.key_or_group
              and p.key_or_group not in _groups() and p.key_or_group.split(".")[0] != "hydra"]
@@ -93,7 +95,8 @@ def _check_added(overrides: list[str], config_name: str, addable: tuple[str, ...
         if key in keys or any(_matches(key, pattern) for pattern in addable):
             continue
         parts = key.split(".")
-        concrete = [".".join(k if w == "*" else w for k, w in zip(parts, pattern.split("."))) for pattern in addable]
+        concrete = [".".join(k if w == "*" else w for k, w in zip(parts, pattern.split("."))) for pattern in addable
+                    if not pattern.endswith(".**")]
         raise ToolturnError(f"unknown config key '{key}'{_did_you_mean(key, keys + concrete)}: nothing reads an added "
                             f"key of that name")
 

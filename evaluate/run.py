@@ -28,6 +28,7 @@ from toolturn.core.checks import (
     BOOL,
     INT_RANGE,
     KIND,
+    LOGGER_ADDABLE,
     POSITIVE,
     PROBABILITY,
     SAMPLING,
@@ -36,9 +37,10 @@ from toolturn.core.checks import (
     integer,
     maybe,
     plain_config,
+    require_set,
 )
 from toolturn.core.cli import precheck
-from toolturn.core.endpoints import Endpoints
+from toolturn.core.endpoints import OPTIONAL_KNOBS, Endpoints, required_keys
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import Appender, atomic_write, exclusive_lock
 from toolturn.core.lineage import identity_manifest
@@ -46,6 +48,7 @@ from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.wandb_run import open_run
 from toolturn.evaluate.assistants import DoNothing, ModelAssistant, TextOnly
 from toolturn.evaluate.checkpoints import (
+    RULE_ASSISTANTS,
     check_identities,
     describe,
     request_sampling,
@@ -84,15 +87,40 @@ CHECKS: dict[str, Check] = {
 }
 
 
+# keys that `+key=value` may add: read with a default where the config files leave them out
+_ENDPOINT_ADDABLE = ("model", "base_url", "api_key_env", "extra_args", *OPTIONAL_KNOBS)
+ADDABLE_KEYS = ("eval.out_tag", *(f"{node}.{k}" for node in ("endpoint", "user.endpoint") for k in _ENDPOINT_ADDABLE),
+                *LOGGER_ADDABLE)
+
+
+def endpoint_keys(cfg: DictConfig, names: list[str]) -> list[str]:
+    """The endpoint keys this run reads that must be set (endpoint=external leaves base_url and model `???`):
+    the URL when a model is served, the model name when the base weights are (checkpoint `base`, or a
+    suite's own use of them: `uses_base(cfg)`), and the LLM user simulator's endpoint."""
+    keys = []
+    if cfg.endpoint.server == "none":
+        suite = suite_class(str(cfg.eval.name))
+        base = "base" in names or getattr(suite, "uses_base", lambda _cfg: False)(cfg)
+        if base or any(n not in RULE_ASSISTANTS for n in names):
+            keys.append("endpoint.base_url")
+        keys += ["endpoint.model"] if base else []
+    if cfg.user.kind == "llm" and "endpoint" in cfg.user:
+        keys += required_keys("user", {"endpoint": cfg.user.endpoint}, ["endpoint"])
+    return keys
+
+
 def validate(cfg: DictConfig) -> None:
-    plain = plain_config(cfg)
-    check_table(plain, CHECKS)
-    check_table(plain, getattr(suite_class(str(cfg.eval.name)), "CHECKS", {}))  # the suite's own eval.* knobs
-    names = [str(c) for c in cfg.checkpoints or []]
+    if not OmegaConf.is_list(cfg.checkpoints):
+        raise ToolturnError(f"checkpoints must be a list, got {cfg.checkpoints!r}; e.g. checkpoints=[{cfg.checkpoints}]")
+    names = [str(c) for c in cfg.checkpoints]
     if not names:
         raise ToolturnError("checkpoints is empty; e.g. checkpoints=[base] or checkpoints=[base,runs/train/x/merged]")
     if len(set(names)) != len(names):
         raise ToolturnError(f"checkpoints lists an entry twice: {names}")
+    require_set(cfg, endpoint_keys(cfg, names))
+    plain = plain_config(cfg)
+    check_table(plain, CHECKS)
+    check_table(plain, getattr(suite_class(str(cfg.eval.name)), "CHECKS", {}))  # the suite's own eval.* knobs
 
 
 def _settings(cfg: DictConfig, keys: tuple[str, ...]) -> dict:
@@ -273,7 +301,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     try:
-        precheck(sys.argv[1:], "evaluate", validate)
+        precheck(sys.argv[1:], "evaluate", validate, ADDABLE_KEYS)
         _hydra_main()
     except KeyboardInterrupt:  # Ctrl-C before the evaluation's own handling is in place (composing the config)
         print("interrupted (SIGINT) before the evaluation started: nothing was run", file=sys.stderr)

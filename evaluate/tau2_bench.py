@@ -222,6 +222,12 @@ class Tau2Suite:
     }
 
     checker = "τ²'s evaluator"
+
+    @staticmethod
+    def uses_base(cfg) -> bool:
+        """The do-nothing floor's user simulator runs on the base model unless it has an endpoint of its own."""
+        return cfg.eval.user_simulator.endpoint is None
+
     not_evaluated_rule = ("τ² scores a simulation that ends before the user or the agent stops it (max_steps, "
                           "too_many_errors, agent_error, user_error) 0 without running its evaluator, as the tau2 CLI "
                           "does, and a simulation or evaluator that raised (`<where>_crash`) 0 as its "

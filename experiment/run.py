@@ -31,7 +31,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from toolturn.core.checks import BOOL, Check, check_table, plain_config
+from toolturn.core.checks import BOOL, LOGGER_ADDABLE, Check, check_table, plain_config
 from toolturn.core.cli import one_line, precheck
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write, exclusive_lock
@@ -48,6 +48,8 @@ CHECKS = {"dry_run": BOOL, "stage": Check(f"all or one of {', '.join(STAGE_KINDS
           "launcher": Check("local or slurm", lambda v: v in ("local", "slurm")),
           "rerun": Check("a list of stage names or kinds", lambda v: isinstance(v, list)
                          and all(isinstance(x, str) for x in v))}
+# `+key=value` may add anything under experiment (spec.parse and each stage's own check read it) and logger keys
+ADDABLE_KEYS = ("experiment.**", *LOGGER_ADDABLE)
 TERM_GRACE_S = 30  # a stage gets this long to stop cleanly (servers, checkpoints) before SIGKILL
 
 
@@ -299,7 +301,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    precheck(sys.argv[1:], "run", plan)  # before Hydra makes any dir
+    precheck(sys.argv[1:], "run", plan, ADDABLE_KEYS)  # before Hydra makes any dir
     _hydra_main()
 
 

@@ -96,6 +96,20 @@ def test_keys_a_stage_reads_may_be_added(tmp_path):
     assert_one_line_error(proc, "policy.file: cannot read /no/policy.yaml")  # the next check, not an unknown key
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["+policy.fil=x"], "unknown config key 'policy.fil': nothing reads an added key of that name"),
+    (["+experiment.titel=x"], "unknown key 'titel' in experiment (did you mean 'title'?)"),  # added: spec's check
+])
+def test_toolturn_run_refuses_added_keys_nothing_reads(args, needle, capsys):
+    from toolturn.experiment.run import ADDABLE_KEYS, plan
+    from toolturn.core.cli import precheck
+
+    with pytest.raises(SystemExit) as stop:
+        precheck([*args, "dry_run=true"], "run", plan, ADDABLE_KEYS)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
 def test_hydras_private_argument_parser_reads_what_precheck_needs():
     """core/cli.py takes Hydra's command-line parser from hydra._internal (no public API): hydra-core is pinned
     to 1.3.x, and this fails when an upgrade changes the flags precheck reads."""

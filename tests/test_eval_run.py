@@ -14,10 +14,11 @@ import pytest
 from hydra import compose, initialize_config_module
 from mock_openai import Fault, MockServer, completion
 
+from toolturn.core.cli import precheck
 from toolturn.core.errors import ToolturnError
 from toolturn.core.lineage import artifact_name, canonical, identity_manifest, model_identity, short
 from toolturn.evaluate.checkpoints import identity
-from toolturn.evaluate.run import _summary, evaluate
+from toolturn.evaluate.run import ADDABLE_KEYS, _summary, evaluate, validate
 
 CONF = Path(__file__).parents[1] / "conf"
 
@@ -29,10 +30,10 @@ def eval_cfg(*overrides: str):
 
 @pytest.mark.parametrize("group,name", [(g, p.stem) for g in ("eval", "user", "endpoint", "logger", "model", "domain")
                                         for p in sorted((CONF / g).glob("*.yaml"))])
-def test_every_eval_config_composes(group, name):
-    extra = {"sqlite": ["domain.path=x.db"], "external": ["endpoint.base_url=http://h/v1", "endpoint.model=m"]}
-    cfg = eval_cfg(f"{group}={name}", *extra.get(name, []))
-    assert cfg[group] is not None and cfg.n >= 1
+def test_every_eval_config_passes_the_stages_own_check(group, name):
+    extra = {"sqlite": ["domain.path=x.db"], "external": ["endpoint.base_url=http://h/v1", "endpoint.model=m"],
+             "synthetic": ["domain.name=clinic"], "synthetic_sql": ["domain.name=clinic"]}
+    validate(eval_cfg(f"{group}={name}", *extra.get(name, [])))  # a bad value in the YAML is a ToolturnError
 
 
 def rows(out: Path) -> list[dict]:
@@ -106,7 +107,7 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
     ("eval.refusal_share=yes", "eval.refusal_share must be a probability"),
     ("eval.difficulty={easy:0,medium:0,hard:0}", "eval.difficulty must be a mapping of easy/medium/hard"),
     ("eval.difficulty={easy:-1,hard:1}", "eval.difficulty must be a mapping of easy/medium/hard"),
-    ("+eval.difficulty.trivial=1", "eval.difficulty must be a mapping of easy/medium/hard"),
+    ("+eval.difficulty.trivial=1", "unknown config key 'eval.difficulty.trivial'"),
     ("eval.tasks_per_episode=0", "eval.tasks_per_episode must be a positive integer"),
     ("sampling.temperature=abc", "sampling.temperature must be a number in [0, 2]"),
     ("n=two", "n must be a positive integer"),
@@ -115,12 +116,24 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
     ("endpoint.timeout_s=-1", "endpoint.timeout_s must be a positive number"),
     ("eval.tools_per_episode=many", "eval.tools_per_episode must be auto or a non-negative integer"),
     ("eval.tools_fallback=-1", "eval.tools_fallback must be a non-negative integer"),
+    # what an external endpoint must be told, before anything runs
+    ("endpoint=external", "endpoint.base_url is not set; add endpoint.base_url=VALUE"),
+    ("endpoint=external endpoint.base_url=http://127.0.0.1:9/v1", "endpoint.model is not set"),  # for base
+    ("eval=tau2 endpoint=external endpoint.base_url=http://127.0.0.1:9/v1 checkpoints=[oracle]",
+     "endpoint.model is not set"),  # the do-nothing floor's user simulator runs on the base model
+    ("user=llm user.endpoint.server=none", "user.endpoint.base_url is not set"),
+    ("checkpoints=oracle", "checkpoints must be a list, got 'oracle'; e.g. checkpoints=[oracle]"),
+    ("+eval.polcy_file=x", "unknown config key 'eval.polcy_file' (did you mean 'eval.policy_file'?)"),
+    ("+policy.fil=x", "unknown config key 'policy.fil'"),
+    # keys the stage reads may be added: the next check speaks
+    ("+eval.out_tag=x +endpoint.max_reply_bytes=9 +logger.group=g checkpoints=oracle", "checkpoints must be a list"),
 ])
-def test_bad_task_knobs_are_one_line_errors(knob, message):
-    proc = subprocess.run([sys.executable, "-m", "toolturn.evaluate.run", knob, "logger=none", "out_dir=/nonexistent/x"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}") and len(proc.stderr.splitlines()) == 1, \
-        proc.stderr
+def test_bad_task_knobs_are_one_line_errors(knob, message, capsys):
+    """The check `toolturn-eval` runs first (main), in-process: exit 2 and one line before anything runs."""
+    with pytest.raises(SystemExit) as stop:
+        precheck([*knob.split(), "logger=none", "out_dir=/nonexistent/x"], "evaluate", validate, ADDABLE_KEYS)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
 
 
 def test_overlap_with_training_tasks_is_a_clear_error(tmp_path):

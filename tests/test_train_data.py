@@ -303,6 +303,24 @@ def test_prepare_bad_inputs(tmp_path, run_dir, tokenizer):
         DataOptions(paths=("a", "b"), weights=(1.0,)).check()
 
 
+@pytest.mark.parametrize("tear", ["state.json", "arrow", "dataset_info.json"])
+def test_a_corrupt_dataset_dir_is_one_error_naming_it(tmp_path, run_dir, tear):
+    """A run whose dataset/ was torn (a file gone, an empty Arrow file, bad JSON): one error naming the dir and how
+    to make it again, not the datasets library's FileNotFoundError, ArrowInvalid or JSONDecodeError."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    dataset = copy / "dataset"
+    if tear == "state.json":
+        (dataset / "state.json").unlink()
+    elif tear == "arrow":
+        next(dataset.glob("*.arrow")).write_bytes(b"")
+    else:
+        (dataset / tear).write_text("garbage")
+    with pytest.raises(ToolturnError, match=rf"data path '{copy}': {dataset} is not a readable dataset \(.+\); "
+                                            r"re-running the toolturn-generate command that made the run exports it"):
+        prepare(DataOptions(paths=(str(copy),)), tokenizer=None)
+
+
 # ----------------------------------------------------------------------------------------------
 # Converters
 

@@ -272,6 +272,8 @@ def test_wandb_offline_run_has_metrics_and_lineage(tiny):
     (["+train.learnig_rate=1"], "error: unknown config key 'train.learnig_rate' (did you mean 'train.learning_rate'?)"),
     (["+train.lora.rank=8"], "error: unknown config key 'train.lora.rank' (train.lora takes alpha, dropout, r,"),
     (["+data.foo=1"], "error: unknown config key 'data.foo' (data takes invalid, max_length,"),
+    (["+policy.fil=x"], "error: unknown config key 'policy.fil': nothing reads an added key of that name"),
+    (["+logger.group=g", "data.paths=[]"], "error: no training data"),  # an added key training reads: next check
 ])
 def test_bad_input_one_line(args, message, tmp_path):
     proc = train_cli(*args, f"out_dir={tmp_path / 'out'}", "logger=none")

@@ -148,7 +148,14 @@ def dataset_dir(path: str | Path) -> Path:
 def _load_dataset(path: str | Path):
     import datasets
 
-    d = datasets.load_from_disk(str(dataset_dir(path)))
+    where = dataset_dir(path)
+    try:
+        d = datasets.load_from_disk(str(where))
+    except (OSError, ValueError) as exc:  # a torn or hand-edited dir: missing files, bad JSON, bad Arrow
+        again = ("; re-running the toolturn-generate command that made the run exports it again"
+                 if where == RunDir(Path(path).expanduser()).dataset else "")
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ToolturnError(f"data path {str(path)!r}: {where} is not a readable dataset ({detail}){again}") from None
     if isinstance(d, datasets.DatasetDict):
         if "train" not in d:
             raise ToolturnError(f"data path {str(path)!r} is a DatasetDict without a 'train' split ({list(d)})")

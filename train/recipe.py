@@ -33,8 +33,8 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from toolturn.core.checks import (BOOL, POSITIVE, PROBABILITY, Check, check_table, integer, is_int, is_number, maybe,
-                                  plain_config)
+from toolturn.core.checks import (BOOL, LOGGER_ADDABLE, POSITIVE, PROBABILITY, Check, check_table, integer, is_int,
+                                  is_number, maybe, plain_config)
 from toolturn.core.cli import precheck
 from toolturn.core.errors import ToolturnError
 from toolturn.core.lineage import identity_manifest, model_identity
@@ -138,6 +138,9 @@ LORA_CHECKS: dict[str, Check] = {  # where train.lora is a mapping
 # The keys each spec reads: any other key in its group (`+model.foo=1`) is a typo, refused by name.
 SPEC_KEYS = {"model": ModelSpec, "train": MethodSpec, "train.lora": LoraSpec, "data": DataOptions}
 NOT_CONFIG = {"data": {"seed"}}  # set from the top-level key
+# keys that `+key=value` may add (core/cli.precheck): any in the specs' groups (_unknown_keys names what each
+# takes) and the logger's; any other added key is an error
+ADDABLE_KEYS = ("model.**", "train.**", "data.**", *LOGGER_ADDABLE)
 
 
 def _unknown_keys(plain: dict) -> None:
@@ -471,7 +474,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    precheck(sys.argv[1:], "train", validate)
+    precheck(sys.argv[1:], "train", validate, ADDABLE_KEYS)
     _hydra_main()
 
 
