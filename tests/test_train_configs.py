@@ -45,19 +45,27 @@ def test_every_combination_composes(model, method, logger):
     assert cfg.out_dir == f"runs/train/{model}-{method}-s0"
 
 
-def test_defaults_and_paper_settings():
+def test_the_documented_settings_are_the_configs():
+    """docs/train.md's knob table states each group's default and the methods' and paper models' settings: the
+    composed configs must say the same (a config or a doc edited alone fails here)."""
+    table = re.findall(r"^\| `(\w+)=` \| `(\w+)` \|(.*)$", (CONF.parent / "docs" / "train.md").read_text(), re.M)
+    rows = {group: (default, meaning) for group, default, meaning in table}
     cfg = make_cfg()
-    assert (cfg.model.name, cfg.train.name, cfg.logger.name, cfg.logger.mode) == ("smollm2_135m", "lora", "wandb",
-                                                                                    "offline")
-    lora = MethodSpec.from_cfg(cfg.train).lora
-    assert lora.target_modules == "all-linear" and lora.r == 16
+    assert {g: rows[g][0] for g in ("model", "train", "logger")} == {
+        "model": cfg.model.name, "train": cfg.train.name, "logger": cfg.logger.name}
+    lora_doc = re.search(r"`lora` \(peft, `([\w-]+)`, r (\d+), LR ([\d.e-]+)\)", rows["train"][1]).groups()
+    lora = MethodSpec.from_cfg(make_cfg("train=lora").train)
+    assert (lora.lora.target_modules, lora.lora.r, lora.learning_rate) == (lora_doc[0], int(lora_doc[1]),
+                                                                          float(lora_doc[2]))
+    full_doc = re.search(r"`full` \(the paper's: AdamW, LR ([\d.e-]+), (\d+) epochs\)", rows["train"][1]).groups()
+    full = MethodSpec.from_cfg(make_cfg("train=full").train)
+    assert (full.optimizer, full.learning_rate, full.epochs, full.lora) == ("adamw_torch", float(full_doc[0]),
+                                                                            int(full_doc[1]), None)
+    paper = re.search(r"`qwen3_30b_a3b_thinking_2507` \(bf16, FlashAttention-2, (\d+)k context\)", rows["model"][1])
     for model in ("qwen3_4b_thinking_2507", "qwen3_30b_a3b_thinking_2507"):
         spec = ModelSpec.from_cfg(make_cfg(f"model={model}", "train=full").model)
         assert (spec.dtype, spec.attn_implementation, spec.max_length, spec.thinking) == (
-            "bfloat16", "flash_attention_2", 32768, True)
-        assert spec.path.startswith("Qwen/Qwen3-") and spec.path.endswith("-Thinking-2507")
-    full = MethodSpec.from_cfg(make_cfg("train=full").train)
-    assert (full.optimizer, full.learning_rate, full.epochs, full.lora) == ("adamw_torch", 1e-6, 5, None)
+            "bfloat16", "flash_attention_2", int(paper.group(1)) * 1024, True)
 
 
 @pytest.mark.parametrize("model, override, reasoning", [
