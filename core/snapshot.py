@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 PACKAGES = ("core", "conf", "generate", "train", "evaluate", "experiment")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
@@ -77,13 +77,21 @@ def python_path(snapshot: Path) -> str:
     return os.pathsep.join([str(snapshot), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
+def _submitit(config: DictConfig) -> bool:
+    return "submitit" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+
+
 class Snapshot(Callback):
     """Hydra callback: a multirun through a submitit launcher runs a snapshot of the code taken at submission."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if "submitit" not in str(config.hydra.launcher.get("_target_", "")):
+        if not _submitit(config):
             return
         dest = take(Path(config.hydra.sweep.dir).resolve() / ".code")
         # the jobs inherit this process's environment (sbatch --export=ALL, Slurm's default; submitit_local)
         os.environ["PYTHONPATH"] = python_path(dest)
         print(f"sweep code snapshot: {dest} (the jobs import toolturn from it)", flush=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _submitit(config):  # in the job's log: which code it runs
+            print(f"toolturn code: {package_dir('toolturn')}", flush=True)

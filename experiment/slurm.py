@@ -45,10 +45,6 @@ BASE_FIELDS = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node"
 SET_HERE = {"_target_", "submitit_folder", "name", "array_parallelism", "max_num_timeout"}
 
 
-class _Stopped(Exception):
-    """A signal from Slurm (USR2 before the time limit or on preemption, TERM on cancel) while a stage runs."""
-
-
 @dataclass(frozen=True)
 class StageJob:
     """What one Slurm job runs (pickled by submitit): one stage, as toolturn-run runs it locally."""
@@ -68,13 +64,17 @@ class StageJob:
         caught: list[int] = []
 
         def stop(signum, frame):
+            # Slurm's USR2 before the time limit or on preemption, TERM on scancel: run_stage stops the stage
+            # (SIGTERM, its grace, SIGKILL) and re-raises
             caught.append(signum)
-            raise local._Terminated()  # run_stage stops the stage (SIGTERM, grace, SIGKILL) and re-raises
+            raise local._Terminated()
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGUSR2, signal.SIGTERM)}
         try:
             return self._run(local)
         except local._Terminated:
+            if not caught:
+                raise
             print(f"{self.stage.name}: stopped by {signal.Signals(caught[0]).name}", flush=True)
             handler = previous[caught[0]]
             if callable(handler):
@@ -112,7 +112,8 @@ class StageJob:
         """Called by submitit before it requeues the job: run the same stage again (it resumes)."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(replace(self, force=self.force and not getattr(self, "started", False)))
+        started = getattr(self, "started", False)  # rerun= has emptied the stage's dir: now resume it
+        return submitit.helpers.DelayedSubmission(replace(self, force=self.force and not started))
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class Submitted:
     after: tuple[str, ...]  # job ids
 
 
-def to_submit(stages: list[Stage], chosen: list[Stage], out: Path, rerun: list[str]) -> tuple[list[Stage], dict[str, str]]:
+def to_submit(stages: list[Stage], chosen: list[Stage], out: Path,
+              rerun: list[str]) -> tuple[list[Stage], dict[str, str]]:
     """The chosen stages that would run (a stage is left out only when nothing it reads is submitted and its cache
     says skip), and why each other one is not; a stage that needs one that never ran is a one-line error."""
     from toolturn.experiment.run import forced

@@ -90,7 +90,7 @@ SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
 # cred_expire is also how long a requeued job waits before it may start again (120 s by default)
-AuthInfo=socket={r / 'munge' / 'munge.socket'},cred_expire=30
+AuthInfo=socket={r / 'munge' / 'munge.socket'},cred_expire=20
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={r / 'state'}
@@ -121,7 +121,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         if proc.returncode != 0:
             raise Unavailable(f"{daemon} did not start: {(proc.stderr or proc.stdout).strip()[-300:]}")
         self._started.append(daemon)
-        wait_for(f"{daemon}'s pid file", lambda: self._pid(daemon), 30)
+        wait_for(f"{daemon}'s pid file", lambda: self.pid(daemon), 30)
 
     def start(self) -> "LocalSlurm":
         install()
@@ -155,7 +155,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         """Ids of the jobs still pending or running."""
         return self.run("squeue", "-h", "-o", "%i").stdout.split()
 
-    def _pid(self, daemon: str) -> int | None:
+    def pid(self, daemon: str) -> int | None:
         try:
             pid = int(self.pid_file(daemon).read_text().strip())
         except (OSError, ValueError):
@@ -177,7 +177,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         for daemon in DAEMONS:
             if daemon not in self._started:
                 continue
-            pid = self._pid(daemon)
+            pid = self.pid(daemon)
             if pid is None:
                 continue
             os.kill(pid, signal.SIGTERM)

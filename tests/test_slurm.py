@@ -5,10 +5,12 @@ is up, is requeued and resumes from its checkpoint. Skips with the reason where 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,6 +79,9 @@ def test_a_hydra_multirun_of_two_generations_runs_as_two_slurm_jobs(cluster, tmp
     snapshot = tmp_path / "sweep" / ".code"
     assert (snapshot / "toolturn" / "generate" / "run.py").exists() and (snapshot / "SNAPSHOT.json").exists()
     assert f"sweep code snapshot: {snapshot}" in proc.stdout
+    for job in jobs:  # each job imported the snapshot
+        log = (tmp_path / "sweep" / ".submitit" / job / f"{job}_0_log.out").read_text()
+        assert f"toolturn code: {snapshot / 'toolturn'}" in log
 
 
 def _stage_jobs(out: Path) -> dict[str, dict]:
@@ -87,32 +92,62 @@ def _time(field: str) -> float:
     return time.mktime(time.strptime(field, "%Y-%m-%dT%H:%M:%S"))
 
 
+class GatedEndpoint:
+    """The model under evaluation: answers until the evaluation has scored a sample of `checkpoint`, then holds every
+    request until `release()`, so that the evaluation is stopped with work done and work left, whatever the
+    machine's speed."""
+
+    def __init__(self, samples: Path):
+        self.samples, self.held, self.released = samples, 0, threading.Event()
+
+    def scored(self) -> list[dict]:
+        if not self.samples.exists():
+            return []
+        rows = [json.loads(line) for line in self.samples.read_text().splitlines() if line.strip()]
+        return [r for r in rows if r["checkpoint"].endswith("merged") and r.get("reward") is not None]
+
+    async def __call__(self, request: dict):
+        if self.scored() and not self.released.is_set():
+            self.held += 1
+            while not self.released.is_set():
+                await asyncio.sleep(0.05)
+        return completion("I can look into that for you.")
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a training and an evaluation twice, as Slurm jobs, on a loaded 2-core box
 def test_an_experiment_is_a_job_graph_and_a_signalled_job_is_requeued_and_resumes(cluster, tmp_path):
     out = tmp_path / "tiny"
     small = "{cpus:1,mem_gb:1,time_min:30}"
-    with MockServer(lambda request: completion("I can look into that for you.")) as server:
+    tuned = out / "evaluate" / "retail" / "tuned"
+    endpoint = GatedEndpoint(tuned / "samples.jsonl")
+    with MockServer(endpoint) as server:
         env = {**cluster.env, "TOOLTURN_TEST_URL": server.base_url, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
         proc = subprocess.run(
-            [sys.executable, "-m", "toolturn.experiment.run", "experiment=tiny", f"hydra.searchpath=[file://{FIXTURES}]",
-             f"out_dir={out}", "launcher=slurm", "logger=none", "heartbeat_s=600",
-             "experiment.common.train.max_steps=8", "experiment.common.train.eval_steps=2",
+            [sys.executable, "-m", "toolturn.experiment.run", "experiment=tiny",
+             f"hydra.searchpath=[file://{FIXTURES}]", f"out_dir={out}", "launcher=slurm", "logger=none",
+             "heartbeat_s=600", "~experiment.datasets.to", "experiment.common.train.max_steps=2",
              f"+experiment.resources={{generate:{small},train:{small},evaluate:{small}}}"],
             capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         jobs = _stage_jobs(out)
-        assert list(jobs) == ["generate:uo", "audit:uo", "generate:to", "audit:to", "train:tuned",
-                              "evaluate:retail:oracle", "evaluate:retail:tuned", "report"]
+        assert list(jobs) == ["generate:uo", "audit:uo", "train:tuned", "evaluate:retail:oracle",
+                              "evaluate:retail:tuned", "report"]
         assert f"squeue -j {','.join(j['job_id'] for j in jobs.values())}" in proc.stdout
 
-        # the training job, once it has a checkpoint, is signalled as Slurm signals a job near its time limit
-        train = jobs["train:tuned"]["job_id"]
-        first = out / "train" / "tuned" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-        wait_for("the first training checkpoint", lambda: first.exists(), DEADLINE_S)
-        cluster.run("scancel", "--signal=USR2", train, check=True)
+        # the evaluation job, with a sample scored and the next held, gets what Slurm sends before a time limit
+        evaluation = jobs["evaluate:retail:tuned"]["job_id"]
+        wait_for("a held request of the tuned evaluation", lambda: endpoint.held, DEADLINE_S)
+        before = endpoint.scored()
+        cluster.run("scancel", "--signal=USR2", evaluation, check=True)
+        wait_for("the evaluation job to be requeued", lambda: cluster.job(evaluation)["Restarts"] == "1", 120)
+        endpoint.released.set()
         report_job = jobs["report"]["job_id"]
         wait_for("the report job to end", lambda: cluster.job(report_job)["JobState"] not in ("PENDING", "RUNNING"),
                  DEADLINE_S, every_s=1)
+        # submitted again (the same command, the same endpoint): every stage is cached, nothing is submitted
+        again = subprocess.run(proc.args, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert again.returncode == 0 and "nothing to submit: every stage is done" in again.stdout, again.stderr
 
     state = {name: cluster.job(j["job_id"]) for name, j in jobs.items()}
     assert {name: s["JobState"] for name, s in state.items()} == dict.fromkeys(jobs, "COMPLETED")
@@ -123,26 +158,27 @@ def test_an_experiment_is_a_job_graph_and_a_signalled_job_is_requeued_and_resume
             assert _time(state[name]["StartTime"]) >= _time(state[need]["EndTime"]), (name, need)
     assert jobs["report"]["after"] and jobs["generate:uo"]["after"] == []
 
-    # requeued once, resumed from its checkpoint, and trained exactly max_steps steps
-    assert state["train:tuned"]["Restarts"] == "1"
-    assert re.search(r"resuming from .*checkpoint-\d+", (out / "logs" / "train--tuned.log").read_text())
-    assert json.loads((out / "train" / "tuned" / "metrics.json").read_text())["steps"] == 8
-    job_log = (out / ".slurm" / "jobs" / train / f"{train}_0_log.out").read_text()
-    assert "train:tuned: stopped by SIGUSR2" in job_log and job_log.count("train:tuned: done") == 1
+    # requeued once and resumed: what was scored before is kept, the rest scored once, nothing twice
+    assert state["evaluate:retail:tuned"]["Restarts"] == "1"
+    key = lambda r: (r["task_id"], r["sample"])  # noqa: E731
+    after = endpoint.scored()
+    assert before and all(r in after for r in before)
+    assert len(after) == len({key(r) for r in after}) == 8
+    job_log = (out / ".slurm" / "jobs" / evaluation / f"{evaluation}_0_log.out").read_text()
+    assert "evaluate:retail:tuned: stopped by SIGUSR2" in job_log
+    assert "evaluate:retail:tuned: running (resuming an unfinished run)" in job_log
+    assert job_log.count("evaluate:retail:tuned: done") == 1
     assert f"code {out / '.slurm'}" in job_log  # the job imported the snapshot taken at submission
 
     summary = json.loads((out / "report" / "summary.json").read_text())
-    assert summary["evaluations"]["retail"]["oracle"]["pass_hat_1"] == 1.0
-    assert summary["evaluations"]["retail"]["tuned"]["floor"] == 0.0
-
-    # submitted again: every stage is cached, nothing is submitted
-    again = subprocess.run(proc.args, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert again.returncode == 0 and "nothing to submit: every stage is done" in again.stdout, again.stderr
+    arms = summary["evaluations"]["retail"]
+    assert arms["oracle"]["pass_hat_1"] == 1.0 and arms["tuned"]["floor"] == 0.0
+    assert arms["tuned"]["scored"] == arms["tuned"]["samples"] == 8
 
 
 @pytest.mark.slow
 def test_every_daemon_it_started_is_stopped(cluster):
-    pids = [cluster._pid(d) for d in ("munged", "slurmctld", "slurmd")]
+    pids = [cluster.pid(d) for d in ("munged", "slurmctld", "slurmd")]
     assert all(pids)
     cluster.stop()
     for pid in pids:
