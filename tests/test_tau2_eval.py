@@ -329,7 +329,7 @@ def test_sigint_mid_run_keeps_every_finished_sample_and_the_one_in_flight_and_en
     ("eval.num_tasks=0", "eval.num_tasks must be null or a positive integer"),
     ("eval.max_steps=0", "eval.max_steps must be a positive integer"),
     ("eval.task_ids=3", "eval.task_ids must be null or a non-empty list of task ids"),
-    ("+eval.max_step=3", "eval must be a mapping with only the keys"),
+    ("+eval.max_step=3", "unknown config key 'eval.max_step' (did you mean 'eval.max_steps'?)"),
     ("eval.user_simulator.sampling.temperature=5", "eval.user_simulator.sampling.temperature must be a number"),
     ("eval.user_simulator.endpoint={server:none}", "eval.user_simulator.endpoint must be null"),
     ("checkpoints=[oracle]", "eval=tau2 has no oracle"),
