@@ -19,8 +19,10 @@ Item i aims at kinds[i % len(kinds)] and draws from its own seed stream, `eval:{
 times. A kind the domain's task source never made in those draws (a schema database has no refusals) is
 dropped from the rotation and named in `tasks.kinds.json` and the report; a kind it made before but not
 for a later item is an error. Item ids (`<domain>-eval-s<seed>-i<index>`) never take a generation id's
-form. `check_disjoint` also compares task content (template, plan and facts) with a training run's
-tasks, so a task that reappears under another id is caught too.
+form. Given training data (`train_data=[RUN, ...]`), a draw that holds one of its tasks (same template,
+plan and facts) is passed over; `check_disjoint` then checks ids and content again, so a task file written
+elsewhere or by hand cannot hold a training task either. Every arm of an experiment's evaluation gets the
+union of all its arms' training data, so they face the same tasks.
 """
 
 from __future__ import annotations
@@ -113,8 +115,9 @@ class Draw:
 
 
 def _draw_item(domain: Domain, generator, seed: int, index: int, kind: str, tasks_per_episode: int,
-               tools_per_episode: int, start: str) -> EvalItem | None:
-    """Item `index`: the first draw of its own seed stream whose tasks are of `kind`; None if none comes."""
+               tools_per_episode: int, start: str, excluded: frozenset[str]) -> EvalItem | None:
+    """Item `index`: the first draw of its own seed stream whose tasks are of `kind` and none of whose tasks
+    has a fingerprint in `excluded` (training tasks); None if none comes."""
     item_id = f"{domain.name}-eval-s{seed}-i{index}"
     for attempt in range(ATTEMPTS_PER_ITEM):
         rng = random.Random(f"eval:{seed}:{domain.name}:{index}:{attempt}")
@@ -128,15 +131,18 @@ def _draw_item(domain: Domain, generator, seed: int, index: int, kind: str, task
                     gold.append(scratch.state_hash())
         finally:
             scratch.close()
-        if tasks and task_kind(tasks, gold[-1] != start) == kind:
+        if tasks and task_kind(tasks, gold[-1] != start) == kind and \
+                not any(fingerprint(t.to_dict()) in excluded for t in tasks):
             return EvalItem(item_id, tasks, gold, _tool_subset(domain, rng, tasks, tools_per_episode), start)
     return None
 
 
 def make_items(domain: Domain, generator, num_tasks: int, seed: int, tasks_per_episode: int,
-               tools_per_episode: int) -> Draw:
+               tools_per_episode: int, excluded: frozenset[str] = frozenset()) -> Draw:
     """`generator`: the domain's rule-based task source; the tasks of an item are chained like the
-    tasks of one generated dialogue (each sees the earlier ones, e.g. to keep one customer)."""
+    tasks of one generated dialogue (each sees the earlier ones, e.g. to keep one customer). A draw with a
+    task whose fingerprint is in `excluded` (`training_fingerprints`) is passed over, so the items are held
+    out from that training data and are the same for every checkpoint given the same exclusions."""
     pristine = domain.env.open_sandbox()
     start = pristine.state_hash()
     pristine.close()
@@ -146,7 +152,8 @@ def make_items(domain: Domain, generator, num_tasks: int, seed: int, tasks_per_e
             raise ToolturnError(f"domain {domain.name}: no held-out task could be made from {ATTEMPTS_PER_ITEM} "
                                 f"seeds per kind (no task template fits its data)")
         kind = kinds[len(items) % len(kinds)]
-        item = _draw_item(domain, generator, seed, len(items), kind, tasks_per_episode, tools_per_episode, start)
+        item = _draw_item(domain, generator, seed, len(items), kind, tasks_per_episode, tools_per_episode, start,
+                          excluded)
         if item is not None:
             items.append(item)
         elif any(i.kind == kind for i in items):
@@ -197,6 +204,11 @@ def training_tasks(paths: list[str]) -> dict[str, tuple[set[str], set[str]]]:
                     prints.add(fingerprint(task["gold"]))
         out[str(path)] = (ids, prints)
     return out
+
+
+def training_fingerprints(paths: list[str]) -> frozenset[str]:
+    """The content fingerprints of every task in the training runs at `paths`."""
+    return frozenset(p for _, prints in training_tasks(paths).values() for p in prints)
 
 
 def check_disjoint(items: list[EvalItem], train_paths: list[str]) -> None:

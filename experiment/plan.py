@@ -145,18 +145,21 @@ def build(exp: Experiment, out: Path, logger: dict[str, Any]) -> list[Stage]:
 
     for e in exp.evaluations.values():
         offer = _tool_offer(exp, e)
+        # every arm's tasks are held out from every arm's generated training data, so all face the same tasks
+        held_out = [d for d in dict.fromkeys(d for name in e.models for d in exp.models[name].data)
+                    if exp.datasets[d].source == "generate"] if _sql_tau(e.overrides) else []
         for name in e.models:
             m = exp.models[name]
             eval_dir = out / "evaluate" / e.name / name
             model = {"model": m.overrides["model"]} if "model" in m.overrides else {}
-            train_data = [str(dataset_dir(out, d)) for d in m.data if exp.datasets[d].source == "generate"]
             spec = {**model, **offer, **e.overrides}
+            train_data = [str(dataset_dir(out, d)) for d in held_out]
             stages.append(Stage(f"evaluate:{e.name}:{name}", "evaluate", eval_dir, "toolturn-eval",
                                 [*overrides(spec), f"checkpoints={value([checkpoint[name]])}",
-                                 *([f"train_data={value(train_data)}"] if train_data and _sql_tau(spec) else []),
+                                 *([f"train_data={value(train_data)}"] if train_data else []),
                                  f"out_dir={eval_dir}", "progress=false", *log],
-                                needs=[f"train:{name}"] if m.trained else [], resources=exp.resources_for("evaluate"),
-                                arm=e.name))
+                                needs=[*([f"train:{name}"] if m.trained else []), *(produced[d] for d in held_out)],
+                                resources=exp.resources_for("evaluate"), arm=e.name))
 
     stages.append(Stage("report", "report", out / "report",
                         needs=[s.name for s in stages if s.kind in ("evaluate", "train", "audit", "convert")],

@@ -136,21 +136,37 @@ def test_bad_task_knobs_are_one_line_errors(knob, message, capsys):
     assert stop.value.code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
 
 
-def test_overlap_with_training_tasks_is_a_clear_error(tmp_path):
-    out = tmp_path / "ev"
-    evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=2", f"out_dir={out}"))
-    task = json.loads((out / "tasks.jsonl").read_text().splitlines()[0])["tasks"][0]
+def test_held_out_tasks_pass_over_training_tasks(tmp_path):
+    """A draw that holds a training task is passed over (same exclusions: same tasks); a task file that still
+    holds one (written elsewhere or by hand) is a one-line error, by content or by id."""
+    from toolturn.evaluate.tasks import EvalItem, check_disjoint
+
+    plain = tmp_path / "plain"
+    evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=4", f"out_dir={plain}"))
+    items = [json.loads(line) for line in (plain / "tasks.jsonl").read_text().splitlines()]
+    task = items[0]["tasks"][0]
     run = tmp_path / "train-run"
     (run / "shards").mkdir(parents=True)
     record = {"id": "x", "messages": [], "tools": [], "meta": {"tasks": [{"id": "retail-s0-d0-t0", "gold": task}]}}
     (run / "shards" / "part-0-0.jsonl").write_text(json.dumps(record) + "\n")
+
+    held_out = []
+    for name in ("a", "b"):
+        evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=4", f"out_dir={tmp_path / name}",
+                          f"train_data=[{run}]"))
+        held_out.append([json.loads(line) for line in (tmp_path / name / "tasks.jsonl").read_text().splitlines()])
+    assert held_out[0] == held_out[1]
+    drawn = [t for item in held_out[0] for t in item["tasks"]]
+    assert task not in drawn and len(held_out[0]) == 4
+    assert held_out[0][1:] == items[1:]  # only the item that held the training task was drawn again
+
     with pytest.raises(ToolturnError, match="same plan and facts as a training task"):
-        evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=2", f"out_dir={out}", f"train_data=[{run}]"))
-    # the same id under another plan (e.g. a task file written by hand): caught by id
+        check_disjoint([EvalItem.from_dict(i) for i in items], [str(run)])
+    # the same id under another plan: caught by id
     record["meta"]["tasks"] = [{"id": task["id"], "gold": {**task, "facts": {"other": 1}}}]
     (run / "shards" / "part-0-0.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(ToolturnError, match="is also a training task id"):
-        evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=2", f"out_dir={out}", f"train_data=[{run}]"))
+        check_disjoint([EvalItem.from_dict(i) for i in items], [str(run)])
 
 
 def _external(server: MockServer, out: Path, *extra: str):
