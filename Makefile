@@ -43,6 +43,9 @@ demo-llm: setup
 bench: setup
 	$(BIN)/python benchmarks/sql_env.py
 	$(BIN)/python benchmarks/orchestration.py
+	$(BIN)/python benchmarks/replicas.py
+	$(BIN)/python benchmarks/rate_limit.py
+	$(BIN)/python benchmarks/cache_resume.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_throughput.py
 	$(BIN)/python benchmarks/tau2_floors.py
