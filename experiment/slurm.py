@@ -18,6 +18,8 @@ Snapshot: the jobs import the code copied at submission into OUT/.slurm/code-<ti
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -202,8 +204,8 @@ def submit(cfg: DictConfig, exp: Experiment, stages: list[Stage], out: Path) -> 
             setup.append(f"export PYTHONPATH={python_path(code)}")
         executor.update_parameters(name=f"{exp.name}:{stage.name}", slurm_setup=setup, **params,
                                    **({"slurm_dependency": "afterok:" + ":".join(after)} if after else {}))
-        job = executor.submit(StageJob(stage, tuple(stages), exp, out, logger, _reproduce_command(),
-                                       float(cfg.heartbeat_s), forced(stage, cfg.rerun)))
+        job = _submit_one(executor, StageJob(stage, tuple(stages), exp, out, logger, _reproduce_command(),
+                                             float(cfg.heartbeat_s), forced(stage, cfg.rerun)), list(job_of.values()))
         job_of[stage.name] = job.job_id
         done.append(Submitted(stage.name, job.job_id, after))
 
@@ -214,6 +216,23 @@ def submit(cfg: DictConfig, exp: Experiment, stages: list[Stage], out: Path) -> 
         f.write(json.dumps(record) + "\n")
     _print_graph(done, out, code)
     return done
+
+
+def _submit_one(executor, job: StageJob, before: list[str]):
+    """Submit one stage's job; when sbatch refuses it (a bad partition, account, size...), cancel the jobs of this
+    submission made before it, so that no half graph is left queued, and say why in one line."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr too; it is in the error
+            return executor.submit(job)
+    except (FailedJobError, OSError) as exc:
+        if before:
+            subprocess.run(["scancel", *before], capture_output=True, timeout=60)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        cancelled = f"; cancelled jobs {','.join(before)} of this submission" if before else ""
+        raise ToolturnError(f"sbatch refused the job of stage {job.stage.name}: "
+                            f"{lines[-1] if lines else type(exc).__name__}{cancelled}") from None
 
 
 def _print_graph(done: list[Submitted], out: Path, code: Path | None) -> None:

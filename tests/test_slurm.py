@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FIXTURES = Path(__file__).parent / "fixtures" / "conf"
 LAUNCHERS = sorted(p.stem for p in (ROOT / "conf" / "hydra" / "launcher").glob("*.yaml"))
-DEADLINE_S = 600  # generous: the CI box is a loaded 2-core machine; every wait polls observable state
+DEADLINE_S = 900  # generous: the CI box is a loaded 2-core machine; every wait polls observable state
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -115,7 +115,7 @@ class GatedEndpoint:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # a training and an evaluation twice, as Slurm jobs, on a loaded 2-core box
+@pytest.mark.timeout(1800)  # a training and an evaluation twice, as Slurm jobs, on a loaded 2-core box
 def test_an_experiment_is_a_job_graph_and_a_signalled_job_is_requeued_and_resumes(cluster, tmp_path):
     out = tmp_path / "tiny"
     small = "{cpus:1,mem_gb:1,time_min:30}"
@@ -134,6 +134,9 @@ def test_an_experiment_is_a_job_graph_and_a_signalled_job_is_requeued_and_resume
         assert list(jobs) == ["generate:uo", "audit:uo", "train:tuned", "evaluate:retail:oracle",
                               "evaluate:retail:tuned", "report"]
         assert f"squeue -j {','.join(j['job_id'] for j in jobs.values())}" in proc.stdout
+        # while they are queued (the report's job waits for the held evaluation), a second submission is refused
+        twice = subprocess.run(proc.args, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert twice.returncode == 2 and "of an earlier submission for" in twice.stderr, twice.stdout + twice.stderr
 
         # the evaluation job, with a sample scored and the next held, gets what Slurm sends before a time limit
         evaluation = jobs["evaluate:retail:tuned"]["job_id"]
@@ -174,6 +177,22 @@ def test_an_experiment_is_a_job_graph_and_a_signalled_job_is_requeued_and_resume
     arms = summary["evaluations"]["retail"]
     assert arms["oracle"]["pass_hat_1"] == 1.0 and arms["tuned"]["floor"] == 0.0
     assert arms["tuned"]["scored"] == arms["tuned"]["samples"] == 8
+
+
+@pytest.mark.slow
+def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_half_graph(cluster, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolturn.experiment.run", "experiment=tiny", f"hydra.searchpath=[file://{FIXTURES}]",
+         f"out_dir={tmp_path / 'x'}", "launcher=slurm", "logger=none", "~experiment.datasets.to",
+         "+experiment.resources={generate:{cpus:1,mem_gb:1},train:{cpus:1,mem_gb:1},evaluate:{gpus:1}}",
+         "slurm.gpu.partition=nope"],
+        capture_output=True, text=True, env=cluster.env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: sbatch refused the job of stage evaluate:retail:oracle: ")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    cancelled = re.search(r"cancelled jobs ([\d,]+) of this submission", proc.stderr).group(1).split(",")
+    assert len(cancelled) == 3  # generate, audit, train
+    wait_for("the cancelled jobs to leave the queue", lambda: not set(cancelled) & set(cluster.jobs()), 120)
 
 
 @pytest.mark.slow
