@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -393,3 +394,32 @@ def test_smollm2_lora_merged_is_served(tmp_path, data_dirs):
     message = reply["choices"][0]["message"]
     assert message["role"] == "assistant" and (message.get("content") or message.get("tool_calls"))
     assert reply["usage"]["prompt_tokens"] > 100  # the tools were rendered into the prompt by our template
+
+
+def documented_command(doc: str, program: str, first_arg: str = "") -> list[str]:
+    """The first `program` command of `doc`'s code blocks, as written (continuation lines joined, comment cut)."""
+    text = (Path(__file__).resolve().parents[1] / doc).read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(f".venv/bin/{program} {first_arg}"))
+    return [str(BIN / program) if (BIN / program).exists() else program, *shlex.split(line.split(" #")[0])[1:]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_documented_generate_and_train_commands_run_as_written(tmp_path):
+    """docs/generate.md's first command and docs/train.md's first (tiny_qwen3) with their defaults: the training
+    command runs on what the generation command makes (max_length, the overlong policy and the batch fit its 50
+    user-oriented dialogues). Only chinook is left out of data.paths (its database is a download), and the
+    documented 30 steps are cut to 2 (30 take minutes on a loaded CI machine; the data checks come first)."""
+    gen = documented_command("docs/generate.md", "toolturn-generate")
+    assert "out_dir=runs/retail-uo" in gen and "pipeline=user_oriented" in gen
+    proc = subprocess.run(gen + ["progress=false"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    train = documented_command("docs/train.md", "toolturn-train", "model=tiny_qwen3")
+    assert "data.paths=[runs/retail-uo,runs/chinook-to]" in train and "max_steps=30" in train
+    train = [a.replace(",runs/chinook-to", "") if a.startswith("data.paths=") else a for a in train]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    proc = subprocess.run(train + ["max_steps=2", "progress=lines"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((tmp_path / "runs" / "train" / "tiny" / "metrics.json").read_text())
+    assert m["steps"] == 2 and m["data"]["train_rows"] + m["data"]["val_rows"] == 50, m["data"]
