@@ -125,9 +125,10 @@ def _starts_with_one_of(text: str, templates: tuple[str, ...]) -> bool:
 
 def test_slips_are_context_caught_by_what_the_customer_knows_and_corrected_first(retail):
     factory = DialogueFactory(retail, make_cfg("domain=retail", "roles.assistant.slip_rate=1"))
-    slips = 0
-    for i in range(12):
-        messages = asyncio.run(factory.make(i)).record["messages"]
+    slips, i = 0, 0
+    while slips < 3 and i < 200:  # bounded: a slip needs a number the customer knows, which not every dialogue has
+        record, i = asyncio.run(factory.make(i)).record, i + 1
+        messages = record["messages"] if record else []
         for k, m in enumerate(messages):
             complaint = m["role"] == "user" and any(t.split("{")[0] in m["content"] for t in P.USER_CORRECT)
             assert complaint == (messages[k - 1].get("weight") == 0)  # every slip caught, nothing else complained of

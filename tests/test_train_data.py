@@ -116,17 +116,36 @@ def labels(ids: list[int], mask: list[int]) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def slips_run(tmp_path_factory) -> Path:
-    """Real user-oriented dialogues in which the oracle slips on every report a customer can check."""
-    return generate(tmp_path_factory.mktemp("gen") / "slips", "pipeline=user_oriented", "domain=retail",
-                    "num_dialogues=5", "seed=0", "roles.assistant.slip_rate=1")
+def slips_run(tmp_path_factory, retail) -> Path:
+    """Real user-oriented retail dialogues in which the oracle slips on every report a customer can check, the
+    first five that hold a slip, exported as generation exports them (an HF dataset dir)."""
+    import asyncio
+
+    import datasets
+    from conftest import make_cfg
+    from toolturn.generate.dialogue import DialogueFactory
+    from toolturn.generate.export import to_arrow_row
+
+    factory = DialogueFactory(retail, make_cfg("pipeline=user_oriented", "domain=retail", "seed=0",
+                                               "roles.assistant.slip_rate=1"))
+    slipped = []
+    for index in range(200):  # bounded: a slip needs a number the customer knows, which not every dialogue has
+        record = asyncio.run(factory.make(index)).record
+        if record and any(m.get("weight") == 0 for m in record["messages"]):
+            slipped.append(record)
+            if len(slipped) == 5:
+                break
+    assert slipped, "no slip in 200 dialogues"
+    out = tmp_path_factory.mktemp("gen") / "slips"
+    datasets.Dataset.from_list([to_arrow_row(r) for r in slipped]).save_to_disk(str(out))
+    return out
 
 
 def test_a_slipped_turn_is_context_and_its_correction_a_target(slips_run, tokenizer):
     from toolturn.train.data import load_source
 
     records = load_source(slips_run, 0)
-    slipped = next(r for r in records if any(m.get("weight") == 0 for m in r.messages))
+    slipped = records[0]
     messages = normalize(slipped.messages)
     assert problems(slipped) == []
     ids, mask = encode(tokenizer, messages, slipped.tools)
