@@ -110,13 +110,22 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
     held: list[Outcome] = []  # provisional drops not logged yet, in index order
     streak: Counter = Counter()  # reasons of the current run of consecutive drops
     failures = _Failures()
+    # Each dialogue posts its outcome here. asyncio.wait over the pending tasks adds and removes a callback on
+    # every one of them per finished dialogue: O(concurrency) each, 0.41 ms of CPU at 1,024 in flight (a queue:
+    # under 1 us).
+    outcomes: asyncio.Queue[Outcome | BaseException] = asyncio.Queue()
 
-    async def one(i: int) -> Outcome:
+    async def one(i: int) -> None:
         try:
-            return await factory.make(i)
+            out = await factory.make(i)
         except Exception as exc:  # a bug in one dialogue must not take the run down; it is counted
             failures.add(i, exc)
-            return Outcome(i, None, f"error:{type(exc).__name__}", str(exc)[:300])
+            out = Outcome(i, None, f"error:{type(exc).__name__}", str(exc)[:300])
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a signal's Interrupted raised in this task: the loop re-raises it
+            out = exc
+        outcomes.put_nowait(out)
 
     try:
         while writer.valid < target:
@@ -124,9 +133,12 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
                 i = next(indices)
                 pending[i] = asyncio.create_task(one(i))
                 order.append(i)
-            done, _ = await asyncio.wait(pending.values(), return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                out = task.result()
+            done = [await outcomes.get()]
+            while not outcomes.empty():
+                done.append(outcomes.get_nowait())
+            for out in done:
+                if isinstance(out, BaseException):
+                    raise out
                 if out.fatal:
                     raise ToolturnError(f"{out.fatal}. The run stopped; finished dialogues are saved and re-running "
                                         f"the same command resumes")
