@@ -1,4 +1,4 @@
-"""Run statistics (the paper's Table 1 and more) and `toolturn-stats RUN_DIR`."""
+"""Run statistics (the paper's Table 1, data quality (generate/quality.py) and more) and `toolturn-stats RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from toolturn.core.errors import ToolturnError
 from toolturn.core.rundir import RunDir
+from toolturn.generate.quality import format_quality, quality
 
 
 def _summary(values: list[float]) -> dict:
@@ -116,6 +117,7 @@ def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
         "synthesis_rejections": dict(synthesis.most_common()),
         # assistant messages that carry the model's reasoning_content (thinking models only)
         "reasoning": {"dialogues": sum(n > 0 for n in reasoning), "assistant_messages": sum(reasoning)},
+        "quality": quality(records),
     }
 
 
@@ -137,6 +139,8 @@ def format_table(stats: dict) -> str:
         f"{stats['attempts']['user_turns_per_task']:.2f} user turns/task",
         f"throughput: {stats['throughput']['dialogues_per_s']} dialogues/s over {stats['throughput']['wall_s']} s",
     ]
+    if "quality" in stats:  # a stats.json written before the quality figures existed has none
+        lines += format_quality(stats["quality"])
     reasoning = stats["reasoning"]
     if reasoning["assistant_messages"]:
         lines.append(f"reasoning: {reasoning['assistant_messages']} assistant messages in {reasoning['dialogues']} "
