@@ -133,17 +133,20 @@ def behaviour_rows(entry: dict) -> dict[str, dict]:
 
 
 def moved(base: dict, tuned: dict) -> tuple[list[str], list[str]]:
-    """Which rates changed between two checkpoints, by more than the binomial standard error of both."""
+    """Which rates changed between two checkpoints at 95% confidence: by more than Z95 pooled standard errors of
+    the difference (the two-proportion test's: a rate of 0 or 1 on one side still has a spread under "no change").
+    Turn-level rates count turns of the same episodes, which are not independent: read them as a screen."""
     up, still = [], []
     rb, rt = behaviour_rows(base), behaviour_rows(tuned)
     for key in sorted(set(rb) & set(rt)):
         a, b = rb[key], rt[key]
         if a.get("rate") is None or b.get("rate") is None or not a.get("n") or not b.get("n"):
             continue
-        se = math.sqrt(a["rate"] * (1 - a["rate"]) / a["n"] + b["rate"] * (1 - b["rate"]) / b["n"])
+        pooled = (a["rate"] * a["n"] + b["rate"] * b["n"]) / (a["n"] + b["n"])
+        se = math.sqrt(pooled * (1 - pooled) * (1 / a["n"] + 1 / b["n"]))
         title = b.get("title") or key
         text = f"{title}: {_fmt(a['rate'])} (n={a['n']}) -> {_fmt(b['rate'])} (n={b['n']})"
-        (up if abs(b["rate"] - a["rate"]) > max(se, 1e-12) else still).append(text)
+        (up if abs(b["rate"] - a["rate"]) > max(Z95 * se, 1e-12) else still).append(text)
     return up, still
 
 
@@ -329,7 +332,8 @@ def write(exp: Experiment, stages: list[Stage], out: Path, logger_cfg, command: 
             for a, b in exp.compare:
                 if a in entries and b in entries:
                     up, still = moved(entries[b], entries[a])
-                    lines += [f"What moved from {b} to {a} on {name} (beyond the binomial standard error of both):", ""]
+                    lines += [f"What moved from {b} to {a} on {name} "
+                              f"(at 95% confidence, a two-proportion test):", ""]
                     lines += [f"- {x}" for x in up] or ["- nothing"]
                     lines += ["", "What did not move:", ""] + ([f"- {x}" for x in still] or ["- (no other rate)"]) + [""]
 

@@ -248,3 +248,16 @@ def test_one_lineage_across_stages_in_one_wandb_group(experiment):
 
     groups, _ = _artifacts(out / "report")
     assert groups == {"tiny"}
+
+
+def test_a_rate_moved_only_beyond_the_pooled_standard_error():
+    """0/38 -> 7/46 is 2.5 pooled standard errors, 0/38 -> 2/42 only 1.4 (the unpooled error of 0/38 is zero, so
+    any change from it would have "moved"), 16/16 -> 14/16 only 1.5."""
+    from toolturn.experiment.report import moved
+
+    def entry(**rates):
+        return {"m": {"behaviour": {k: {"value": x / n, "n": n} for k, (x, n) in rates.items()}}}
+
+    up, still = moved(entry(a=(0, 38), b=(0, 38), c=(16, 16)), entry(a=(7, 46), b=(2, 42), c=(14, 16)))
+    assert [line.split(":")[0] for line in up] == ["a"]
+    assert [line.split(":")[0] for line in still] == ["b", "c"]
