@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolturn.core.errors import ToolturnError
-from toolturn.core.judges.facts import mentions
+from toolturn.core.judges.facts import NAMING_FIELDS, keys_of, mentions, rows
 from toolturn.core.policy import Policy, Rule, StateRule
 from toolturn.core.roles.acts import asks_confirmation, is_affirmation
 from toolturn.core.sqlenv import SqlDomain, SqlTool
@@ -321,10 +321,31 @@ class ConfirmWrites(Rule):
             for param, value in (call.args.items() if isinstance(call.args, dict) else []):
                 if param == key or value is None or isinstance(value, (bool, dict, list)):
                     continue
-                if not mentions(msgs[ask]["content"], value):
+                if not _states(msgs[ask]["content"], param, value, msgs[trace.start:ask]):
                     return [Violation(self.name, call.index, f"{call.name}: the confirmation request did not "
                                                              f"state {param} = {format_value(value)}")]
         return []
+
+
+def _states(text: str, param: str, value, earlier: list[dict]) -> bool:
+    """The proposal states the value: as such (an enum's underscores may read as spaces), or by the name of
+    the record it identifies in an earlier tool result ("the Ultra Speaker" for its SKU, "your work address"
+    for its id): a customer is not asked to confirm an internal id they never saw."""
+    if mentions(text, value) or (isinstance(value, str) and mentions(text, value.replace("_", " "))):
+        return True
+    keys = keys_of(param)
+    for m in earlier:
+        if m["role"] != "tool":
+            continue
+        try:
+            result = json.loads(m.get("content") or "")
+        except ValueError:
+            continue
+        for row in rows([result]):
+            if any(row.get(k) == value for k in keys) and any(
+                    n not in keys and isinstance(row.get(n), str) and mentions(text, row[n]) for n in NAMING_FIELDS):
+                return True
+    return False
 
 
 def _replies_after(trace: Trace, index: int):

@@ -49,15 +49,7 @@ def play(suite: SqlTauSuite, make, items=None) -> list[dict]:
     return asyncio.run(run())
 
 
-# The text user drops the report in the oracle's "All set: <facts>. Here is the change: ... proceed?": its
-# proposal cut-off (core/roles/text_user.reported, _WRITE_VERB) reads the opener's "set" as a change, so the
-# user gives up on one 3-task chain (reward 1.0 all the same). A core/roles bug; remove the mark with its fix.
-ALL_SET = pytest.mark.xfail(strict=True, reason="core/roles/text_user.py: 'All set:' is read as a proposal")
-
-
-@pytest.mark.parametrize("name,tasks_per_episode", [
-    pytest.param(name, k, marks=[ALL_SET] if (name, k) == ("retail", 3) else [])
-    for k in (1, 3) for name in (*BUILTIN, "classic")])
+@pytest.mark.parametrize("name,tasks_per_episode", [(name, k) for k in (1, 3) for name in (*BUILTIN, "classic")])
 def test_oracle_scores_one_and_do_nothing_zero_on_every_write(tmp_path, sample_dbs, name, tasks_per_episode):
     overrides = domain_overrides(name, sample_dbs)
     suite = make_suite(tmp_path, overrides, 30, tasks_per_episode)

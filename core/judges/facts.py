@@ -38,3 +38,20 @@ def mentions(text: str, value: Any) -> bool:
     if not token.strip():
         return True
     return re.search(rf"(?<!\w){re.escape(token)}(?!\w)", text, re.IGNORECASE) is not None
+
+
+# the fields of a result row that name it to a customer (a product's name, an address's label)
+NAMING_FIELDS = ("name", "product_name", "label", "title", "plan")
+
+
+def rows(results) -> list[dict]:
+    """Every result row of a task's tool results so far (a result is a row, a list of rows or None)."""
+    out = []
+    for r in results:
+        out += [x for x in (r if isinstance(r, list) else [r]) if isinstance(x, dict)]
+    return out
+
+
+def keys_of(param: str) -> set[str]:
+    """The result fields an argument's value can be found under: `new_sku` under `sku`, `address_id` under `id`."""
+    return {param, param.removeprefix("new_")} | ({"id"} if param.endswith("_id") else set())

@@ -81,7 +81,7 @@ class AgendaUser:
                 parts.append(P.pick(self.rng, P.USER_REQUESTS, c=wanted))
                 acts.append({"act": "request", "task": key[0], "subtask": key[1],
                              "ids": self._slots(self.tasks[key[0]].subtasks[key[1]], True)})
-            return UserTurn(" ".join(parts), False, acts)
+            return UserTurn(P.join(parts), False, acts)
         task = self.tasks[self.task_index]
         if self.next_subtask < len(task.subtasks):
             return self._request(P.USER_NEXT if self.b.feedback else None, parts, acts)
@@ -89,8 +89,8 @@ class AgendaUser:
             self.task_index, self.next_subtask = self.task_index + 1, 0
             return self._request(P.USER_CHAIN if self.b.feedback else None, parts, acts)
         if not self.b.close_message:
-            return UserTurn(" ".join(parts) or None, True, acts + [{"act": "bye"}])
-        return UserTurn(" ".join(parts + [P.pick(self.rng, P.USER_CLOSE)]), True, acts + [{"act": "bye"}])
+            return UserTurn(P.join(parts) or None, True, acts + [{"act": "bye"}])
+        return UserTurn(P.closing(self.rng, parts, P.USER_UNDERSTOOD + P.USER_ACK), True, acts + [{"act": "bye"}])
 
     def _review(self, key: tuple[int, int], text: str, parts: list[str], acts: list[dict]) -> None:
         st = self.tasks[key[0]].subtasks[key[1]]
@@ -143,5 +143,5 @@ class AgendaUser:
         if frame is None:
             parts.append(request)
         else:
-            parts.append(P.pick(self.rng, frame, r=request))
-        return UserTurn(" ".join(parts), False, acts)
+            parts.append(P.framed(self.rng, frame, parts, request, P.USER_UNDERSTOOD + P.USER_ACK))
+        return UserTurn(P.join(parts), False, acts)

@@ -134,7 +134,7 @@ class OracleAssistant:
         return self._final()
 
     def _final(self) -> AssistantTurn:
-        return AssistantTurn(" ".join(self.lines), [], list(self.acts), context=self.slipped)
+        return AssistantTurn(P.join(self.lines), [], list(self.acts), context=self.slipped)
 
     def _ask(self, ti: int, slot: str) -> AssistantTurn:
         self.acts.append({"act": "ask", "task": ti, "slot": slot})
@@ -145,7 +145,11 @@ class OracleAssistant:
     def _propose(self, ti: int, si: int, step: int | None, tool: str, args: dict) -> AssistantTurn:
         """State the exact change and ask for a yes: the last thing this message says."""
         self.acts.append({"act": "propose", "task": ti, "subtask": si, "step": step})
-        self.lines.append(P.pick(self.rng, P.ASSISTANT_PROPOSE, c=describe_change(tool, args, self.owner_key)))
+        says = self.tasks[ti].subtasks[si].detail.get("change")  # the domain's words (core/domains/<name>/phrasing.py)
+        shown = {k: v for k, v in args.items() if k not in self.owner_key}
+        c = P.change(says, shown, list(self.provided[ti].values()), self.results[ti]) if says else \
+            describe_change(tool, args, self.owner_key)
+        self.lines.append(P.pick(self.rng, P.ASSISTANT_PROPOSE, c=c))
         return self._final()
 
     def _report(self, mode: str, ti: int, si: int) -> str:
@@ -170,8 +174,10 @@ class OracleAssistant:
         for (_, right), (_, said) in zip(items, told):
             if said == right:
                 self.knowledge.hear(right)
-        f = P.facts_sentence(told)
-        templates = {"subtask": P.ASSISTANT_REPORT, "confirm": P.ASSISTANT_CONFIRM, "fix": P.ASSISTANT_FIX}[mode]
+        f = P.facts_sentence(told, self.rng, st.detail.get("tell"))
+        wrote = st.detail.get("write") is not None  # only a report after a write opens with "Done"
+        templates = {"subtask": P.ASSISTANT_REPORT_WRITE if wrote else P.ASSISTANT_REPORT,
+                     "confirm": P.ASSISTANT_CONFIRM, "fix": P.ASSISTANT_FIX}[mode]
         return P.pick(self.rng, templates, f=f, F=P.capitalize(f))
 
     def _slip(self, items: list[tuple[str, Any]], checkable: list[int]) -> list[tuple[str, Any]]:

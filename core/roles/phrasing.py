@@ -1,27 +1,46 @@
 """Surface realisation for the rule-based roles: several phrasings per dialogue act.
 
-Each act has at least five templates so that generated dialogues are not identical strings. Values
-are always written with `format_value`, the same function the judge and the user simulator use to
-check that a fact was stated.
+Each act has at least five templates, most of them composed (a lead-in, a body, a hand-back: every
+combination is a template), so that generated dialogues are not a handful of strings. Values are
+always written with `format_value`, the same function the judge and the user simulator use to check
+that a fact was stated. Every template goes through one joiner (`fill`, `join`): a sentence put in
+mid-sentence starts in lower case, and parts of a message are joined with one space.
+
+A report after a write is phrased as a result ("Done: ..."); a read-only answer never opens that way.
+Nothing but a proposal asks the user's leave (core/roles/acts.py): no other question here contains
+"can I", "confirm", "proceed" or "go ahead".
 """
 
 from __future__ import annotations
 
 import random
+import string
+from itertools import product
 
+from toolturn.core.judges.facts import NAMING_FIELDS, keys_of, rows
 from toolturn.core.tasks.types import format_value
 
 V = format_value
+
+
+def _compose(*slots: tuple[str, ...]) -> tuple[str, ...]:
+    """Every combination of one phrase per slot (a slot may offer "" to leave it out)."""
+    return tuple(" ".join(p for p in combo if p) for combo in product(*slots))
+
 
 USER_OPENERS = ("Hi! {r}", "Hello, I need some help. {r}", "Hey there. {r}", "Good morning. {r}",
                 "Hi, hoping you can help me out. {r}", "Hello! {r}")
 USER_REQUESTS = ("Could you {c}?", "I'd like you to {c}.", "Can you please {c}?", "Please {c}.",
                  "I need you to {c}.", "Would you {c}?")
-USER_NEXT = ("Thanks. Next, {r}", "Great. Now {r}", "Okay, thank you. {r}", "Perfect. {r}", "Good. {r}",
-             "Got it, thanks. {r}")
-USER_CHAIN = ("Thanks! One more thing: {r}", "Great, that's sorted. Also, {r}",
-              "Perfect. While I have you, {r}", "Thank you. There's something else too. {r}",
-              "Good, thanks. Separately, {r}")
+# a request after the previous one is answered: an acknowledgement, then the turn to the next request; once the
+# user has acknowledged already (after a refusal: "Fair enough."), the turn alone (`framed`)
+NEXT_TURN = ("Next, {r}", "Now {r}", "And {r}", "Also, {r}", "Then {r}")
+USER_NEXT = _compose(("Thanks.", "Great.", "Okay, thank you.", "Perfect.", "Good.", "Got it, thanks.", "Alright.",
+                      "Thanks for that.", "Nice, thanks."), NEXT_TURN + ("{r}",))
+CHAIN_TURN = ("One more thing: {r}", "Also, {r}", "While I have you, {r}", "There's something else too. {r}",
+              "Separately, {r}", "Since I'm here anyway, {r}", "I have another question. {r}", "On another topic, {r}")
+USER_CHAIN = _compose(("Thanks!", "Great, that's sorted.", "Perfect.", "Thank you.", "Good, thanks.", "Thanks."),
+                      CHAIN_TURN)
 USER_INFORM = ("Sure, the {s} is {v}.", "It's {v}.", "Of course: {s} {v}.", "The {s} should be {v}.",
                "Yes, {s}: {v}.", "That would be {v}.")
 USER_ACK = ("Great, thanks.", "Perfect, that's what I needed.", "Thanks, that helps.", "Got it, thank you.",
@@ -37,19 +56,33 @@ USER_CORRECT = ("Hmm, that doesn't look right for the {l}. Could you check again
 USER_CLOSE = ("That solves it, thanks!", "That's everything, thank you!", "Great, that's all I needed. Thanks!",
               "Perfect, all done. Thanks for your help!", "Wonderful, that covers it. Bye!",
               "Thanks a lot, that's all for today.")
+# the goodbye after an acknowledgement in the same message ("Fair enough."): no second thank-you
+USER_CLOSE_AFTER_ACK = ("That's all for today.", "Nothing else for now.", "That was my last question.",
+                        "I'll leave it there.", "That's everything from me.")
 
-ASSISTANT_ASK = ("Sure, I can help with that. Could you give me the {s}?",
-                 "Happy to help. What is the {s}?", "Of course. First, I need the {s}, please.",
-                 "I can look into that. Which {s} should I use?", "Certainly. Please share the {s}.")
-ASSISTANT_REPORT = ("Here's what I found: {f}.", "I checked that for you: {f}.", "Done. {F}.",
-                    "According to the records, {f}.", "All set: {f}.")
+
+ASSISTANT_ASK = _compose(("Sure, I can help with that.", "Happy to help.", "Of course.", "I can look into that.",
+                          "Certainly.", "Let me check that for you.", "No problem.", "Sure thing.", ""),
+                         ("Could you give me the {s}?", "What is the {s}?", "First, I need the {s}, please.",
+                          "Please share the {s}.", "What's the {s}?",
+                          "I'll need the {s} for that.", "Can you tell me the {s}?", "Do you have the {s} handy?"))
+_READ_LEAD = ("Here's what I found:", "I checked that for you:", "According to the records,", "I looked it up:",
+              "From what I see here,", "Let me see. Okay,", "Thanks for waiting. So", "I have it here:",
+              "Sure:", "Right,", "Good news, I found it:", "Here you go:", "Found it:", "Okay, so",
+              "I've pulled it up:", "Let me read it out:", "")
+# no write verb ("set", "change", ...) in a lead: a report before a proposal in the same message must not read
+# as part of the proposal (core/roles/text_user.reported)
+_WRITE_LEAD = ("Done.", "All done:", "That's taken care of:", "That went through:", "It's done:",
+               "Finished.", "That worked:", "All done.", "You're all sorted:")
+ASSISTANT_REPORT = _compose(_READ_LEAD, ("{f}.",))
+ASSISTANT_REPORT_WRITE = _compose(_WRITE_LEAD, ("{f}.",))
 ASSISTANT_ERROR = ("I couldn't find that: the system says \"{e}\". I looked up {k}. Could you double-check it?",
                    "Sorry, there is no match. I searched for {k} and got: \"{e}\".",
                    "That lookup failed for {k} (\"{e}\"). Maybe the number is different?",
                    "I'm afraid nothing was found for {k}. The system returned \"{e}\".",
                    "No record came back for {k}; the error was \"{e}\".")
-ASSISTANT_CONFIRM = ("Yes, I re-checked: {f}.", "Confirmed: {f}.", "I verified it again: {f}.",
-                     "Yes, it's recorded: {f}.", "Double-checked: {f}.")
+ASSISTANT_CONFIRM = _compose(("Yes, I re-checked:", "Confirmed:", "I verified it again:", "Yes, it's recorded:",
+                              "Double-checked:", "I looked once more, and", "It's on record:"), ("{f}.",))
 ASSISTANT_FIX = ("You're right, my apologies. {F}.", "Sorry about that, I misread it. {F}.",
                  "Thanks for catching that. Corrected: {f}.", "Apologies, let me correct myself: {f}.",
                  "My mistake. The right value: {f}.")
@@ -57,24 +90,33 @@ ASSISTANT_FIX = ("You're right, my apologies. {F}.", "Sorry about that, I misrea
 # The policy's acts: identification, confirmation before a write, refusals. A proposal asks for a yes
 # (core/roles/acts.PROPOSAL), an affirmation says yes and no "no" (acts.AFFIRM / acts.DECLINE), and a
 # refusal says it can't.
-ASSISTANT_ASK_IDENTITY = (
-    "I can help with that. First I need to verify your identity: what is the {s} on your account?",
-    "Happy to look into it. Before I access your account, could you tell me your {s}?",
-    "Sure. For your security, please share the {s} on your account first.",
-    "Of course. To verify it's you, what's your {s}?",
-    "I'll need to confirm your identity before going further. Could you give me your {s}?")
-ASSISTANT_PROPOSE = ("To confirm, I'm about to {c}. Shall I go ahead?",
-                     "Here is the change: {c}. Do you want me to proceed?",
-                     "I can {c}. Should I go ahead with that?",
-                     "Just to be sure before I change anything: {c}. Can you confirm?",
-                     "The change would be: {c}. Would you like me to proceed?")
-ASSISTANT_REFUSE = ("I'm sorry, but I can't do that: {r}.", "Unfortunately I'm unable to help with that request: {r}.",
-                    "I'm afraid that's not possible: {r}.", "I can't make that change, I'm sorry: {r}.",
-                    "I'm not able to do that under our policy: {r}.")
-ASSISTANT_NO_CHANGE = ("Understood, I won't make that change. Nothing has been modified.",
-                       "No problem, I've left everything as it was.",
-                       "Alright, I haven't changed anything.", "Okay, the change is not made; everything stays as it is.",
-                       "Sure, I'll leave it unchanged.")
+ASSISTANT_ASK_IDENTITY = _compose(
+    ("I can help with that.", "Happy to look into it.", "Sure.", "Of course.", "Glad to help.", "Sure thing.", ""),
+    ("First I need to verify your identity: what is the {s} on your account?",
+     "Before I access your account, could you tell me your {s}?",
+     "For your security, please share the {s} on your account first.",
+     "To verify it's you, what's your {s}?",
+     "I'll need to verify your identity before going further. Could you give me your {s}?",
+     "Which {s} is on the account?", "Could you tell me the {s} you registered with?"))
+ASSISTANT_PROPOSE = _compose(
+    ("", "Thanks.", "Okay.", "I have the details."),
+    ("To confirm, I'm about to {c}.", "Here is the change: {c}.", "I can {c}.",
+     "Just to be sure before I change anything: I would {c}.", "The change would be to {c}.",
+     "So I'll {c}.", "What I'd do is {c}."),
+    ("Shall I go ahead?", "Do you want me to proceed?", "Should I go ahead with that?", "Can you confirm?",
+     "Would you like me to proceed?", "Okay to go ahead?"))
+ASSISTANT_REFUSE = _compose(
+    ("I'm sorry, but I can't do that: {r}.", "Unfortunately I'm unable to help with that request: {r}.",
+     "I'm afraid that's not possible: {r}.", "I can't make that change, I'm sorry: {r}.",
+     "I'm not able to do that under our policy: {r}.", "That's something I can't do, because {r}.",
+     "I checked, and I can't do that: {r}.", "Sorry, that isn't possible: {r}."),
+    ("", "", "I understand it's frustrating.", "Sorry I can't be more helpful there.",
+     "Let me know if there's anything else."))
+ASSISTANT_NO_CHANGE = _compose(
+    ("Understood.", "No problem.", "Alright.", "Okay.", "Sure.", "Of course."),
+    ("I won't make that change. Nothing has been modified.", "I've left everything as it was.",
+     "I haven't changed anything.", "The change is not made; everything stays as it is.",
+     "I'll leave it unchanged."))
 USER_AFFIRM = ("Yes, please go ahead.", "Yes, that's right, please do.", "Correct, go ahead.", "Sure, please proceed.",
                "Yep, do it.", "Yes, confirmed.")
 USER_DECLINE = ("No, please don't change anything after all.", "Actually, no. Leave it as it is.",
@@ -87,13 +129,99 @@ USER_UNDERSTOOD = ("I see, thanks for explaining.", "Okay, I understand.", "Fair
                    "Oh well, thanks anyway.")
 
 
+# the placeholders that take a whole sentence (a request): in lower case when put mid-sentence
+_SENTENCE_FIELDS = frozenset({"r"})
+_KEEP_CAPITAL = ("I", "I'd", "I'm", "I'll", "I've")
+
+
 def pick(rng: random.Random, templates: tuple[str, ...], **kw) -> str:
-    return rng.choice(templates).format(**kw)
+    return fill(rng.choice(templates), **kw)
 
 
-def facts_sentence(items: list[tuple[str, object]]) -> str:
-    return "; ".join(f"the {label} {'are' if isinstance(value, list) else 'is'} {V(value)}" for label, value in items)
+def fill(template: str, **kw) -> str:
+    """`template` with its placeholders filled: a value that starts a sentence starts with a capital, and a
+    sentence put after a comma, a colon or a word starts in lower case ("While I have you, could you ...",
+    never "..., Could you ...")."""
+    out = ""
+    for literal, field, _, _ in string.Formatter().parse(template):
+        out += literal
+        if field is None:
+            continue
+        value = str(kw[field])
+        if not out.strip() or out.rstrip().endswith((".", "!", "?")):
+            value = capitalize(value)  # a value that starts a sentence
+        elif field in _SENTENCE_FIELDS:
+            first = value.split(" ", 1)[0]
+            if first not in _KEEP_CAPITAL and first[:1].isupper() and first[1:].islower():
+                value = value[:1].lower() + value[1:]
+        out += value
+    return out
+
+
+def join(parts: list[str]) -> str:
+    """The parts of one message, one space between them."""
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def framed(rng: random.Random, frame: tuple[str, ...], parts: list[str], request: str,
+           acknowledgements: tuple[str, ...]) -> str:
+    """`request` in a frame of USER_NEXT or USER_CHAIN, without a second acknowledgement after one in `parts`."""
+    if parts and parts[-1] in acknowledgements and frame in (USER_NEXT, USER_CHAIN):
+        frame = NEXT_TURN if frame == USER_NEXT else CHAIN_TURN
+    return pick(rng, frame, r=request)
+
+
+def closing(rng: random.Random, parts: list[str], acknowledgements: tuple[str, ...]) -> str:
+    """The user's last message: what they still had to say, then a goodbye that does not thank twice."""
+    acked = bool(parts) and parts[-1] in acknowledgements
+    return join(parts + [pick(rng, USER_CLOSE_AFTER_ACK if acked else USER_CLOSE)])
+
+
+_FACT = ("the {l} {be} {v}", "the {l} {be} {v}", "the {l} {be} listed as {v}", "the records give {v} for the {l}",
+         "the {l} {be} currently {v}")
+
+
+def facts_sentence(items: list[tuple[str, object]], rng: random.Random | None = None,
+                   forms: dict[str, list[str]] | None = None) -> str:
+    """The reported values in one sentence; with `rng`, each in one of several forms: the domain's own for
+    its label (`forms`, core/domains/<name>/phrasing.py) or generic ones."""
+    said = []
+    for label, value in items:
+        form = _FACT[0] if rng is None else rng.choice((forms or {}).get(label) or _FACT)
+        said.append(form.format(l=label, v=V(value), be="are" if isinstance(value, list) else "is"))
+    if len(said) > 1 and rng is not None and rng.random() < 0.5:
+        return ", ".join(said[:-1]) + " and " + said[-1]
+    return "; ".join(said)
 
 
 def capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+def name_of(param: str, value, said: list, results) -> str:
+    """An argument value in the customer's terms: as they said it, else by the name of its row, never a bare
+    internal id they did not give (an enum value reads as words: changed_mind -> changed mind)."""
+    if value in said:
+        return V(value)
+    keys = keys_of(param)
+    for row in rows(results):
+        if any(row.get(k) == value for k in keys):
+            name = next((row[n] for n in NAMING_FIELDS if n not in keys and isinstance(row.get(n), str)), None)
+            if name:
+                return name
+    return V(value).replace("_", " ") if isinstance(value, str) else V(value)
+
+
+def change(template: str, args: dict, said: list, results) -> str:
+    """A domain's wording of a change (core/domains/<name>/phrasing.py): arguments named as the customer
+    knows them, any other placeholder read from the task's earlier results."""
+    found = rows(results)
+    values = {}
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is None or field in values:
+            continue
+        if field in args:
+            values[field] = name_of(field, args[field], said, results)
+        else:
+            values[field] = V(next((r[field] for r in found if field in r), "?"))
+    return template.format(**values)

@@ -184,7 +184,7 @@ class TextUser:
             self.task_index, self.next_subtask = self.task_index + 1, 0
             return self._reveal(P.USER_CHAIN if self.b.feedback else None, parts, acts, len(state.messages))
         self.outcome = "done"
-        return UserTurn(" ".join(parts + [P.pick(self.rng, P.USER_CLOSE)]), True, acts + [{"act": "bye"}])
+        return UserTurn(P.closing(self.rng, parts, P.USER_UNDERSTOOD + P.USER_ACK), True, acts + [{"act": "bye"}])
 
     # ---- reading the assistant ------------------------------------------------------------------
     def _held(self) -> list[tuple[int, str]]:
@@ -195,6 +195,8 @@ class TextUser:
         """Give every held fact the assistant asks for, refuse the ones the task withholds. True when a new
         identifier was given or refused."""
         new = False
+        if proposes(text):  # a proposal asks for a yes, not for facts ("... to the Family Share 50 plan. Shall I?")
+            return new
         asked: dict[str, int] = {}
         withheld = {s: ti for ti, si in self.open for s in self.tasks[ti].subtasks[si].detail.get("withhold", [])}
         for sentence in questions(text):
@@ -301,7 +303,7 @@ class TextUser:
         if self.stall >= self.b.max_stall_turns:
             self.outcome = "gave_up"
             return UserTurn(P.pick(self.rng, GIVE_UP), True, acts + [{"act": "bye"}])
-        return UserTurn(" ".join(parts), False, acts)
+        return UserTurn(P.join(parts), False, acts)
 
     def _reveal(self, frame: tuple[str, ...] | None, parts: list[str], acts: list[dict], at: int) -> UserTurn:
         """Reveal the next one or two subtasks; `frame` wraps the request (opener, feedback)."""
@@ -319,5 +321,6 @@ class TextUser:
         self.next_subtask += k
         self.stall = 0
         request = P.pick(self.rng, P.USER_REQUESTS, c=", and then ".join(clauses))
-        parts.append(request if frame is None else P.pick(self.rng, frame, r=request))
-        return UserTurn(" ".join(parts), False, acts)
+        parts.append(request if frame is None else P.framed(self.rng, frame, parts, request,
+                                                            P.USER_UNDERSTOOD + P.USER_ACK))
+        return UserTurn(P.join(parts), False, acts)

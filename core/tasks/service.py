@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from toolturn.core.sqlenv import Sandbox
@@ -91,6 +91,8 @@ class Service:
     owner_key: str  # the identified customer's id in the identification result
     scenarios: tuple[Scenario, ...]
     decline_prob: float = 0.1  # a write the user declines at the confirmation
+    changes: dict[str, str] = field(default_factory=dict)  # write tool -> the proposal in the customer's terms
+    facts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # report label -> ways to state it ({v})
 
 
 DIFFICULTY = {"public": "easy", "read": "medium", "refuse": "medium", "write": "hard"}
@@ -127,13 +129,18 @@ class ServiceTaskGenerator:
             return None  # the customer would not identify: nothing else of theirs can be done
         identified = any(t.steps and t.steps[0].tool == self.service.identify[0] for t in prior)
         email = next((t.facts[self.service.slot] for t in prior if self.service.slot in t.facts), None)
-        pool = self._choose(rng, identified)
-        for _ in range(MAX_ATTEMPTS):
+        # one customer's visit: no request twice, nothing more about a record they declined or were refused on
+        done = {t.template.removesuffix("_declined") for t in prior}
+        settled = {v for t in prior if _settled(t) for k, v in t.facts.items()
+                   if k != self.service.slot and isinstance(v, str)}
+        pool = [s for s in self._choose(rng, identified) if s.name not in done] or \
+            [s for d in self.by_difficulty.values() for s in d if s.name not in done]  # asked all of that kind
+        for _ in range(MAX_ATTEMPTS if pool else 0):
             scenario = rng.choices(pool, weights=[s.weight for s in pool])[0]
             plan = _Plan(sandbox, [], [], {})
             try:
                 with sandbox.attempt():
-                    task = self._plan(scenario, sandbox, rng, plan, task_id, email)
+                    task = self._plan(scenario, sandbox, rng, plan, task_id, email, settled)
             except Infeasible as exc:
                 key = f"{scenario.name}: {str(exc).split(':')[0]}"
                 rejects[key] = rejects.get(key, 0) + 1
@@ -141,17 +148,20 @@ class ServiceTaskGenerator:
             return task
         return None
 
-    def _pick(self, sandbox: Sandbox, rng: random.Random, scenario: Scenario, email: Any) -> dict:
-        sql = scenario.pick
-        n = sandbox.conn.execute(f"SELECT COUNT(*) FROM ({sql})", {"email": email}).fetchone()[0]
-        if n == 0:
+    def _pick(self, sandbox: Sandbox, rng: random.Random, scenario: Scenario, email: Any,
+              settled: set = frozenset()) -> dict:
+        cur = sandbox.conn.execute(f"SELECT * FROM ({scenario.pick})", {"email": email})
+        names = [d[0] for d in cur.description]
+        slots = {slot for part in scenario.parts for slot in part.ids + part.values}
+        rows = [row for row in (dict(zip(names, r)) for r in cur.fetchall())
+                if scenario.kind == "public" or not any(row.get(k) in settled for k in slots)]
+        if not rows:
             raise Infeasible("no matching rows")
-        cur = sandbox.conn.execute(f"SELECT * FROM ({sql}) LIMIT 1 OFFSET :offset",
-                                   {"email": email, "offset": rng.randrange(n)})
-        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+        return rows[rng.randrange(len(rows))]
 
-    def _plan(self, scenario: Scenario, sandbox, rng, plan: _Plan, task_id: str, email: Any) -> Task:
-        row = self._pick(sandbox, rng, scenario, email)
+    def _plan(self, scenario: Scenario, sandbox, rng, plan: _Plan, task_id: str, email: Any,
+              settled: set = frozenset()) -> Task:
+        row = self._pick(sandbox, rng, scenario, email, settled)
         public = scenario.kind == "public" or _skips_identity(scenario)
         steps = list(scenario.steps)
         if not public:
@@ -180,6 +190,9 @@ class ServiceTaskGenerator:
             report = [] if decline and write in part.steps else \
                 [ReportItem(label, list(path), lookup(plan.results, list(path))) for label, *path in part.report]
             detail: dict[str, Any] = {"say": say, "scenario": scenario.name}
+            tell = {r.label: list(self.service.facts[r.label]) for r in report if r.label in self.service.facts}
+            if tell:
+                detail["tell"] = tell
             ids = list(part.ids)
             if not public and 0 in part.steps and email is None:  # a later task: the customer is identified
                 ids = [self.service.slot] + ids
@@ -192,6 +205,8 @@ class ServiceTaskGenerator:
             if part.withhold:
                 detail["withhold"] = list(part.withhold)
             if write is not None and write in part.steps:
+                if steps[write].tool in self.service.changes:
+                    detail["change"] = self.service.changes[steps[write].tool]
                 if decline:
                     detail["proposal"], detail["decline"] = proposal, True
                 else:
@@ -220,6 +235,11 @@ def _placeholders(template: str) -> list[str]:
 
 def _skips_identity(scenario: Scenario) -> bool:
     return any(p.withhold for p in scenario.parts)
+
+
+def _settled(task: Task) -> bool:
+    """The customer declined the change or was refused it: asking again about that record would contradict it."""
+    return any(st.detail.get("decline") or st.kind == "refuse" for st in task.subtasks)
 
 
 def _skips_identity_task(task: Task) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from toolturn.core.tasks.service import Part, R, S, Scenario, Service, Step
 
+from .phrasing import CHANGES, FACTS
+
 _ME = "(:email IS NULL OR p.email = :email)"
 _SEL = 'SELECT p.email AS "email address", b.confirmation_code AS "confirmation code"'
 _FROM = "FROM bookings b JOIN passengers p ON p.id = b.passenger_id JOIN flights f ON f.id = b.flight_id"
@@ -13,6 +15,7 @@ _PID = R(0, "passenger_id")
 _DETAILS = Step("get_booking_details", {"passenger_id": _PID, "confirmation_code": S("confirmation code")})
 
 SERVICE = Service(
+    changes=CHANGES, facts=FACTS,
     identify=("find_passenger_by_email", "email"), slot="email address", owner_key="passenger_id",
     scenarios=(
         Scenario("flight_status", "public",
@@ -61,7 +64,7 @@ SERVICE = Service(
                  (Step("search_flights", {"flight_number": S("flight number"), "departure_date": S("date")}),),
                  (Part("tell me the status of flight {flight number} on {date}", (0,), values=("flight number", "date"),
                        report=(("status", 0, 0, "status"),)),
-                  Part("cancel my booking {confirmation code}, but I'd rather not give you my email address", (),
+                  Part("cancel my booking {confirmation code}", (),
                        kind="refuse", values=("confirmation code",), refusal="identity", withhold=("email address",)))),
     ),
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from toolturn.core.tasks.service import C, M, Part, R, S, Scenario, Service, Step
 
 from ..actions import TODAY
+from .phrasing import CHANGES, FACTS
 
 _ME = "(:email IS NULL OR c.email = :email)"
 _CUSTOMER_ORDER = 'SELECT c.email AS "email address", o.order_number AS "order number"'
@@ -25,6 +26,7 @@ _CHECK = Part("check the status of my order", (0, 1), ids=("order number",),
               report=(("order status", 1, 0, "status"), ("order total", 1, 0, "total")))
 
 SERVICE = Service(
+    changes=CHANGES, facts=FACTS,
     identify=("find_customer_by_email", "email"), slot="email address", owner_key="customer_id",
     scenarios=(
         Scenario("product_info", "public", 'SELECT name AS "product" FROM products ORDER BY id',
@@ -110,7 +112,7 @@ SERVICE = Service(
                  (Step("search_products", {"name": S("product")}),),
                  (Part("tell me the price of the {product}", (0,), values=("product",),
                        report=(("price", 0, 0, "price"),)),
-                  Part("cancel my order {order number}, but I'd rather not give you my email address", (),
+                  Part("cancel my order {order number}", (),
                        kind="refuse", values=("order number",), refusal="identity", withhold=("email address",)))),
     ),
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from toolturn.core.tasks.service import Part, R, S, Scenario, Service, Step
 
+from .phrasing import CHANGES, FACTS
+
 _ME = "(:email IS NULL OR c.email = :email)"
 _SEL = 'SELECT c.email AS "email address", l.phone_number AS "phone number"'
 _FROM = "FROM lines l JOIN customers c ON c.id = l.customer_id"
@@ -13,6 +15,7 @@ _CID = R(0, "customer_id")
 _DETAILS = Step("get_line_details", {"customer_id": _CID, "phone_number": S("phone number")})
 
 SERVICE = Service(
+    changes=CHANGES, facts=FACTS,
     identify=("find_customer_by_email", "email"), slot="email address", owner_key="customer_id",
     scenarios=(
         Scenario("plan_info", "public", 'SELECT name AS "plan" FROM plans ORDER BY id',
@@ -62,7 +65,7 @@ SERVICE = Service(
                  (Step("search_plans", {"name": S("plan")}),),
                  (Part("tell me the monthly fee of the {plan} plan", (0,), values=("plan",),
                        report=(("monthly fee", 0, 0, "monthly_fee"),)),
-                  Part("enable roaming on my line {phone number}, but I'd rather not give you my email address", (),
+                  Part("enable roaming on my line {phone number}", (),
                        kind="refuse", values=("phone number",), refusal="identity", withhold=("email address",)))),
     ),
 )
