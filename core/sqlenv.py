@@ -299,6 +299,9 @@ class SqlDomain:
         self.time_limit_s = time_limit_s
         self.max_result_bytes = max_result_bytes
         self._master = load_into_memory(self.db_path)
+        # Worker threads copy and hash the master while the run's thread may close it (a run that ends with a
+        # policy check still in its executor): SQLite crashes on a connection closed under a running backup.
+        self._master_lock = threading.Lock()
         # Schema objects tools may not read (views, other tables); CTE names are not among them.
         self.forbidden = frozenset(r[0] for r in self._master.execute("SELECT name FROM sqlite_master")) \
             - set(self.tables)
@@ -325,19 +328,29 @@ class SqlDomain:
 
     def pristine_table_hash(self, table: str) -> str:
         if table not in self._pristine:
-            self._pristine[table] = table_hash(self._master, table)
+            with self._master_lock:
+                self._pristine[table] = table_hash(self._open_master(), table)
         return self._pristine[table]
 
     def open_sandbox(self) -> "Sandbox":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._master.backup(conn)
+        with self._master_lock:
+            self._open_master().backup(conn)
         return Sandbox(conn, self)
+
+    def _open_master(self) -> sqlite3.Connection:
+        if self._master is None:
+            raise ToolturnError(f"the domain database {self.db_path.name} is closed (its run has ended)")
+        return self._master
 
     def openai_tools(self) -> list[dict]:
         return [t.openai_schema() for t in self.tools.values()]
 
     def close(self) -> None:
-        self._master.close()
+        with self._master_lock:
+            if self._master is not None:
+                self._master.close()
+                self._master = None
 
 
 SIDE_FILES = ("-wal", "-journal")  # un-checkpointed or uncommitted content SQLite keeps beside a database

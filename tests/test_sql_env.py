@@ -135,3 +135,30 @@ def test_incremental_state_hash_equals_a_full_recompute(retail):
     assert sandbox.call("update_customer", {"id": cid, "first_name": "Zed"}).ok
     assert "customers" in sandbox.dirty and "orders" in sandbox.dirty  # children can change through FK actions
     assert sandbox.state_hash() == full(sandbox) != retail.env.open_sandbox().state_hash()
+
+
+def test_closing_a_domain_under_a_copying_thread_is_an_error_not_a_crash(retail):
+    """A run can end while a worker thread still copies the master (a policy check left in its executor);
+    SQLite segfaults on a connection closed under a running backup. The thread gets a one-line error."""
+    import threading
+
+    from toolturn.core.errors import ToolturnError
+
+    domain = SqlDomain(retail.db_path, [], retail.env.tables)
+    copied, outcome = threading.Event(), []
+
+    def copy_until_closed():
+        try:
+            while True:
+                domain.open_sandbox().close()
+                copied.set()
+        except ToolturnError as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=copy_until_closed)
+    worker.start()
+    assert copied.wait(timeout=600)
+    domain.close()
+    worker.join(timeout=600)
+    assert outcome and "is closed" in outcome[0]
+    domain.close()  # twice is harmless
