@@ -131,14 +131,14 @@ def print_plan(exp: Experiment, stages: list[Stage], out: Path, rerun: list[str]
 def _cache_status(stage: Stage, cache: StageCache, by_name: dict[str, Stage], runs: set[str], force: bool) -> str:
     """What a real run would do with `stage` now (skip it as cached, or run it) and why; `runs` holds the
     stages before it that would run, whose new outputs its own fingerprint is made of."""
-    rerun = [name for name in stage.needs if name in runs]
     if force:
         return "would run (rerun= asks for it: starting afresh)"
-    if rerun:
-        names = ", ".join(rerun) if len(rerun) <= 2 else f"{rerun[0]} and {len(rerun) - 1} more stages"
+    upstream = [name for name in stage.needs if name in runs]
+    if upstream:
+        names = ", ".join(upstream) if len(upstream) <= 2 else f"{upstream[0]} and {len(upstream) - 1} more stages"
         return f"would run (after {names}, unless they make the same output again)"
     try:
-        decision = cache.decide(stage, cache.fingerprint(stage, by_name), force)
+        decision = cache.decide(stage, cache.fingerprint(stage, by_name))
     except ToolturnError:  # an upstream stage has never finished
         return "would run (after the stages it needs)"
     return f"would run ({decision.why})" if decision.run else f"cached, would skip: {decision.why}"
