@@ -334,6 +334,23 @@ def wait_until(predicate, timeout_s: float = 120) -> bool:
     return True
 
 
+def _signal_once(cmd: list[str], reached: threading.Event, sig: int, release: threading.Event, server,
+                 never: str) -> tuple[int, str]:
+    """Run the app until the server's handler sets `reached`, send it `sig`; (exit code, stderr). The handler
+    is released and the server closed whatever happens."""
+    app = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert reached.wait(300), never
+        app.send_signal(sig)
+        _, err = app.communicate(timeout=60)
+    finally:
+        release.set()
+        if app.poll() is None:
+            app.kill()
+        server.close()
+    return app.returncode, err
+
+
 def test_sigterm_mid_run_keeps_finished_samples_and_the_multi_turn_entry_in_flight(tmp_path, bfcl_data):
     """SIGTERM (what toolturn-run sends a stage on Ctrl-C) while a multi-turn entry waits on its second request: the
     single-turn samples stay, the entry is kept with the model's outputs so far, and the app ends with one line."""
@@ -354,17 +371,9 @@ def test_sigterm_mid_run_keeps_finished_samples_and_the_multi_turn_entry_in_flig
     server = Completions(answer)
     ids = "eval.ids=[simple_python_0,simple_python_1,multi_turn_base_0]"
     cmd = [*EVAL, "eval=bfcl", "logger=none", "progress=false", f"out_dir={out}", *external(server.port, "n=1", ids)]
-    app = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert held.wait(300), "the multi-turn entry never reached its second turn after two rows were written"
-        app.send_signal(signal.SIGTERM)
-        _, err = app.communicate(timeout=60)
-    finally:
-        release.set()
-        if app.poll() is None:
-            app.kill()
-        server.close()
-    assert app.returncode == 143, err
+    code, err = _signal_once(cmd, held, signal.SIGTERM, release, server,
+                             "the multi-turn entry never reached its second turn after two rows were written")
+    assert code == 143, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(r"interrupted \(SIGTERM\): 2 finished samples are saved in .*samples.jsonl, and 1 interrupted "
@@ -396,17 +405,8 @@ def test_an_interrupt_during_the_pace_probe_ends_the_run_at_once(tmp_path):
     out = tmp_path / "ev"
     cmd = [*EVAL, "eval=bfcl", "logger=none", "progress=false", f"out_dir={out}",
            *external(server.port, "n=1", "eval.ids=[simple_python_0]")]
-    app = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert probing.wait(300), "the probe never reached the server"
-        app.send_signal(signal.SIGINT)
-        _, err = app.communicate(timeout=60)
-    finally:
-        release.set()
-        if app.poll() is None:
-            app.kill()
-        server.close()
-    assert app.returncode == 130 and "Traceback" not in err, err
+    code, err = _signal_once(cmd, probing, signal.SIGINT, release, server, "the probe never reached the server")
+    assert code == 130 and "Traceback" not in err, err
     assert err.strip().splitlines() == [f"interrupted (SIGINT): 0 finished samples are saved in {out / 'samples.jsonl'}; "
                                         f"metrics.json and report.md are written only by a run that finishes: run the "
                                         f"same command again to resume"]
