@@ -45,7 +45,8 @@ from toolturn.evaluate.behaviour import World
 from toolturn.evaluate.reward import score
 from toolturn.evaluate.runner import Checkpoint
 from toolturn.evaluate.suites import register
-from toolturn.evaluate.tasks import EvalItem, check_disjoint, load_or_make, make_items, training_fingerprints
+from toolturn.evaluate.tasks import (EvalItem, check_disjoint, load_or_make, make_items, training_fingerprints,
+                                     training_tasks)
 
 AUTO = "auto"
 
@@ -114,15 +115,15 @@ class SqlTauSuite:
                     "num_tasks": int(cfg.num_tasks), "tasks_per_episode": int(e.tasks_per_episode),
                     "tools_per_episode": self.offer.tools, "refusal_share": float(e.refusal_share),
                     "difficulty": OmegaConf.to_container(e.difficulty, resolve=True)}
-        train_data = list(cfg.get("train_data") or [])
-        excluded = training_fingerprints(train_data)
+        training = training_tasks(list(cfg.get("train_data") or []))  # read once: drawing and checking use it
+        excluded = training_fingerprints(training)
         if excluded:  # tasks drawn around other training data are other tasks
             settings["held_out_from"] = hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest()[:16]
         self.draw = load_or_make(out_dir / "tasks.jsonl", settings, lambda: make_items(
             self.domain, rule_task_generator(self.domain, cfg.domain, settings["difficulty"], e.refusal_share),
             int(cfg.num_tasks), int(cfg.seed), int(e.tasks_per_episode), self.offer.tools, excluded))
         self.items: list[EvalItem] = self.draw.items
-        check_disjoint(self.items, train_data)
+        check_disjoint(self.items, training)
         self.toolset = {t["function"]["name"]: t for t in self.domain.toolset}
         self.policy = policy_for(self.domain, e.get("policy_file"))
         self.world = World(self.policy, {t.name: t for t in self.domain.tools}, self.domain.schema, self.domain.env)

@@ -206,14 +206,14 @@ def training_tasks(paths: list[str]) -> dict[str, tuple[set[str], set[str]]]:
     return out
 
 
-def training_fingerprints(paths: list[str]) -> frozenset[str]:
-    """The content fingerprints of every task in the training runs at `paths`."""
-    return frozenset(p for _, prints in training_tasks(paths).values() for p in prints)
+def training_fingerprints(training: dict[str, tuple[set[str], set[str]]]) -> frozenset[str]:
+    """The content fingerprints of every task of `training` (`training_tasks`)."""
+    return frozenset(p for _, prints in training.values() for p in prints)
 
 
-def check_disjoint(items: list[EvalItem], train_paths: list[str]) -> None:
-    """One-line error when a held-out task's id or content also occurs in the training data."""
-    for path, (ids, prints) in training_tasks(train_paths).items():
+def check_disjoint(items: list[EvalItem], training: dict[str, tuple[set[str], set[str]]]) -> None:
+    """One-line error when a held-out task's id or content also occurs in `training` (`training_tasks`)."""
+    for path, (ids, prints) in training.items():
         for item in items:
             for task in item.tasks:
                 if task.id in ids:

@@ -139,7 +139,7 @@ def test_bad_task_knobs_are_one_line_errors(knob, message, capsys):
 def test_held_out_tasks_pass_over_training_tasks(tmp_path):
     """A draw that holds a training task is passed over (same exclusions: same tasks); a task file that still
     holds one (written elsewhere or by hand) is a one-line error, by content or by id."""
-    from toolturn.evaluate.tasks import EvalItem, check_disjoint
+    from toolturn.evaluate.tasks import EvalItem, check_disjoint, training_tasks
 
     plain = tmp_path / "plain"
     evaluate(eval_cfg("checkpoints=[do_nothing]", "n=1", "num_tasks=4", f"out_dir={plain}"))
@@ -161,12 +161,12 @@ def test_held_out_tasks_pass_over_training_tasks(tmp_path):
     assert held_out[0][1:] == items[1:]  # only the item that held the training task was drawn again
 
     with pytest.raises(ToolturnError, match="same plan and facts as a training task"):
-        check_disjoint([EvalItem.from_dict(i) for i in items], [str(run)])
+        check_disjoint([EvalItem.from_dict(i) for i in items], training_tasks([str(run)]))
     # the same id under another plan: caught by id
     record["meta"]["tasks"] = [{"id": task["id"], "gold": {**task, "facts": {"other": 1}}}]
     (run / "shards" / "part-0-0.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(ToolturnError, match="is also a training task id"):
-        check_disjoint([EvalItem.from_dict(i) for i in items], [str(run)])
+        check_disjoint([EvalItem.from_dict(i) for i in items], training_tasks([str(run)]))
 
 
 def _external(server: MockServer, out: Path, *extra: str):
