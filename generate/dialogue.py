@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from toolturn.core.domains import Domain
 from toolturn.core.endpoints import Endpoints, sampling
 from toolturn.core.episode import EpisodeError, EpisodeState, run_episode
-from toolturn.core.judges.execution import Judgment, judge, task_problem
+from toolturn.core.judges.execution import (
+    Judgment,
+    assistant_text,
+    judge,
+    missing_fact,
+    task_problem,
+    unexplained_refusal,
+)
 from toolturn.core.judges.rubric import llm_judge
 from toolturn.core.judges.structural import check_structure, rubric_tools
 from toolturn.core.llm import LLMError
@@ -37,6 +44,7 @@ from toolturn.core.tasks.sources import assistant_system_prompt, oracle_identifi
 from toolturn.core.tasks.types import Task
 from toolturn.core.tools.simulator import ToolSimulator
 from toolturn.generate.config import llm_roles
+from toolturn.generate.paraphrase import ParaphraseSettings, dialogue_values, paraphrase_dialogue
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +130,7 @@ class DialogueFactory:
                            for role in RULE_NAMES}
         if self.simulated:
             self.roles_meta["tool_simulator"] = self.endpoints.model_name(self.llm["tool_simulator"])
+        self.paraphrase = ParaphraseSettings.from_config(cfg.get("paraphrase"))
 
     # ---- pieces ---------------------------------------------------------------------------------
     def _tool_subset(self, rng: random.Random, used: set[str]) -> list[dict]:
@@ -224,8 +233,42 @@ class DialogueFactory:
         verdict = await self._judge(tasks, completed, state, end_state, gold, models)
         if not verdict.valid:
             return Outcome(index, None, verdict.reason, verdict.reasoning, rejections, attempt=_attempt(tasks, state))
-        return Outcome(index, self._record(index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0),
-                       task_rejections=rejections)
+        paraphrased = None
+        if self.paraphrase is not None:
+            paraphrased = await self._paraphrase(tasks, state, meter)
+        return Outcome(index, self._record(index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0,
+                                           paraphrased), task_rejections=rejections)
+
+    async def _paraphrase(self, tasks: list[Task], state: EpisodeState, meter: Meter) -> dict:
+        """The verified paraphrase pass (generate/paraphrase.py) on a kept dialogue: `state.messages` becomes the
+        dialogue with the kept rewrites; returns meta.paraphrase."""
+        settings = self.paraphrase
+        model = RoleModel("paraphrase", self.endpoints.client(settings.endpoint), settings.sampling, meter)
+        values = dialogue_values([t.facts for t in tasks], state.messages[state.start:])
+
+        async def verify(messages: list[dict]) -> dict[str, str]:
+            return await self._problems(tasks, messages, state.start, state.tools)
+
+        state.messages, turns = await paraphrase_dialogue(model, settings, state.messages, state.start, values, verify)
+        return {"model": self.endpoints.model_name(settings.endpoint), "turns": turns}
+
+    async def _problems(self, tasks: list[Task], messages: list[dict], start: int, tools: list[dict]) -> dict[str, str]:
+        """Every problem the judges find in a kept dialogue's `messages` (key: the problem and where it is ->
+        its reason): the structural checks, the execution judge's facts and refusals, the policy checker."""
+        out = {}
+        problem = check_structure(tasks, messages, start, tools)
+        if problem is not None:
+            out[f"structure:{problem.reason}"] = problem.reason
+        said = assistant_text(messages, start)
+        for task in tasks:
+            if task.steps and missing_fact(task, said):
+                out[f"missing_fact:{task.id}"] = "missing_fact"
+            if task.steps and unexplained_refusal(task, said):
+                out[f"refusal_not_explained:{task.id}"] = "refusal_not_explained"
+        found = await asyncio.to_thread(check_policy, self.policy, messages, start, self.domain.tools,
+                                        self.domain.schema, None if self.simulated else self.domain.env)
+        out.update({f"policy_{v.rule}:{v.message}": f"policy_{v.rule}" for v in found})
+        return out
 
     async def _judge(self, tasks, completed, state, end_state, gold, models) -> Judgment:
         """Structural checks first, then the policy checker, whatever the roles and the judge
@@ -257,7 +300,7 @@ class DialogueFactory:
             return Judgment(False, exc.reason, str(exc))
         return Judgment(valid, "ok" if valid else "judge_invalid", reasoning)
 
-    def _record(self, index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0) -> dict:
+    def _record(self, index, tasks, completed, state, verdict, meter, gold, prefix_meta, t0, paraphrased=None) -> dict:
         counts = {**count_turns(state.messages, state.start), "tasks": len(tasks), "user_turns": state.user_turns,
                   "tool_calls": state.tool_calls, "tool_errors": state.tool_errors}
         meta = {
@@ -276,6 +319,8 @@ class DialogueFactory:
             meta["policy"] = {"mode": self.policy_mode, "violations": verdict.policy}
         if prefix_meta:
             meta["prefix"] = prefix_meta
+        if paraphrased is not None:
+            meta["paraphrase"] = paraphrased
         meta["digest"] = record_digest(state.messages, state.tools)
         rid = hashlib.sha256(json.dumps([self.seed, self.domain.name, [t.id for t in tasks]]).encode()).hexdigest()[:16]
         return {"id": rid, "messages": state.messages, "tools": state.tools, "meta": meta}

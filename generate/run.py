@@ -32,9 +32,9 @@ from toolturn.core.rundir import RunDir
 from toolturn.generate.config import (
     ADDABLE_KEYS,
     IDENTITY_KEYS,
+    endpoint_names,
     file_digests,
     identity_values,
-    llm_roles,
     quota,
     validate,
 )
@@ -43,6 +43,7 @@ from toolturn.generate.domain_setup import setup_domain
 from toolturn.generate.export import export_run
 from toolturn.generate.prefix import load_prefixes
 from toolturn.generate.shards import ShardWriter
+from toolturn.generate.stats import format_paraphrase
 from toolturn.generate.tracking import log_generation
 from tqdm import tqdm
 
@@ -215,14 +216,15 @@ def generate(cfg: DictConfig) -> Path:
             with run.setup_lock():
                 _check_config(cfg, run)
             prefixes = load_prefixes(cfg.prefix) if cfg.prefix else None
-            names = [spec.endpoint for spec in llm_roles(cfg).values()]
+            names = endpoint_names(cfg)
             with Endpoints(cfg.llm.endpoints, names, run.logs, cache_dir=run.root / CACHE_DIR) as endpoints, \
                     run.setup_lock() as setup:
                 asyncio.run(_generate(cfg, run, prefixes, endpoints, signals, setup))
-            total, wandb_dir = run.count_records(), None
+            total, wandb_dir, stats = run.count_records(), None, {}
             if total >= cfg.num_dialogues:
                 with run.export_lock():
-                    wandb_dir = log_generation(cfg, run, export_run(run))
+                    stats = export_run(run)
+                    wandb_dir = log_generation(cfg, run, stats)
         except (Interrupted, asyncio.CancelledError) as exc:
             if signals.signum is None:
                 raise
@@ -231,6 +233,8 @@ def generate(cfg: DictConfig) -> Path:
     if total >= cfg.num_dialogues:
         logged = f"; W&B run in {wandb_dir}" if wandb_dir else ""
         print(f"done: {total} dialogues in {run.root} (stats.json, dataset/, README.md){logged}")
+        for line in format_paraphrase(stats.get("paraphrase") or {}):
+            print(line)
     else:
         print(f"worker {cfg.worker_index} done; {total}/{cfg.num_dialogues} records so far in {run.root}")
     return run.root

@@ -57,6 +57,27 @@ def endpoint_stats(sessions: list[dict]) -> dict:
     return out
 
 
+def paraphrase_stats(records: list[dict]) -> dict | None:
+    """The verified paraphrase pass (generate/paraphrase.py), per role: turns tried, rewrites kept, replies equal to
+    the original, rejections by reason, and the acceptance rate (kept / tried). None when no record went through it."""
+    turns = [t for r in records for t in (r["meta"].get("paraphrase") or {}).get("turns", [])]
+    if not any(r["meta"].get("paraphrase") for r in records):
+        return None
+    out = {}
+    for role in sorted({t["role"] for t in turns}):
+        outcomes = Counter(t["outcome"] for t in turns if t["role"] == role)
+        tried, kept = sum(outcomes.values()), outcomes.pop("kept", 0)
+        unchanged = outcomes.pop("unchanged", 0)
+        out[role] = {"turns": tried, "kept": kept, "unchanged": unchanged, "rejected": dict(outcomes.most_common()),
+                     "acceptance": round(kept / tried, 4) if tried else 0.0}
+    return out
+
+
+def format_paraphrase(stats: dict) -> list[str]:
+    return [f"paraphrase {role}: {s['kept']}/{s['turns']} rewrites kept ({s['acceptance']:.1%}), {s['unchanged']} "
+            f"unchanged, rejected {s['rejected'] or '{}'}" for role, s in stats.items()]
+
+
 def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
     records = run.records() if records is None else records
     counts = [r["meta"]["counts"] for r in records]
@@ -118,6 +139,7 @@ def compute_stats(run: RunDir, records: list[dict] | None = None) -> dict:
         # assistant messages that carry the model's reasoning_content (thinking models only)
         "reasoning": {"dialogues": sum(n > 0 for n in reasoning), "assistant_messages": sum(reasoning)},
         "quality": quality(records),
+        "paraphrase": paraphrase_stats(records),
     }
 
 
@@ -141,6 +163,8 @@ def format_table(stats: dict) -> str:
     ]
     if "quality" in stats:  # a stats.json written before the quality figures existed has none
         lines += format_quality(stats["quality"])
+    if stats.get("paraphrase"):
+        lines += format_paraphrase(stats["paraphrase"])
     reasoning = stats["reasoning"]
     if reasoning["assistant_messages"]:
         lines.append(f"reasoning: {reasoning['assistant_messages']} assistant messages in {reasoning['dialogues']} "
