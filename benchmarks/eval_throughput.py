@@ -40,19 +40,19 @@ def mock_level(url: str, concurrency: int, episodes: int, work: Path) -> float:
 
 
 async def smol(episodes: int, work: Path) -> tuple[float, float, dict]:
-    from toolturn.core.endpoints import Endpoints
+    from toolturn.core.endpoints import Endpoints, parse_endpoint
     from toolturn.evaluate.assistants import ModelAssistant
     from toolturn.evaluate.checkpoints import request_sampling
     from toolturn.evaluate.sql_tau import SqlTauSuite
 
-    spec = {"server": "transformers", "model": "embedded:smollm2", "max_concurrency": 1, "timeout_s": 900,
-            "max_retries": 1}
+    spec = parse_endpoint({"server": "transformers", "model": "embedded:smollm2", "max_concurrency": 1,
+                           "timeout_s": 900, "max_retries": 1}, "endpoint")
     sampling = request_sampling(OmegaConf.create({"temperature": 1.0, "top_p": 1.0, "max_tokens": 64}), spec)
     suites = {name: SqlTauSuite(cfg(f"eval.tools_per_episode={tools}", f"num_tasks={episodes}",
                                     "user.max_stall_turns=1"), work / name)
               for name, tools in (("chosen", 4), ("plain", 12))}
     spent, tokens = {"chosen": 0.0, "plain": 0.0}, {"chosen": 0, "plain": 0}
-    with Endpoints({"m": OmegaConf.create(spec)}, ["m"], work / "logs") as endpoints:
+    with Endpoints({"m": spec}, ["m"], work / "logs") as endpoints:
         client = endpoints.client("m")
         for i in range(episodes):
             for name, suite in suites.items():

@@ -103,10 +103,11 @@ def check_table(plain: dict, checks: dict[str, Check]) -> None:
 
 
 def require_set(cfg: DictConfig, keys: list[str]) -> None:
-    """Each dotted key must hold a value: a mandatory one left unset (`???`) is one line naming it and how to
-    set it, before anything runs, instead of a MissingMandatoryValue traceback from wherever it is first read."""
+    """Each dotted key must hold a value: a mandatory one left unset (`???`, null or absent) is one line naming it
+    and how to set it, before anything runs, instead of a MissingMandatoryValue traceback from wherever it is first
+    read."""
     for key in keys:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if node is None or leaf not in node or OmegaConf.is_missing(node, leaf):
+        if node is None or leaf not in node or OmegaConf.is_missing(node, leaf) or node[leaf] is None:
             raise ToolturnError(f"{key} is not set; add {key}=VALUE to the command line")

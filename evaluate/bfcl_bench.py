@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
-from omegaconf import OmegaConf
 from toolturn.core.checks import Check, integer, maybe
-from toolturn.core.endpoints import Endpoints, resolve_model
+from toolturn.core.endpoints import EndpointConfig, Endpoints, resolve_model
 from toolturn.core.errors import ToolturnError
 from toolturn.core.isolated_env import ensure_env
 from toolturn.evaluate.checkpoints import request_sampling
@@ -153,17 +152,17 @@ class BfclSuite:
         path = self._job(mode, payload, label or mode)
         return self.session.call(mode, path, what=mode)
 
-    def _model_path(self, spec: dict) -> str:
+    def _model_path(self, spec: EndpointConfig) -> str:
         """The dir BFCL loads the tokenizer and config from (--local-model-path): the served dir, the base
         model of a LoRA, or eval.local_model_path for an external server."""
-        if spec["server"] == "none":
+        if not spec.kind.managed:
             path = self.cfg.eval.get("local_model_path")
             if not path:
                 raise ToolturnError("eval=bfcl with endpoint=external needs eval.local_model_path: a dir with the "
                                     "served model's config.json and tokenizer_config.json (BFCL builds the prompt "
                                     "and counts its tokens locally)")
         else:
-            path = resolve_model(spec["model"])
+            path = resolve_model(spec.model)
         missing = [f for f in ("config.json", "tokenizer_config.json") if not (Path(path) / f).exists()]
         if missing:
             raise ToolturnError(f"BFCL needs {' and '.join(missing)} in the model dir {path}")
@@ -175,9 +174,9 @@ class BfclSuite:
                 "result_dir": str(self.result_dir(checkpoint.name))}
         if checkpoint.kind == DO_NOTHING:
             return await self._stream(checkpoint, {**base, "kind": DO_NOTHING, "server": "none", "threads": 4,
-                                                   "sampling": self._sampling({"server": "none"})}, write)
+                                                   "sampling": self._sampling(EndpointConfig(server="none"))}, write)
         spec = checkpoint.endpoint
-        with Endpoints({checkpoint.name: OmegaConf.create(spec)}, [checkpoint.name], self.out_dir / "logs") as eps:
+        with Endpoints({checkpoint.name: spec}, [checkpoint.name], self.out_dir / "logs") as eps:
             live = eps.live[checkpoint.name].endpoint
             pace = await measure(live, spec, request_sampling(self.cfg.sampling, spec), self.prompt_chars,
                                  api="completions")
@@ -185,7 +184,7 @@ class BfclSuite:
             self._announce(checkpoint.name, todo, threads, pace)
             # BFCL sends model=<local model path>; we send the endpoint's served name, which for the managed
             # transformers server is that path (it is pinned to it and refuses any other name)
-            payload = {**base, "kind": "model", "server": spec["server"], "base_url": live.base_url,
+            payload = {**base, "kind": "model", "server": spec.server, "base_url": live.base_url,
                        "served_model": live.model, "api_key": live.api_key or "EMPTY",
                        "model_path": self.model_paths[checkpoint.name], "timeout_s": pace.timeout_s,
                        "max_retries": live.max_retries, "sampling": self._sampling(spec), "threads": threads}
@@ -206,7 +205,7 @@ class BfclSuite:
                                         f"more when the model calls), about {duration(about)} at that pace"),
               file=sys.stderr, flush=True)
 
-    def _sampling(self, spec: dict) -> dict:
+    def _sampling(self, spec: EndpointConfig) -> dict:
         s = request_sampling(self.cfg.sampling, spec)
         return {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
                 "generation_config": s.generation_config}

@@ -19,11 +19,12 @@ A trained checkpoint's dir may hold `toolturn_lineage.json` (written by training
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from toolturn.core.checks import is_int
-from toolturn.core.endpoints import resolve_model
+from toolturn.core.endpoints import SERVERS, EndpointConfig, parse_endpoint, resolve_model
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write
 from toolturn.core.lineage import model_identity, short
@@ -43,23 +44,35 @@ def _base_model(cfg: DictConfig) -> str:
                         f"model dir in checkpoints instead of base")
 
 
-def endpoint_spec(entry: str, cfg: DictConfig) -> dict:
+def model_under_test(cfg: DictConfig) -> EndpointConfig:
+    """The `endpoint` node: the server every checkpoint is served on. Its `model` is what checkpoint `base` names
+    (a managed server's null: the `model` group's weights); a LoRA is always a checkpoint's own."""
+    e = parse_endpoint(cfg.endpoint, "endpoint")
+    if e.lora is not None:
+        raise ToolturnError("endpoint.lora is decided by each checkpoint: list the adapter dir in checkpoints=[...] "
+                            "and set endpoint.lora=null")
+    return e
+
+
+def endpoint_spec(entry: str, cfg: DictConfig) -> EndpointConfig:
     """The endpoint that serves checkpoint `entry` (base, a model dir or a LoRA adapter dir)."""
-    e = OmegaConf.to_container(cfg.endpoint, resolve=True)
-    if e["server"] == "none":
-        return {**e, "model": e["model"] if entry == "base" else entry}
+    e = model_under_test(cfg)
+    if not e.kind.managed:
+        return replace(e, model=e.model if entry == "base" else entry)
+    base = e.model or _base_model(cfg)
     if entry == "base":
-        return {**e, "model": _base_model(cfg)}
+        return replace(e, model=base)
     path = Path(entry).expanduser()
     if (path / "adapter_config.json").exists():
-        if e["server"] != "vllm":
-            raise ToolturnError(f"checkpoint {entry} is a LoRA adapter: serve it with endpoint.server=vllm, "
+        if not e.kind.lora:
+            lora = "|".join(k for k, s in SERVERS.items() if s.lora)
+            raise ToolturnError(f"checkpoint {entry} is a LoRA adapter: serve it with endpoint.server={lora}, "
                                 f"or evaluate its merged model dir")
-        return {**e, "model": _base_model(cfg), "lora": str(path.resolve())}
+        return replace(e, model=base, lora=str(path.resolve()))
     if not (path / "config.json").exists():
         raise ToolturnError(f"checkpoint {entry}: not a model dir (no config.json) nor a LoRA adapter "
                             f"(no adapter_config.json)")
-    return {**e, "model": str(path.resolve())}
+    return replace(e, model=str(path.resolve()))
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -79,25 +92,26 @@ def _served(model: str) -> dict:
     return {"kind": "model", "model": model, **(_content(path) if _is_model_dir(path) else {})}
 
 
-def identity(label: str, spec: dict | None) -> dict:
+def identity(label: str, spec: EndpointConfig | None) -> dict:
     """Which model checkpoint `label` means (the fields in the module docstring); `spec`: its endpoint spec,
     None for a rule assistant."""
     out = {"label": label, "kind": "rule", "model": f"rule:{label}", "path": None, "sha256": None, "files": {},
            "base_url": None, "base_model": None}
     if spec is None:
         return out
-    if spec["server"] == "none":
-        out.update(kind="endpoint", model=spec["model"], base_url=spec["base_url"])
-        local = Path(spec["model"]).expanduser()
+    if not spec.kind.managed:
+        urls = spec.base_url
+        out.update(kind="endpoint", model=spec.model, base_url=urls[0] if len(urls) == 1 else list(urls))
+        local = Path(spec.model).expanduser()
         if _is_model_dir(local):  # the external server's model named by a dir that is readable here too
             out.update(_content(local))
         return out
-    if spec.get("lora"):
-        base = _served(spec["model"])
-        out.update(model=spec["model"], **_content(Path(spec["lora"])),
+    if spec.lora:
+        base = _served(spec.model)
+        out.update(model=spec.model, **_content(Path(spec.lora)),
                    base_model={k: base.get(k) for k in ("model", "path", "sha256")})
         return out
-    out.update(_served(spec["model"]))
+    out.update(_served(spec.model))
     return out
 
 
@@ -172,14 +186,14 @@ def check_identities(path: Path, checkpoints: list[Checkpoint]) -> None:
     atomic_write(path, json.dumps(recorded, indent=1, sort_keys=True))
 
 
-def request_sampling(s, spec: dict) -> Sampling:
+def request_sampling(s, spec: EndpointConfig) -> Sampling:
     """Explicit sampling for every request. `transformers serve` decodes greedily unless a request's
     generation_config turns sampling on (and that config replaces the model's): it gets the model's own
     generation_config.json (eos ids, ...) with do_sample and these settings on top."""
     sampling = Sampling(temperature=float(s.temperature), top_p=float(s.top_p), max_tokens=int(s.max_tokens))
-    if spec["server"] != "transformers":
+    if spec.server != "transformers":
         return sampling
-    model_dir = Path(resolve_model(spec["model"]))
+    model_dir = Path(resolve_model(spec.model))
     path = model_dir / "generation_config.json"
     config = json.loads(path.read_text()) if path.exists() else {}
     config = {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}

@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
+from toolturn.core.endpoints import EndpointConfig
 from toolturn.core.llm import Endpoint, Sampling
 
 TIMEOUT_FACTOR = 4.0  # a request may take this many probe latencies before it is an infrastructure error
@@ -108,14 +109,14 @@ def upper_bound_s(pace: Pace, requests_each: int, items: int, in_flight: int) ->
     return math.ceil(items / in_flight) * requests_each * pace.latency_s
 
 
-def known_slots(spec: dict) -> tuple[int, str] | None:
+def known_slots(spec: EndpointConfig) -> tuple[int, str] | None:
     """What a managed server serves at once, known from how it runs; None for an external server (probed)."""
-    if spec["server"] == "transformers":
-        if "--continuous-batching" in (spec.get("extra_args") or []):
-            return int(spec["max_concurrency"]), "transformers serve --continuous-batching: endpoint.max_concurrency"
+    if spec.server == "transformers":
+        if "--continuous-batching" in spec.extra_args:
+            return spec.max_concurrency, "transformers serve --continuous-batching: endpoint.max_concurrency"
         return 1, "transformers serve generates one request at a time"
-    if spec["server"] == "vllm":
-        return int(spec["max_concurrency"]), "vLLM batches: endpoint.max_concurrency"
+    if spec.server == "vllm":
+        return spec.max_concurrency, "vLLM batches: endpoint.max_concurrency"
     return None
 
 
@@ -201,12 +202,12 @@ def _in_daemon_thread(fn, *args) -> asyncio.Future:
     return future
 
 
-async def measure(endpoint: Endpoint, spec: dict, sampling: Sampling, prompt_chars: int, api: str = "chat") -> Pace:
+async def measure(endpoint: Endpoint, spec: EndpointConfig, sampling: Sampling, prompt_chars: int, api: str = "chat") -> Pace:
     """The pace of the live `endpoint` (serving `spec`, the endpoint config) for requests with `sampling`."""
     url = endpoint.base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
-    body = probe_body(api, endpoint.model, sampling, spec["server"], prompt_chars)
+    body = probe_body(api, endpoint.model, sampling, spec.server, prompt_chars)
     known = known_slots(spec)
-    declared = max(1, int(spec.get("max_concurrency") or endpoint.max_concurrency))
+    declared = spec.max_concurrency
     base = dict(prompt_chars=len(body.get("prompt") or body["messages"][0]["content"]), max_tokens=sampling.max_tokens)
 
     def post() -> asyncio.Future:

@@ -29,7 +29,6 @@ from toolturn.core.checks import (
     INT_RANGE,
     KIND,
     LOGGER_ADDABLE,
-    POSITIVE,
     PROBABILITY,
     SAMPLING,
     Check,
@@ -40,7 +39,7 @@ from toolturn.core.checks import (
     require_set,
 )
 from toolturn.core.cli import precheck
-from toolturn.core.endpoints import OPTIONAL_KNOBS, Endpoints, required_keys
+from toolturn.core.endpoints import ENDPOINT_KEYS, Endpoints, parse_endpoint, required_keys
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import Appender, atomic_write, exclusive_lock
 from toolturn.core.lineage import identity_manifest
@@ -51,6 +50,7 @@ from toolturn.evaluate.checkpoints import (
     RULE_ASSISTANTS,
     check_identities,
     describe,
+    model_under_test,
     request_sampling,
     resolve_checkpoints,
 )
@@ -81,22 +81,29 @@ CHECKS: dict[str, Check] = {
     "user.kind": KIND, "user.reveal_per_turn": maybe(INT_RANGE), "user.withhold_ids": maybe(PROBABILITY),
     "user.max_stall_turns": maybe(integer(1)), "user.feedback": maybe(BOOL),
     **{f"user.sampling.{k}": maybe(c) for k, c in SAMPLING.items()},
-    "user.endpoint.max_concurrency": maybe(integer(1)), "user.endpoint.timeout_s": maybe(POSITIVE),
-    "user.endpoint.max_retries": maybe(integer(0)),
-    "endpoint.max_concurrency": integer(1), "endpoint.timeout_s": POSITIVE, "endpoint.max_retries": integer(0),
 }
 
 
-# keys that `+key=value` may add: read with a default where the config files leave them out
-_ENDPOINT_ADDABLE = ("model", "base_url", "api_key_env", "extra_args", *OPTIONAL_KNOBS)
-ADDABLE_KEYS = ("eval.out_tag", *(f"{node}.{k}" for node in ("endpoint", "user.endpoint") for k in _ENDPOINT_ADDABLE),
-                *LOGGER_ADDABLE)
+# keys that `+key=value` may add: read with a default where the config files leave them out (an endpoint
+# given as a mapping, e.g. eval.user_simulator.endpoint={server: none, ...})
+ADDABLE_KEYS = ("eval.out_tag", *(f"{node}.{k}" for node in ("endpoint", "user.endpoint", "eval.user_simulator.endpoint")
+                                  for k in ENDPOINT_KEYS), *LOGGER_ADDABLE)
+
+
+def role_endpoints(cfg: DictConfig) -> dict[str, DictConfig]:
+    """Besides the model under test (`endpoint`): the endpoint node of each LLM role this run has, by its key: the
+    LLM user simulator's, and a suite's own (`ENDPOINTS`: keys that are null when the role has none)."""
+    nodes = {"user.endpoint": cfg.user.endpoint} if cfg.user.kind == "llm" and "endpoint" in cfg.user else {}
+    for key in getattr(suite_class(str(cfg.eval.name)), "ENDPOINTS", ()):
+        if (node := OmegaConf.select(cfg, key)) is not None:
+            nodes[key] = node
+    return nodes
 
 
 def endpoint_keys(cfg: DictConfig, names: list[str]) -> list[str]:
     """The endpoint keys this run reads that must be set (endpoint=external leaves base_url and model `???`):
     the URL when a model is served, the model name when the base weights are (checkpoint `base`, or a
-    suite's own use of them: `uses_base(cfg)`), and the LLM user simulator's endpoint."""
+    suite's own use of them: `uses_base(cfg)`), and the model (and URL) of each LLM role's endpoint."""
     keys = []
     if cfg.endpoint.server == "none":
         suite = suite_class(str(cfg.eval.name))
@@ -104,8 +111,9 @@ def endpoint_keys(cfg: DictConfig, names: list[str]) -> list[str]:
         if base or any(n not in RULE_ASSISTANTS for n in names):
             keys.append("endpoint.base_url")
         keys += ["endpoint.model"] if base else []
-    if cfg.user.kind == "llm" and "endpoint" in cfg.user:
-        keys += required_keys("user", {"endpoint": cfg.user.endpoint}, ["endpoint"])
+    for key, node in role_endpoints(cfg).items():
+        parent, _, leaf = key.rpartition(".")
+        keys += required_keys(parent, {leaf: node}, [leaf])
     return keys
 
 
@@ -117,6 +125,9 @@ def validate(cfg: DictConfig) -> None:
         raise ToolturnError("checkpoints is empty; e.g. checkpoints=[base] or checkpoints=[base,runs/train/x/merged]")
     if len(set(names)) != len(names):
         raise ToolturnError(f"checkpoints lists an entry twice: {names}")
+    model_under_test(cfg)  # every endpoint node, parsed by the one schema: a bad key is one line
+    for key, node in role_endpoints(cfg).items():
+        parse_endpoint(node, key)
     require_set(cfg, endpoint_keys(cfg, names))
     plain = plain_config(cfg)
     check_table(plain, CHECKS)
@@ -157,7 +168,8 @@ async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_di
                     await suite.run_batch(c, todo, lambda row: (writer.write(row), bar.update()))
             return
         if cfg.user.kind == "llm":
-            users = stack.enter_context(Endpoints({"user": cfg.user.endpoint}, ["user"], logs))
+            users = stack.enter_context(Endpoints({"user": parse_endpoint(cfg.user.endpoint, "user.endpoint")},
+                                                  ["user"], logs))
             suite.user_client = users.client("user")
         try:
             for c in checkpoints:
@@ -165,7 +177,7 @@ async def _run_all(cfg: DictConfig, suite, checkpoints: list[Checkpoint], out_di
                 if c.kind != "model":
                     await run_checkpoint(suite, c, _assistant_factory(c, suite), n=n, out=writer, **common)
                     continue
-                with Endpoints({c.name: OmegaConf.create(c.endpoint)}, [c.name], logs) as endpoints:
+                with Endpoints({c.name: c.endpoint}, [c.name], logs) as endpoints:
                     try:
                         make = _assistant_factory(c, suite, endpoints.client(c.name),
                                                   request_sampling(cfg.sampling, c.endpoint))

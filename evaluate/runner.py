@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from toolturn.core.endpoints import EndpointConfig
 from toolturn.core.files import Appender, read_jsonl
 from toolturn.evaluate.assistants import InfraError, derive_seed
 
@@ -25,7 +26,7 @@ DO_NOTHING = "do_nothing"  # the checkpoint that always runs: its score is the f
 class Checkpoint:
     name: str  # the label in every output
     kind: str  # model | oracle | do_nothing (DO_NOTHING)
-    endpoint: dict | None = None  # model: the endpoint spec (server, model, lora, ...)
+    endpoint: EndpointConfig | None = None  # model: the endpoint that serves it (server, model, lora, ...)
     identity: dict = field(default_factory=dict)  # which model the label means (checkpoints.identity)
     trained_tools: int | None = None  # tools per dialogue in its training data, from its lineage file if any
 

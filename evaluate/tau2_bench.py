@@ -50,9 +50,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean
 
-from omegaconf import OmegaConf
-from toolturn.core.checks import POSITIVE, SAMPLING, Check, integer, is_int
-from toolturn.core.endpoints import Endpoints
+from toolturn.core.checks import SAMPLING, Check, integer, is_int
+from toolturn.core.endpoints import EndpointConfig, Endpoints, parse_endpoint
 from toolturn.core.errors import ToolturnError
 from toolturn.core.files import atomic_write, cache_root
 from toolturn.core.isolated_env import ensure_env
@@ -60,7 +59,6 @@ from toolturn.core.llm import (  # the worker sorts failures as core/llm.py does
     MODEL_OUTPUT_ERRORS,
     Endpoint,
 )
-from toolturn.core.servers import KINDS
 from toolturn.evaluate.checkpoints import endpoint_spec, request_sampling
 from toolturn.evaluate.pacing import Pace, duration, measure, upper_bound_s
 from toolturn.evaluate.report import DO_NOTHING, checkpoint_metrics, evaluated
@@ -123,16 +121,6 @@ def _task_ids_ok(v) -> bool:
     return v is None or (isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) or is_int(x) for x in v))
 
 
-# an endpoint's knobs that a user_simulator endpoint may leave out: the checkpoints' endpoint group's then apply
-ENDPOINT_KNOBS = {"max_concurrency": integer(1), "timeout_s": POSITIVE, "max_retries": integer(0)}
-
-
-def _user_endpoint_ok(v) -> bool:
-    return v is None or (isinstance(v, dict) and v.get("server") in KINDS and isinstance(v.get("model"), str)
-                         and (v["server"] != "none" or isinstance(v.get("base_url"), str))
-                         and all(c.ok(v[k]) for k, c in ENDPOINT_KNOBS.items() if k in v)
-                         and isinstance(v.get("api_key_env"), (str, type(None))))
-
 
 @dataclass(frozen=True)
 class Tau2Task:
@@ -155,7 +143,7 @@ class Role:
     timeout_s: float
 
     @classmethod
-    def of(cls, endpoint: Endpoint, sampling, spec: dict, key_var: str, timeout_s: float) -> Role:
+    def of(cls, endpoint: Endpoint, sampling, spec: EndpointConfig, key_var: str, timeout_s: float) -> Role:
         s = request_sampling(sampling, spec)
         return cls(model=f"openai/{endpoint.model}", base_url=endpoint.base_url,
                    api_key_env=key_var if endpoint.api_key else None,
@@ -205,6 +193,7 @@ def _read_json(path: Path) -> dict:
 @register("tau2")
 class Tau2Suite:
     SAMPLE_SETTINGS = ("n", "seed", "sampling", "eval")  # no domain/user group: those are sql_tau's
+    ENDPOINTS = ("eval.user_simulator.endpoint",)  # null: the checkpoint's own server (evaluate/run.py parses it)
     CHECKS = {
         "eval": Check(f"a mapping with only the keys {sorted(EVAL_KEYS)}", lambda v: isinstance(v, dict)
                       and set(v) <= EVAL_KEYS),
@@ -214,10 +203,6 @@ class Tau2Suite:
         "eval.task_ids": Check("null or a non-empty list of task ids", _task_ids_ok),
         "eval.num_tasks": Check("null or a positive integer", lambda v: v is None or (is_int(v) and v >= 1)),
         "eval.max_steps": integer(1), "eval.max_errors": integer(1), "eval.max_concurrency": integer(1),
-        "eval.user_simulator.endpoint": Check(
-            f"null (the checkpoint's own server) or an endpoint mapping with server ({'|'.join(KINDS)}), model, "
-            f"for server none base_url, and optionally api_key_env, max_concurrency, timeout_s, max_retries",
-            _user_endpoint_ok),
         **{f"eval.user_simulator.sampling.{k}": c for k, c in SAMPLING.items()},
     }
 
@@ -250,8 +235,8 @@ class Tau2Suite:
         if any(c.kind == "oracle" for c in checkpoints):
             raise ToolturnError("eval=tau2 has no oracle (τ² scores a served model); list served checkpoints, the "
                                 "do-nothing floor always runs")
-        self._servers: dict[str, Endpoints] = {}
-        self._paces: dict[str, Pace] = {}  # by endpoint spec
+        self._servers: dict[EndpointConfig, Endpoints] = {}
+        self._paces: dict[EndpointConfig, Pace] = {}
         self.pace: dict[str, dict] = {}  # by checkpoint: what was measured and what it allows
         self._runs = itertools.count()
         self.cwd.mkdir(parents=True, exist_ok=True)
@@ -260,8 +245,7 @@ class Tau2Suite:
         self.items = self._tasks()
         self.parts = tuple(p.lower() for p in REWARD_TYPES if any(p in t.reward_basis for t in self.items))
         user = e.user_simulator.endpoint
-        self.user_spec = None if user is None else {**{k: cfg.endpoint[k] for k in ENDPOINT_KNOBS},
-                                                    **OmegaConf.to_container(user, resolve=True)}
+        self.user_spec = None if user is None else parse_endpoint(user, "eval.user_simulator.endpoint")
         try:  # the floor's agent calls no LLM, but its user simulator needs one
             self.floor_user_spec = self.user_spec or endpoint_spec("base", cfg)
         except ToolturnError as exc:
@@ -314,25 +298,23 @@ class Tau2Suite:
 
     # ---------------------------------------------------------------------------------- endpoints
 
-    async def _endpoint(self, spec: dict, name: str, max_tokens: int) -> tuple[Endpoint, Pace]:
+    async def _endpoint(self, spec: EndpointConfig, name: str, max_tokens: int) -> tuple[Endpoint, Pace]:
         """The live endpoint serving `spec` (`name` in its errors), started and measured on first use: one server
         and one probe per spec, with the longest reply (`max_tokens`) of the roles it serves."""
-        key = json.dumps(spec, sort_keys=True)
-        if key not in self._servers:
-            self._servers[key] = Endpoints({name: OmegaConf.create(spec)}, [name], self.logs).__enter__()
-        endpoints = self._servers[key]
+        if spec not in self._servers:
+            self._servers[spec] = Endpoints({name: spec}, [name], self.logs).__enter__()
+        endpoints = self._servers[spec]
         live = endpoints.live[endpoints.needed[0]].endpoint
-        if key not in self._paces:
+        if spec not in self._paces:
             probe = dataclasses.replace(request_sampling(self.sampling, spec), max_tokens=max_tokens)
-            self._paces[key] = await measure(live, spec, probe, self.prompt_chars)
-        return live, self._paces[key]
+            self._paces[spec] = await measure(live, spec, probe, self.prompt_chars)
+        return live, self._paces[spec]
 
     def _release(self) -> None:
         """Stop the servers of a finished checkpoint, keeping the floor's user simulator (base) for later."""
-        keep = json.dumps(self.floor_user_spec, sort_keys=True)
-        for key in [k for k in self._servers if k != keep]:
-            self._servers.pop(key).__exit__(None, None, None)
-            self._paces.pop(key, None)
+        for spec in [s for s in self._servers if s != self.floor_user_spec]:
+            self._servers.pop(spec).__exit__(None, None, None)
+            self._paces.pop(spec, None)
 
     async def _roles(self, c: Checkpoint) -> tuple[dict, Role, dict[str, str], dict[str, Pace]]:
         """(agent, user role, API keys by variable, the pace of each server they use by role) for checkpoint `c`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,7 @@ from toolturn.core.checks import (
     plain_config,
     require_set,
 )
-from toolturn.core.endpoints import CACHE_KNOBS, OPTIONAL_KNOBS, required_keys
+from toolturn.core.endpoints import CACHE_KNOBS, ENDPOINT_KEYS, parse_endpoints, required_keys
 from toolturn.core.errors import ToolturnError
 from toolturn.core.policy import read_policy_file
 from toolturn.generate import paraphrase
@@ -53,9 +54,8 @@ ADDABLE_KEYS = (
     "domain.policy_files", "domain.questions", "domain.max_questions_for_tools",
     "tools.llm_sql_tools", "tools.simulator.*", "policy.file",
     *(f"roles.*.{k}" for k in ("kind", "endpoint", "slip_rate", "prompt", "temperature", "top_p", "max_tokens")),
-    "llm.endpoints.*",  # a whole new endpoint: {server, base_url, model, ...}
-    *(f"llm.endpoints.*.{k}" for k in ("base_url", "api_key_env", "lora", "extra_args", *OPTIONAL_KNOBS,
-                                       *CACHE_KNOBS)),
+    "llm.endpoints.*",  # a whole new endpoint: {server, base_url, model, ...} (core/endpoints.py parses it)
+    *(f"llm.endpoints.*.{k}" for k in ENDPOINT_KEYS),
     "logger.mode", "logger.project", "logger.entity", "logger.group",
 )
 
@@ -93,8 +93,6 @@ CHECKS: dict[str, Check] = {
     "policy.file": maybe(Check("null or the path of a YAML/JSON policy file",
                                lambda v: v is None or (isinstance(v, str) and bool(v.strip())))),
     "domain.questions": maybe(integer(1)), "domain.max_questions_for_tools": maybe(integer(1)),
-    "llm.endpoints.*.max_concurrency": integer(1), "llm.endpoints.*.timeout_s": POSITIVE,
-    "llm.endpoints.*.max_retries": integer(0),
     "paraphrase.enabled": BOOL, **{f"paraphrase.{k}": c for k, c in SAMPLING.items()},
     "paraphrase.max_length_ratio": POSITIVE, "paraphrase.context_messages": integer(0),
     **LOGGER,
@@ -126,11 +124,12 @@ def file_digests(cfg: DictConfig) -> dict[str, str | None]:
 
 def identity_values(plain: dict) -> dict:
     """The IDENTITY_KEYS values of a plain config (this command's, or a run's config.yaml) that a resume must
-    agree on: every endpoint without its SAFE_ENDPOINT_KEYS."""
+    agree on: every endpoint without its SAFE_ENDPOINT_KEYS, each key at its default where a config leaves it out
+    (a run made before the key existed)."""
     out = {k: copy.deepcopy(plain.get(k)) for k in IDENTITY_KEYS}
-    for endpoint in ((out["llm"] or {}).get("endpoints") or {}).values():
-        for key in SAFE_ENDPOINT_KEYS:
-            endpoint.pop(key, None)
+    endpoints = (out["llm"] or {}).get("endpoints") or {}
+    for name, spec in parse_endpoints(endpoints, "llm.endpoints").items():
+        endpoints[name] = {k: v for k, v in asdict(spec).items() if k not in SAFE_ENDPOINT_KEYS}
     if not (out["paraphrase"] or {}).get("enabled"):  # off (or a run made before the pass existed): no knob matters
         out["paraphrase"] = None
     return out
@@ -152,6 +151,7 @@ def validate(cfg: DictConfig) -> None:
         if rule:
             raise ToolturnError(f"LLM-written tasks have no gold plan, so the {', '.join(rule)} cannot be rule-based; "
                                 f"use roles=llm")
+    parse_endpoints(cfg.llm.endpoints, "llm.endpoints")  # every endpoint, by the one schema: a bad key is one line
     if kinds["user"] != kinds["assistant"]:
         raise ToolturnError("the rule-based user and oracle assistant talk through dialogue acts, so they come as a "
                             f"pair: roles.user.kind={kinds['user']} but roles.assistant.kind={kinds['assistant']}")

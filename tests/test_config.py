@@ -117,13 +117,14 @@ def test_every_knob_is_type_and_range_checked(pattern):
     (["worker_index=2", "workers=2"], "worker_index must be in [0, 2), got 2"),
     (["~max_messages"], "max_messages is missing from the config"),
     (["~roles.user"], "roles.user is missing from the config"),
-    (["+llm.endpoints.big={server: none}"], "llm.endpoints.big.max_concurrency is missing from the config"),
+    (["+llm.endpoints.big={server: none, max_concurrency: 0}"],
+     "llm.endpoints.big.max_concurrency must be a positive integer, got 0"),
     (["pipeline.user=3"], "pipeline.user must be a mapping, got 3"),
     (["out_dir=${nope}"], "out_dir: Interpolation key 'nope' not found"),
 ])
 def test_cross_key_and_shape_checks(overrides, message):
     with pytest.raises(ToolturnError, match=re.escape(message)):
-        config.check_values(make_cfg(*overrides))
+        config.validate(make_cfg(*overrides))
 
 
 def test_every_shipped_config_passes_the_checks():

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mock_openai import MockServer, completion, hold_port
 
+from toolturn.core.endpoints import EndpointConfig, parse_endpoint
 from toolturn.core.llm import Endpoint, Sampling
 from toolturn.evaluate.pacing import (
     PROBE_MARKER,
@@ -27,8 +28,9 @@ SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_tokens=32,
                     generation_config=json.dumps({"do_sample": True, "max_new_tokens": 32}))
 
 
-def spec(server: str, **more) -> dict:
-    return {"server": server, "model": "m", "max_concurrency": 6, "timeout_s": 2.0, "max_retries": 0, **more}
+def spec(server: str, **more) -> EndpointConfig:
+    return parse_endpoint({"server": server, "model": "m", "max_concurrency": 6, "timeout_s": 2.0, "max_retries": 0,
+                           **more}, "endpoint")
 
 
 def test_a_managed_transformers_server_serves_one_request_at_a_time():

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_module
 from mock_openai import Fault, MockServer, completion
 
 from toolturn.core.cli import precheck
+from toolturn.core.endpoints import EndpointConfig
 from toolturn.core.errors import ToolturnError
 from toolturn.core.lineage import artifact_name, canonical, identity_manifest, model_identity, short
 from toolturn.evaluate.checkpoints import identity
@@ -29,7 +30,7 @@ def eval_cfg(*overrides: str):
 
 
 @pytest.mark.parametrize("group,name", [(g, p.stem) for g in ("eval", "user", "endpoint", "logger", "model", "domain")
-                                        for p in sorted((CONF / g).glob("*.yaml"))])
+                                        for p in sorted((CONF / g).glob("[!_]*.yaml"))])
 def test_every_eval_config_passes_the_stages_own_check(group, name):
     extra = {"sqlite": ["domain.path=x.db"], "external": ["endpoint.base_url=http://h/v1", "endpoint.model=m"],
              "synthetic": ["domain.name=clinic"], "synthetic_sql": ["domain.name=clinic"]}
@@ -126,7 +127,7 @@ def test_oracle_scores_one_and_do_nothing_zero_on_writes_with_all_outputs(tmp_pa
     ("+eval.polcy_file=x", "unknown config key 'eval.polcy_file' (did you mean 'eval.policy_file'?)"),
     ("+policy.fil=x", "unknown config key 'policy.fil'"),
     # keys the stage reads may be added: the next check speaks
-    ("+eval.out_tag=x +endpoint.max_reply_bytes=9 +logger.group=g checkpoints=oracle", "checkpoints must be a list"),
+    ("+eval.out_tag=x ++endpoint.max_reply_bytes=9 +logger.group=g checkpoints=oracle", "checkpoints must be a list"),
 ])
 def test_bad_task_knobs_are_one_line_errors(knob, message, capsys):
     """The check `toolturn-eval` runs first (main), in-process: exit 2 and one line before anything runs."""
@@ -248,12 +249,12 @@ def test_a_served_dir_and_a_lora_are_known_by_content_a_hub_id_by_name(tmp_path)
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     (adapter / "adapter_model.safetensors").write_bytes(b"lora")
-    served = identity("base", {"server": "transformers", "model": str(base)})
+    served = identity("base", EndpointConfig(server="transformers", model=str(base)))
     assert served["kind"] == "model" and served["sha256"] == model_identity(base)["sha256"]
-    lora = identity(str(adapter), {"server": "vllm", "model": str(base), "lora": str(adapter)})
+    lora = identity(str(adapter), EndpointConfig(server="vllm", model=str(base), lora=str(adapter)))
     assert lora["kind"] == "adapter" and lora["sha256"] == model_identity(adapter)["sha256"]
     assert lora["base_model"] == {"model": str(base), "path": str(base), "sha256": served["sha256"]}
-    hub = identity("base", {"server": "vllm", "model": "Qwen/Qwen3-4B"})
+    hub = identity("base", EndpointConfig(server="vllm", model="Qwen/Qwen3-4B"))
     assert (hub["kind"], hub["model"], hub["sha256"], hub["files"]) == ("model", "Qwen/Qwen3-4B", None, {})
 
 

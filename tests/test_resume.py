@@ -17,7 +17,8 @@ from toolturn.core.errors import ToolturnError
 from toolturn.core.files import repair_tail
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
-from toolturn.generate.config import IDENTITY_KEYS, SAFE_KEYS
+from toolturn.core.checks import plain_config
+from toolturn.generate.config import IDENTITY_KEYS, SAFE_KEYS, identity_values
 from toolturn.generate.run import generate
 
 N = 30
@@ -161,11 +162,23 @@ def three(tmp_path_factory):
 @pytest.mark.parametrize("change, named", [
     ("seed=1", "different seed"), ("max_dialogue_bytes=100000", "different max_dialogue_bytes"),
     ("max_messages=50", "different max_messages"), ("policy=report", "different policy"),
-    ("+llm.endpoints.default.max_reply_bytes=1000", "different llm"),
+    ("llm.endpoints.default.max_reply_bytes=1000", "different llm"),
 ])
 def test_resume_with_different_settings_is_refused(three, change, named):
     with pytest.raises(ToolturnError, match=named):
         generate(make_cfg("domain=retail", "num_dialogues=3", change, f"out_dir={three}"))
+
+
+def test_an_endpoint_written_before_a_key_existed_is_the_same_endpoint():
+    """A run's config.yaml from before an endpoint key existed (the key absent) agrees with today's node, where the
+    key is at its default; a key at another value does not."""
+    now = plain_config(make_cfg("llm=external", "llm.endpoints.default.model=m", "llm.endpoints.default.base_url=u"))
+    old = json.loads(json.dumps(now))
+    for key in ("lora", "extra_args", "max_reply_bytes", "max_content_chars", "cache", "min_concurrency"):
+        del old["llm"]["endpoints"]["default"][key]
+    assert identity_values(old) == identity_values(now)
+    old["llm"]["endpoints"]["default"]["max_reply_bytes"] = 1000
+    assert identity_values(old)["llm"] != identity_values(now)["llm"]
 
 
 def test_resume_with_a_safe_change_goes_on(three):
