@@ -305,7 +305,7 @@ def test_kept_result_files_rescore_with_bfcls_cli_to_the_same_verdicts(tmp_path,
 def test_a_serial_slow_server_gets_one_request_at_a_time_and_no_infrastructure_error(tmp_path):
     """The managed CPU server's case, scaled down: a server that works on one request at a time, 1 s each (a CPU's
     150-250 s), and an endpoint timeout of 0.5 s that every request overruns. Under the default eval.threads (8)
-    and endpoint.max_concurrency (8), the probe finds the server serial, so one request is in flight at a time, and
+    and endpoint.max_concurrency (64), the probe finds the server serial, so one request is in flight at a time, and
     the wait per request comes from its measured latency: no infrastructure error."""
     server = Completions(lambda prompt: "No call from me.", serial_s=1.0)
     try:
