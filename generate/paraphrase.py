@@ -13,7 +13,10 @@ kept. A rewrite is rejected, in this order, as:
   original plus 40 characters;
 - `malformed`: not one plain message: a tool call (native or as markup), JSON, a code fence, a speaker label
   at the start of a line (`User:`), or talk about the rewriting itself ("Here is the rewritten message");
-- `refusal`: a model's refusal ("as an AI", "I can't help with that") the original did not hold;
+- `refusal`: a model's refusal or apology ("as an AI", "unable to assist", "I apologize") in a turn that refused
+  nothing (a policy refusal may be rewritten as one);
+- `wrong_speaker`: the other side's words the original did not hold: a customer offering help ("how can I help",
+  "let me check"), an assistant asking for it ("can you help me", "my order");
 - `dropped_fact`: a fact the original states is missing. The facts of a turn are every number it states (by
   value: `1,200` is `1200`), every token holding a digit that is not a number (ids such as ORD-171492, e-mail
   addresses, dates) and every value of the dialogue's own data it states (a string of its task facts, tool-call
@@ -40,6 +43,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from toolturn.core.endpoints import sampling
 from toolturn.core.errors import ToolturnError
+from toolturn.core.judges.execution import REFUSAL_CUE
 from toolturn.core.judges.facts import mentions, numbers_in
 from toolturn.core.llm import ChatResult, LLMError, Sampling
 from toolturn.core.prompts import load as load_prompt
@@ -53,7 +57,7 @@ SAVED_CHARS = 2000  # of a rejected rewrite, kept in meta.paraphrase for inspect
 
 # One worked exchange per speaker before the real request (small models follow a demonstration more reliably).
 SHOTS = {
-    "user": ("USER: (none: this is the first message)",
+    "user": ("(none: this is the first message)",
              "Hi, I want to return the Trail Backpack from order ORD-1002 (my email is ann.lee@example.com).",
              "Hello! Could you help me return the Trail Backpack from my order ORD-1002? My email is "
              "ann.lee@example.com."),
@@ -69,9 +73,16 @@ _LABEL = re.compile(r"^\s*\**(?:user|customer|assistant|agent|system|support|too
                     re.IGNORECASE | re.MULTILINE)
 _COMMENTARY = re.compile(r"\b(?:rewrit\w*|paraphras\w*|rephras\w*|reworded|original message|here is the|"
                          r"here's the|here is a|here's a)\b", re.IGNORECASE)
-_MODEL_REFUSAL = re.compile(r"\b(?:as an ai|language model|i(?: am|['\u2019]m)? (?:can(?:no|['\u2019])t|unable to|"
-                            r"not able to) (?:help|assist|comply)(?: you)? with (?:that|this)|i won['\u2019]t "
-                            r"(?:help with|do) (?:that|this))\b", re.IGNORECASE)
+_MODEL_REFUSAL = re.compile(r"\b(?:as an ai|language model|(?:can(?:no|['\u2019])t|unable to|not able to) (?:help|assist|"
+                            r"comply|provide)|i won['\u2019]t (?:help with|do) (?:that|this)|i apologi[sz]e|sorry for "
+                            r"any (?:confusion|misunderstanding|inconvenience))", re.IGNORECASE)
+# The other side's words: a customer offering help, an assistant asking for it.
+_WRONG_SPEAKER = {
+    "user": re.compile(r"\b(?:how (?:can|may) i (?:help|assist)|(?:help|assist) you\b|(?:let me|i'll|i will) (?:check|look)"
+                       r"|i(?:'m| am) (?:an?|the|your) (?:ai|assistant|agent))", re.IGNORECASE),
+    "assistant": re.compile(r"\b(?:(?:can|could) you (?:help|assist) me|i need (?:your )?help with|my (?:email|order|"
+                            r"account|booking|line)\b)", re.IGNORECASE),
+}
 _NUMBER_TOKEN = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _TOKEN_EDGES = "\"'`()[]{}<>,;:!?.$€£#*"
 
@@ -205,8 +216,9 @@ def clean(text: str) -> str:
     return text
 
 
-def reply_problem(original: str, result: ChatResult, text: str, max_length_ratio: float) -> tuple[str, str] | None:
-    """(reason, detail) when the reply is not one sane message standing in for `original`."""
+def reply_problem(role: str, original: str, result: ChatResult, text: str,
+                  max_length_ratio: float) -> tuple[str, str] | None:
+    """(reason, detail) when the reply is not one sane message of `role` standing in for `original`."""
     if result.tool_calls:
         return "malformed", f"a tool call ({result.tool_calls[0].get('name')})"
     if not text:
@@ -230,8 +242,12 @@ def reply_problem(original: str, result: ChatResult, text: str, max_length_ratio
         except ValueError:
             pass
     found = _MODEL_REFUSAL.search(text)
-    if found and not _MODEL_REFUSAL.search(original):
+    # a turn that refuses (the policy's refusals) may be rewritten as one; the model refusing the task may not
+    if found and not _MODEL_REFUSAL.search(original) and not REFUSAL_CUE.search(original):
         return "refusal", repr(found.group())
+    found = _WRONG_SPEAKER[role].search(text)
+    if found and not _WRONG_SPEAKER[role].search(original):
+        return "wrong_speaker", repr(found.group())
     return None
 
 
@@ -289,7 +305,7 @@ async def paraphrase_dialogue(model: RoleModel, settings: ParaphraseSettings, me
         if text == original.strip():
             entry["outcome"] = "unchanged"
             continue
-        problem = reply_problem(original, result, text, settings.max_length_ratio) \
+        problem = reply_problem(entry["role"], original, result, text, settings.max_length_ratio) \
             or fact_problem(TurnFacts.of(original, values), text)
         candidate = None
         if problem is None:

@@ -10,11 +10,13 @@ import pytest
 from conftest import cli, make_cfg
 from mock_openai import MockServer, completion, hold_port
 from toolturn.core.errors import ToolturnError
+from toolturn.core.judges.execution import REFUSAL_CUE
+from toolturn.core.llm import ChatResult
 from toolturn.core.roles.acts import asks_confirmation
 from toolturn.core.rundir import RunDir
 from toolturn.generate import config
 from toolturn.generate.audit import audit_run
-from toolturn.generate.paraphrase import TurnFacts, fact_problem, id_tokens
+from toolturn.generate.paraphrase import TurnFacts, clean, fact_problem, id_tokens, reply_problem
 from toolturn.generate.run import generate
 from toolturn.generate.stats import compute_stats
 
@@ -42,6 +44,7 @@ TRANSFORMS = {
     "label": (lambda t: completion("Customer: " + t), "malformed"),
     "commentary": (lambda t: completion("Here is the rewritten message: " + t), "malformed"),
     "refusal": (lambda t: completion("I'm sorry, but as an AI language model I cannot help with that."), "refusal"),
+    "wrong_speaker": (lambda t: completion("Sure, I can help you with that. " + t), "wrong_speaker"),
     "truncated": (lambda t: completion(polite(t), finish_reason="length"), "truncated"),
     "same": (lambda t: completion(t), "unchanged"),
 }
@@ -67,8 +70,15 @@ class Rewriter:
         self.k += 1
         if name == "drop_fact" and not re.search(r"\d", original):
             name = "same"
+        if name == "refusal" and REFUSAL_CUE.search(original):  # a policy refusal may be rewritten as one
+            name = "polite"
+        if name == "wrong_speaker" and speaker.endswith("assistant"):  # the customer's words are the wrong ones
+            return self.answer(original, "wrong_speaker", completion("Could you help me? " + original))
+        return self.answer(original, name, TRANSFORMS[name][0](original))
+
+    def answer(self, original, name, reply):
         self.log.append((original, name))
-        return TRANSFORMS[name][0](original)
+        return reply
 
 
 def expected(name):
@@ -233,3 +243,21 @@ def test_the_facts_of_a_turn(original, rewrite, problem):
 def test_id_tokens():
     assert id_tokens("Order ORD-171492's total, 12.50, (a.b9@example.com) on 2026-01-01T17:58.") == \
         {"ord-171492", "a.b9@example.com", "2026-01-01t17:58"}
+
+
+@pytest.mark.parametrize("role, original, rewrite, reason", [
+    ("assistant", "I can't do that: order ORD-1 is shipped.", "Sorry, I'm unable to help there: ORD-1 has shipped.", None),
+    ("user", "Thanks, that's all.", "I apologize, that's all.", "refusal"),
+    ("user", "Where does my order stand?", "How can I help you with your order?", "wrong_speaker"),
+    ("assistant", "Your order has shipped.", "My order has shipped.", "wrong_speaker"),
+    ("user", "Is it in stock?", '"Do you have it in stock?"', None),  # one pair of quotes around it all is dropped
+])
+def test_a_reply_must_be_one_message_of_its_speaker(role, original, rewrite, reason):
+    text = clean(rewrite)
+    problem = reply_problem(role, original, completion_result(text), text, 3.0)
+    assert (problem and problem[0]) == reason
+
+
+def completion_result(text):
+    return ChatResult(content=text, tool_calls=[], finish_reason="stop", prompt_tokens=1, completion_tokens=1,
+                      latency_s=0.0)
