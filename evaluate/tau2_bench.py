@@ -253,9 +253,9 @@ class Tau2Suite:
                                 f"({exc})") from None
         s = self.user_sampling
         how = f"temperature {s.temperature}, top_p {s.top_p}, max_tokens {s.max_tokens}"
-        self.user_name = (f"τ² user_simulator on {self.user_spec['model']} ({how})" if self.user_spec else
+        self.user_name = (f"τ² user_simulator on {self.user_spec.model} ({how})" if self.user_spec else
                           f"τ² user_simulator on each checkpoint's own server; the do-nothing floor's on "
-                          f"{self.floor_user_spec['model']} ({how})")
+                          f"{self.floor_user_spec.model} ({how})")
 
     # ---------------------------------------------------------------------------------- tasks
 

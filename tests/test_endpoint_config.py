@@ -158,3 +158,15 @@ def test_a_role_may_still_name_an_existing_endpoint():
         cfg = compose("generate", overrides=["logger=none", "roles=llm", "roles.user.endpoint=big"])
     with pytest.raises(ToolturnError, match=r"roles name endpoint\(s\) \['big'\] that llm.endpoints does not define"):
         generate_config.validate(cfg)
+
+
+@pytest.mark.parametrize("name, key", [("generate", "llm.endpoints.default.max_reply_bytes"),
+                                       ("evaluate", "endpoint.max_reply_bytes")])
+def test_adding_a_key_every_endpoint_now_has_says_what_to_write_instead(name, key, capsys):
+    """Before the preset group, a preset lacked some keys and `+key=value` added them; now every node has every key,
+    so the old command is one line saying to drop the `+`."""
+    with pytest.raises(SystemExit) as stop:
+        precheck([f"+{key}=9", "logger=none"], name, VALIDATE[name], ADDABLE[name])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    assert f"Either remove + prefix: '{key}=9'" in err
