@@ -188,8 +188,6 @@ def parse_endpoint(node, path: str) -> EndpointConfig:
     return EndpointConfig(**{k: float(v) if k in FLOAT_KEYS else v for k, v in values.items()})
 
 
-
-
 def parse_endpoints(node, prefix: str) -> dict[str, EndpointConfig]:
     """Each endpoint of a mapping of named endpoints (`llm.endpoints`), parsed."""
     plain = _plain(node, prefix)

@@ -102,8 +102,8 @@ def test_a_typo_in_an_endpoint_key_is_one_line_in_every_place(place, capsys):
 
 @pytest.mark.parametrize("node, message", [
     ({"server": "none", "api_key": "sk-x"}, "e.api_key is not an endpoint key; write api_key_env"),
-    ({"server": "nne"}, "e.server must be one of transformers|vllm|none, got 'nne'"),
-    ({"model": "m"}, "e.server is not set; add e.server=transformers|vllm|none"),
+    ({"server": "nne"}, f"e.server must be one of {'[|]'.join(SERVERS)}, got 'nne'"),
+    ({"model": "m"}, f"e.server is not set; add e.server={'[|]'.join(SERVERS)}"),
     ({"server": "vllm", "base_url": "http://h/v1"}, "e.base_url is only for server: none"),
     ({"server": "transformers", "lora": "/a"}, "e.lora needs server: vllm, not transformers"),
     ({"server": "none", "extra_args": ["--x"]}, "e.extra_args is only for a managed server, not server: none"),
