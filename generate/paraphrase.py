@@ -9,10 +9,11 @@ context turn (`"weight": 0`: a deliberate slip keeps the exact wrong number the 
 Each turn is rewritten with the conversation before it as context, that conversation holding the rewrites already
 kept. A rewrite is rejected, in this order, as:
 
+- `malformed` when the reply is a tool call (native, or markup the client reads as one);
 - `empty`: no text; `truncated`: cut at `max_tokens`; `oversized`: longer than `max_length_ratio` times the
   original plus 40 characters;
-- `malformed`: not one plain message: a tool call (native or as markup), JSON, a code fence, a speaker label
-  at the start of a line (`User:`), or talk about the rewriting itself ("Here is the rewritten message");
+- `malformed`: not one plain message: tool-call or JSON markup, a speaker label at the start of a line (`User:`),
+  talk about the rewriting itself ("Here is the rewritten message"), a code fence, JSON;
 - `refusal`: a model's refusal or apology ("as an AI", "unable to assist", "I apologize") in a turn that refused
   nothing (a policy refusal may be rewritten as one);
 - `wrong_speaker`: the other side's words the original did not hold: a customer offering help ("how can I help",
@@ -315,7 +316,8 @@ async def paraphrase_dialogue(model: RoleModel, settings: ParaphraseSettings, me
             if new:
                 problem = found[new[0]], new[0]
         if problem is not None:
-            entry.update(outcome=problem[0], detail=problem[1], rewrite=text[:SAVED_CHARS])
+            shown = text or json.dumps(result.tool_calls, ensure_ascii=False)  # a reply that was only a tool call
+            entry.update(outcome=problem[0], detail=problem[1], rewrite=shown[:SAVED_CHARS])
             continue
         out = candidate
         entry.update(outcome="kept", original=original)
