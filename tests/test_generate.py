@@ -103,7 +103,7 @@ def test_audit_catches_hand_edits(runs, tmp_path):
     part = next((run / "shards").glob("part-*.jsonl"))
     lines = part.read_text().splitlines()
     rec = json.loads(lines[3])
-    tool_msg = next(m for m in rec["messages"] if m["role"] == "tool")
+    tool_msg = next(m for m in rec["messages"] if m["role"] == "tool" and "1" in m["content"])  # an edit that changes it
     tool_msg["content"] = tool_msg["content"].replace("1", "2", 1)
     lines[3] = json.dumps(rec)
     rec2 = json.loads(lines[7])

@@ -9,6 +9,7 @@ from toolturn.core.domains import prepare_domain
 from toolturn.core.errors import ToolturnError
 from toolturn.core.policy import GENERIC, domain_facts, load_policy_file, policy_for
 from toolturn.core.policy_check import check_policy
+from toolturn.core.roles.phrasing import USER_AFFIRM
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.run import generate
@@ -403,7 +404,7 @@ def test_rule_dialogues_follow_the_policy(retail, retail_runs):
                 user = max(j for j in range(i) if r["messages"][j]["role"] == "user")
                 ask = max(j for j in range(user) if r["messages"][j]["role"] == "assistant"
                           and r["messages"][j]["content"])
-                assert r["messages"][user]["content"].startswith(("Yes", "Correct", "Sure", "Yep"))
+                assert r["messages"][user]["content"] in USER_AFFIRM  # the rule user's yes, nothing else
                 assert "?" in r["messages"][ask]["content"] and args["order_number"] in r["messages"][ask]["content"]
     assert writes >= 10 and touching == 0
     stats = compute_stats(run)

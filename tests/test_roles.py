@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+from collections import Counter
 
 import pytest
 from conftest import make_cfg
@@ -159,3 +160,27 @@ def test_the_user_checks_only_what_a_customer_knows_and_only_with_feedback():
         state.assistant_acts = [{"act": "report", "task": 0, "subtask": 0, "mode": "subtask"}]
         turn = asyncio.run(user.respond(state))
         assert [a["label"] for a in turn.acts if a["act"] == "correct"] == corrected
+
+
+@pytest.mark.parametrize("pipeline", ["user_oriented", "task_oriented"])
+def test_confirm_prob_asks_for_confirmation_in_both_paradigms(retail, pipeline):
+    """pipeline.user.confirm_prob: the user asks whether a change went through, or for a value to be looked up
+    again, and the oracle answers that before anything else (a value is read again first); 0 never asks."""
+    def confirmations(confirm_prob):
+        factory = DialogueFactory(retail, make_cfg("domain=retail", f"pipeline={pipeline}", "pipeline.user.feedback=true",
+                                                   f"pipeline.user.confirm_prob={confirm_prob}"))
+        asked = Counter()
+        for i in range(16):
+            messages = asyncio.run(factory.make(i)).record["messages"]
+            for k, m in enumerate(messages):
+                if m["role"] != "user" or m["content"] not in P.USER_CONFIRM + P.USER_RECHECK:
+                    continue
+                recheck = m["content"] in P.USER_RECHECK
+                asked["recheck" if recheck else "went through"] += 1
+                reply = next(r for r in messages[k + 1:] if r["role"] == "assistant" and r["content"])
+                assert _starts_with_one_of(reply["content"], P.ASSISTANT_CONFIRM if recheck else P.ASSISTANT_CONFIRM_WRITE)
+                assert bool(messages[k + 1].get("tool_calls")) == recheck  # a value is looked up again, a write never
+        return asked
+
+    assert confirmations(0.5)["recheck"] >= 1 and sum(confirmations(0.5).values()) >= 3
+    assert not confirmations(0.0)

@@ -143,6 +143,11 @@ def test_questions_are_found_by_mark_or_request_phrase():
     assert questions("Found it. What is your e-mail?") == ["What is your e-mail?"]
     assert questions("The email is a@b.com. Please share the order number.") == ["Please share the order number."]
     assert questions("Here you go: the status is active.") == []
+    # request words only as requests: a plan named Share, a relative "which", a closing offer ask for nothing
+    assert questions("You're on the Family Share 50 plan. It's the Smart Jeans, which costs 3.") == []
+    assert questions("Let me know if there's anything else.") == [] and questions("Let me know your email.")
+    assert questions("Okay, which order number is it. Share your email, then.") == \
+        ["Okay, which order number is it.", "Share your email, then."]
 
 
 def test_a_change_that_never_reached_the_database_is_not_accepted(retail, items):

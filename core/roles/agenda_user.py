@@ -6,7 +6,8 @@ The user holds an agenda: the subtasks of each task, in order. Each turn it
 - checks every report against what a customer can check (`core/roles/knowledge.py`: the values of
   its own requests and what the assistant told it; the expected value must appear in the assistant's
   text) and, when it gives feedback, corrects the assistant when one is missing or wrong,
-- sometimes asks for confirmation of a finished subtask before accepting it,
+- sometimes (`confirm_prob`) asks for confirmation of a finished subtask before accepting it, when nothing
+  else is outstanding: whether a change went through, or a value read out looked up again,
 - and, once nothing is outstanding, gives feedback and reveals the next one or two subtasks
   (or all of them, task-oriented), chains the next task into the same dialogue, or closes.
 It ends only when every subtask of every task is done.
@@ -21,10 +22,10 @@ from toolturn.core.episode import EpisodeState, UserTurn
 from toolturn.core.judges.facts import mentions
 from toolturn.core.roles import phrasing as P
 from toolturn.core.roles.knowledge import Knowledge
+from toolturn.core.roles.text_user import reported
 from toolturn.core.tasks.types import Task, format_value
 from toolturn.core.tasks.wording import clause
 
-CONFIRMABLE = ("lookup", "find", "summary", "parent", "related")  # read results worth double-checking
 
 
 @dataclass
@@ -55,13 +56,24 @@ class AgendaUser:
         if not self.started:
             self.started = True
             return self._request(P.USER_OPENERS)
-        text = state.messages[-1].get("content") or ""
+        # what the message reports, without a proposal that ends it (its numbers are no answer)
+        text = reported(state.messages[-1:], 0)
         parts, acts = [], []
         reports = [a for a in state.assistant_acts if a["act"] == "report" and (a["task"], a["subtask"]) in self.open]
-        for act in reports:
-            self._review((act["task"], act["subtask"]), text, parts, acts)
+        # a confirmation is asked only once every outstanding request is answered, not beside a proposal or a
+        # question to answer, and of one answer: the last
+        confirmable = {(a["task"], a["subtask"]) for a in reports} == set(self.open) and not any(
+            a["act"] in ("propose", "ask") for a in state.assistant_acts)
+        for i, act in enumerate(reports):
+            self._review((act["task"], act["subtask"]), text, parts, acts, confirmable and i == len(reports) - 1)
         correcting = any(a["act"] == "correct" for a in acts)
+        said = state.messages[-1].get("content") or ""
         for act in state.assistant_acts:
+            if act["act"] == "propose":  # what a proposal states (a refund, a new total) the customer now knows
+                terms = self.tasks[act["task"]].subtasks[act["subtask"]].detail.get("terms") or {}
+                for value in terms.values():
+                    if mentions(said, value):
+                        self.knowledge.hear(value)
             if act["act"] == "ask" and act["slot"] not in self.tasks[act["task"]].facts:
                 parts.append(P.pick(self.rng, P.USER_WITHHOLD, s=act["slot"]))
                 acts.append({"act": "withhold", "task": act["task"], "slot": act["slot"]})
@@ -92,7 +104,8 @@ class AgendaUser:
             return UserTurn(P.join(parts) or None, True, acts + [{"act": "bye"}])
         return UserTurn(P.closing(self.rng, parts, P.USER_UNDERSTOOD + P.USER_ACK), True, acts + [{"act": "bye"}])
 
-    def _review(self, key: tuple[int, int], text: str, parts: list[str], acts: list[dict]) -> None:
+    def _review(self, key: tuple[int, int], text: str, parts: list[str], acts: list[dict],
+                confirmable: bool = False) -> None:
         st = self.tasks[key[0]].subtasks[key[1]]
         checked = [r for r in st.report if self.knowledge.knows(r.expected)] if self.b.feedback else []
         wrong = next((r for r in checked if not mentions(text, r.expected)), None)
@@ -108,9 +121,11 @@ class AgendaUser:
             parts.append(P.pick(self.rng, P.USER_CORRECT, l=wrong.label))
             acts.append({"act": "correct", "task": key[0], "subtask": key[1], "label": wrong.label})
             return
-        if self.open[key] == "requested" and st.kind in CONFIRMABLE and self.rng.random() < self.b.confirm_prob:
+        settled = st.kind == "refuse" or st.detail.get("decline") or not st.report  # nothing to double-check
+        if self.open[key] == "requested" and confirmable and not settled and self.rng.random() < self.b.confirm_prob:
             self.open[key] = "confirming"
-            parts.append(P.pick(self.rng, P.USER_CONFIRM))
+            wrote = st.kind in ("update", "create", "delete") or "write" in st.detail
+            parts.append(P.pick(self.rng, P.USER_CONFIRM if wrote else P.USER_RECHECK))
             acts.append({"act": "confirm", "task": key[0], "subtask": key[1]})
             return
         del self.open[key]

@@ -56,6 +56,7 @@ class OracleAssistant:
         self.lines: list[str] = []
         self.acts: list[dict] = []
         self.slipped = False  # this turn misreports a number on purpose
+        self.noted: set[tuple[int, str]] = set()  # (task, note) pointed out already
         self.knowledge = Knowledge(tasks)  # what the customer can check (they know what we told them)
 
     def _absorb_user(self, acts: list[dict]) -> None:
@@ -131,6 +132,9 @@ class OracleAssistant:
             self.acts.append({"act": "report", "task": ti, "subtask": si, "mode": mode})
             self.queue.popleft()
             self.rerun.pop((ti, last), None)
+        answered = self.acts and self.acts[-1]["act"] == "report" and not self.lines[-1].endswith("?")
+        if answered and self.rng.random() < HANDBACK_RATE:
+            self.lines.append(P.pick(self.rng, P.ASSISTANT_HANDBACK))
         return self._final()
 
     def _final(self) -> AssistantTurn:
@@ -139,24 +143,39 @@ class OracleAssistant:
     def _ask(self, ti: int, slot: str) -> AssistantTurn:
         self.acts.append({"act": "ask", "task": ti, "slot": slot})
         identity = self.identify is not None and slot == self.identify[1]
-        self.lines.append(P.pick(self.rng, P.ASSISTANT_ASK_IDENTITY if identity else P.ASSISTANT_ASK, s=slot))
+        own = next((st.detail["ask"][slot] for st in self.tasks[ti].subtasks if slot in st.detail.get("ask", {})), None)
+        if own and self.rng.random() < DOMAIN_ASK_RATE:  # the service's own words for it
+            lead = self.rng.choice(P.IDENTITY_LEAD if identity else P.ASK_LEAD)
+            self.lines.append(P.join([lead, P.fill(self.rng.choice(own), s=slot)]))
+        else:
+            self.lines.append(P.pick(self.rng, P.ASSISTANT_ASK_IDENTITY if identity else P.ASSISTANT_ASK, s=slot))
         return self._final()
 
     def _propose(self, ti: int, si: int, step: int | None, tool: str, args: dict) -> AssistantTurn:
         """State the exact change and ask for a yes: the last thing this message says."""
         self.acts.append({"act": "propose", "task": ti, "subtask": si, "step": step})
-        says = self.tasks[ti].subtasks[si].detail.get("change")  # the domain's words (core/domains/<name>/phrasing.py)
+        detail = self.tasks[ti].subtasks[si].detail
+        says = detail.get("change")  # the domain's ways to say it (core/domains/<name>/phrasing.py)
         shown = {k: v for k, v in args.items() if k not in self.owner_key}
-        c = P.change(says, shown, list(self.provided[ti].values()), self.results[ti]) if says else \
+        c = P.change(says if isinstance(says, str) else self.rng.choice(says), shown,
+                     list(self.provided[ti].values()), self.results[ti], detail.get("terms")) if says else \
             describe_change(tool, args, self.owner_key)
+        for value in (detail.get("terms") or {}).values():  # the customer now knows the refund, the new total
+            if mentions(c, value):
+                self.knowledge.hear(value)
         self.lines.append(P.pick(self.rng, P.ASSISTANT_PROPOSE, c=c))
         return self._final()
 
     def _report(self, mode: str, ti: int, si: int) -> str:
+        """The answer to one subtask (after another answer in the same message, it follows on from it)."""
         st = self.tasks[ti].subtasks[si]
+        follows = any(a["act"] == "report" for a in self.acts)
         if st.kind == "refuse":
-            return P.pick(self.rng, P.ASSISTANT_REFUSE,
-                          r=self.policy.reason(st.detail["refusal"], **st.detail.get("reason_values", {})))
+            forms = st.detail.get("reason_forms")  # the service's ways to give the policy's own reason
+            values = st.detail.get("reason_values", {})
+            reason = self.rng.choice(forms).format(**values) if forms else \
+                self.policy.reason(st.detail["refusal"], **values)
+            return P.pick(self.rng, P.ASSISTANT_REFUSE, r=reason)
         if st.detail.get("decline"):
             return P.pick(self.rng, P.ASSISTANT_NO_CHANGE)
         results = list(self.results[ti])
@@ -176,9 +195,27 @@ class OracleAssistant:
                 self.knowledge.hear(right)
         f = P.facts_sentence(told, self.rng, st.detail.get("tell"))
         wrote = st.detail.get("write") is not None  # only a report after a write opens with "Done"
-        templates = {"subtask": P.ASSISTANT_REPORT_WRITE if wrote else P.ASSISTANT_REPORT,
-                     "confirm": P.ASSISTANT_CONFIRM, "fix": P.ASSISTANT_FIX}[mode]
-        return P.pick(self.rng, templates, f=f, F=P.capitalize(f))
+        record = st.detail.get("record")  # how the service names the record asked about ("order ORD-1")
+        if mode == "subtask" and not wrote and not follows and record and self.rng.random() < ANCHOR_RATE:
+            return self._said(ti, st, [P.fill(self.rng.choice(P.ASSISTANT_ANCHOR), k=record) + " " + f + "."])
+        if mode == "subtask":
+            templates = P.ASSISTANT_REPORT_WRITE if wrote else \
+                P.ASSISTANT_REPORT_NEXT if follows else P.ASSISTANT_REPORT
+        elif mode == "confirm":  # a read looked up again, or a change answered from its own result
+            changed = wrote or self.tasks[ti].steps[last].tool in self.write_tools
+            templates = P.ASSISTANT_CONFIRM if (ti, last) in self.rerun else \
+                P.ASSISTANT_CONFIRM_WRITE if changed else P.ASSISTANT_REPORT
+        else:
+            templates = P.ASSISTANT_FIX
+        return self._said(ti, st, [P.pick(self.rng, templates, f=f, F=P.capitalize(f))])
+
+    def _said(self, ti: int, st, said: list[str]) -> str:
+        """An answer and what the customer needs to know about its record (a discontinued product), said once."""
+        for note in st.detail.get("notes", []):
+            if (ti, note[0]) not in self.noted:
+                self.noted.add((ti, note[0]))
+                said.append(P.capitalize(self.rng.choice(note)) + ".")
+        return P.join(said)
 
     def _slip(self, items: list[tuple[str, Any]], checkable: list[int]) -> list[tuple[str, Any]]:
         """Misread one number the customer can check (their review catches it); the turn becomes context."""
@@ -189,6 +226,11 @@ class OracleAssistant:
             return items
         self.slipped = True
         return items[:i] + [(label, wrong)] + items[i + 1:]
+
+
+HANDBACK_RATE = 0.25  # the share of messages ending in an answer that hand the turn back ("Anything else?")
+ANCHOR_RATE = 0.35  # the share of first answers in a message that name their record ("For order number X, ...")
+DOMAIN_ASK_RATE = 0.6  # the share of questions for a slot asked in the service's own words
 
 
 def _is_number(value: Any) -> bool:

@@ -45,8 +45,8 @@ NOT_HELD = ("I'm not sure I have that. {r}", "I don't have that to hand, sorry. 
 STILL_NEED = ("Thanks, but I still need the {l}.", "Okay, and what is the {l}?", "Could you also tell me the {l}?",
               "That helps, but I'm still missing the {l}.", "Thanks. What about the {l}?")
 NOT_SAVED = ("It doesn't look like the change went through. Could you make it, please?",
-             "Hmm, I don't think that's saved in the records yet. Can you do it?",
-             "The records don't seem to reflect that yet. Could you please make the change?",
+             "Hmm, I don't think that's been done yet. Can you do it?",
+             "My account doesn't seem to show that yet. Could you please make the change?",
              "I don't see that change on my side. Could you apply it?",
              "That doesn't seem to have been recorded. Please make the change.")
 UNWANTED = ("Wait, it looks like something was changed that I didn't ask for. Could you put it back?",
@@ -65,8 +65,12 @@ GIVE_UP = ("Never mind, I'll sort this out another time. Thanks.", "Okay, let's 
            "I don't think we're getting anywhere; I'll try later. Bye.", "Forget it, thanks anyway.",
            "Let's stop here. Thanks for trying.")
 
+# a request phrase: words that ask the user for something; "share", "provide" only as verbs with an object, "what is",
+# "which" only opening the sentence, so that a statement ("you're on the Family Share 50 plan", "the Smart Jeans, which
+# costs 3") or a closing offer ("let me know if there's anything else") is no request
 _REQUEST = re.compile(r"\b(please|could you|can you|would you|may i|i need|i'll need|i will need|tell me|"
-                      r"let me know|provide|share|give me|what is|what's|which)\b")
+                      r"let me know(?! if)|give me|(?:provide|share|send) (?:me |us )?(?:the|your|it|that|them)\b)|"
+                      r"^(?:(?:okay|ok|so|and|now|sure|thanks|great|alright|right),?\s+)?(?:what is|what's|which)\b")
 _WRITE_VERB = re.compile(r"\b(update|change|set|modify|delete|remove|cancel|create|add|insert|save)\b")
 
 

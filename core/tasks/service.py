@@ -19,8 +19,11 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import dataclass, field
-from typing import Any
+from difflib import get_close_matches
+from typing import Any, Callable
 
+from toolturn.core.errors import ToolturnError
+from toolturn.core.judges.facts import rows
 from toolturn.core.sqlenv import Sandbox
 from toolturn.core.tasks.programmatic import MAX_ATTEMPTS, Infeasible, _Plan
 from toolturn.core.tasks.types import ReportItem, Subtask, Task, format_value, lookup
@@ -63,7 +66,7 @@ class Step:
 @dataclass(frozen=True)
 class Part:
     """One request of a scenario, as the user makes it."""
-    say: str  # the request in the customer's words; {slot} for values the user states
+    say: str | tuple[str, ...]  # the request in the customer's words (one of several); {slot}: values the user states
     steps: tuple[int, ...]  # plan steps serving it (0 is the identification unless the scenario is public)
     kind: str = "service"  # service | refuse
     ids: tuple[str, ...] = ()  # identifier slots the user may withhold until asked
@@ -81,7 +84,7 @@ class Scenario:
     steps: tuple[Step, ...]  # after the identification (which the generator prepends unless public)
     parts: tuple[Part, ...]
     write: int | None = None  # the index (in the full plan) of the step that writes
-    weight: float = 1.0
+    weight: float = 1.0  # its `domain.task_mix` weight where the service's `task_mix` does not name it
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,21 @@ class Service:
     owner_key: str  # the identified customer's id in the identification result
     scenarios: tuple[Scenario, ...]
     decline_prob: float = 0.1  # a write the user declines at the confirmation
-    changes: dict[str, str] = field(default_factory=dict)  # write tool -> the proposal in the customer's terms
+    task_mix: dict[str, float] = field(default_factory=dict)  # the default task mix: kind -> weight
+    # write tool -> ways to propose the change in the customer's terms (core/roles/phrasing.change)
+    changes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # write tool -> what the customer needs to decide (a price difference, a refund), from the change's arguments
+    # and the rows read before it: extra placeholders of its `changes`
+    terms: dict[str, Callable[[dict, list[dict]], dict[str, Any]]] = field(default_factory=dict)
     facts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # report label -> ways to state it ({v})
+    asks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # slot -> the service's own ways to ask for it
+    records: dict[str, str] = field(default_factory=dict)  # slot -> how an answer names its record ("order {v}")
+    # refusal reason -> other ways to give the policy's built-in reason (the same placeholders): used only while
+    # the policy in effect gives that built-in reason (`builtin_reasons`), never over a policy file's own words
+    reasons: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    builtin_reasons: dict[str, str] = field(default_factory=dict)
+    # (field, value) of a row a request reads -> ways to point it out ("it's discontinued"), said once per task
+    notes: dict[tuple[str, Any], tuple[str, ...]] = field(default_factory=dict)
 
 
 DIFFICULTY = {"public": "easy", "read": "medium", "refuse": "medium", "write": "hard"}
@@ -101,26 +117,29 @@ DIFFICULTY = {"public": "easy", "read": "medium", "refuse": "medium", "write": "
 class ServiceTaskGenerator:
     """Samples service tasks for a built-in domain; tasks of one dialogue share one customer."""
 
-    def __init__(self, domain, service: Service, weights: dict[str, float], refusal_share: float):
+    def __init__(self, domain, service: Service, weights: dict[str, float], refusal_share: float,
+                 task_mix: dict[str, float] | None = None):
+        """`task_mix`: task kind (scenario name) -> weight, over the defaults of the domain's tasks module. A kind
+        is drawn with its weight times its difficulty's weight; a refusal kind (a share `refusal_share` of all
+        tasks) with its weight alone."""
         self.domain, self.service, self.refusal_share = domain, service, refusal_share
         self.tools = {t.name: t for t in domain.tools}
-        by_difficulty: dict[str, list[Scenario]] = {}
-        for s in service.scenarios:
-            if s.kind != "refuse":
-                by_difficulty.setdefault(DIFFICULTY[s.kind], []).append(s)
-        self.by_difficulty = {d: v for d, v in by_difficulty.items() if float(weights.get(d, 0)) > 0}
-        if not self.by_difficulty:
-            raise ValueError("difficulty weights select no service scenario")
-        self.weights = {d: float(weights[d]) for d in self.by_difficulty}
-        self.refusals = [s for s in service.scenarios if s.kind == "refuse"]
+        self.mix = resolve_task_mix(service, domain.name, task_mix)
+        self.weight = {s.name: self.mix[s.name] * (1.0 if s.kind == "refuse" else
+                                                   float(weights.get(DIFFICULTY[s.kind], 0)))
+                       for s in service.scenarios}
+        self.requests = [s for s in service.scenarios if s.kind != "refuse" and self.weight[s.name] > 0]
+        if not self.requests:
+            raise ToolturnError(f"tasks.difficulty and domain.task_mix select no task of {domain.name} "
+                                f"(every kind but refusals has weight 0)")
+        self.refusals = [s for s in service.scenarios if s.kind == "refuse" and self.weight[s.name] > 0]
 
     def _choose(self, rng: random.Random, identified: bool) -> list[Scenario]:
         if self.refusals and rng.random() < self.refusal_share:
             pool = [s for s in self.refusals if not (identified and _skips_identity(s))]
             if pool:
                 return pool
-        difficulty = rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
-        return self.by_difficulty[difficulty]
+        return self.requests
 
     def generate(self, sandbox: Sandbox, rng: random.Random, task_id: str, rejects: dict[str, int],
                  prior: list[Task] | None = None) -> Task | None:
@@ -134,9 +153,9 @@ class ServiceTaskGenerator:
         settled = {v for t in prior if _settled(t) for k, v in t.facts.items()
                    if k != self.service.slot and isinstance(v, str)}
         pool = [s for s in self._choose(rng, identified) if s.name not in done] or \
-            [s for d in self.by_difficulty.values() for s in d if s.name not in done]  # asked all of that kind
+            [s for s in self.requests if s.name not in done]  # asked every refusal already
         for _ in range(MAX_ATTEMPTS if pool else 0):
-            scenario = rng.choices(pool, weights=[s.weight for s in pool])[0]
+            scenario = rng.choices(pool, weights=[self.weight[s.name] for s in pool])[0]
             plan = _Plan(sandbox, [], [], {})
             try:
                 with sandbox.attempt():
@@ -169,44 +188,63 @@ class ServiceTaskGenerator:
             steps.insert(0, Step(tool, {arg: S(self.service.slot)}))
         write = scenario.write
         decline = write is not None and rng.random() < self.service.decline_prob
-        proposal = None
+        proposal, terms = None, {}
         for k, step in enumerate(steps):
             args = {p: _arg(v, row, plan) for p, v in step.args.items()}
             for v in step.args.values():
                 if isinstance(v, dict) and "$fact" in v:
                     plan.facts[v["$fact"]] = row[v["$fact"]]
-            if decline and k == write:
+            if k == write:
                 resolved = {p: (plan.facts[v["$fact"]] if isinstance(v, dict) and "$fact" in v
                                 else lookup(plan.results, v["$ref"]) if isinstance(v, dict) and "$ref" in v else v)
                             for p, v in args.items()}
-                proposal = {"tool": step.tool, "args": resolved}
-                break
+                if step.tool in self.service.terms:
+                    terms = self.service.terms[step.tool](resolved, rows(plan.results))
+                if decline:
+                    proposal = {"tool": step.tool, "args": resolved}
+                    break
             plan.run(self.tools.get(step.tool), args, expect_error=step.expect_error)
         subtasks = []
         for part in scenario.parts:
             for slot in part.values + part.ids:
                 plan.facts.setdefault(slot, row[slot])
-            say = part.say.format(**{k: format_value(v) for k, v in row.items()})
+            say = (part.say if isinstance(part.say, str) else rng.choice(part.say)).format(
+                **{k: format_value(v) for k, v in row.items()})
             report = [] if decline and write in part.steps else \
                 [ReportItem(label, list(path), lookup(plan.results, list(path))) for label, *path in part.report]
             detail: dict[str, Any] = {"say": say, "scenario": scenario.name}
             tell = {r.label: list(self.service.facts[r.label]) for r in report if r.label in self.service.facts}
             if tell:
                 detail["tell"] = tell
+            read = rows([r[0] if isinstance(r, list) and r else r  # a search's first row: the one reported
+                         for r in (plan.results[k] for k in part.steps if k < len(plan.results) and k != write)])
+            notes = [list(said) for (f, v), said in self.service.notes.items() if any(r.get(f) == v for r in read)]
+            if notes:
+                detail["notes"] = notes
             ids = list(part.ids)
             if not public and 0 in part.steps and email is None:  # a later task: the customer is identified
                 ids = [self.service.slot] + ids
+            named = next((s for s in (*part.ids, *part.values) if s in self.service.records), None)
+            if named:
+                detail["record"] = self.service.records[named].format(v=format_value(row[named]))
+            asks = {slot: list(self.service.asks[slot]) for slot in ids if slot in self.service.asks}
+            if asks:
+                detail["ask"] = asks
             if part.refusal:
                 detail["refusal"] = part.refusal
                 detail["reason_values"] = {k: format_value(v) for k, v in row.items()}
                 # the values the policy's reason names must be in the explanation ("booking X is shipped")
                 reason = self.domain.rules.reasons.get(part.refusal, "")
                 detail["reason_facts"] = {k: row[k] for k in _placeholders(reason) if k in row}
+                if part.refusal in self.service.reasons and reason == self.service.builtin_reasons.get(part.refusal):
+                    detail["reason_forms"] = [reason, *self.service.reasons[part.refusal]]
             if part.withhold:
                 detail["withhold"] = list(part.withhold)
             if write is not None and write in part.steps:
                 if steps[write].tool in self.service.changes:
-                    detail["change"] = self.service.changes[steps[write].tool]
+                    detail["change"] = list(self.service.changes[steps[write].tool])
+                    if terms:
+                        detail["terms"] = {k: format_value(v) for k, v in terms.items()}
                 if decline:
                     detail["proposal"], detail["decline"] = proposal, True
                 else:
@@ -219,6 +257,21 @@ class ServiceTaskGenerator:
                     subtasks=subtasks, facts=plan.facts)
         task.goal = describe_goal(task)
         return task
+
+
+def resolve_task_mix(service: Service, domain: str, task_mix: dict[str, float] | None) -> dict[str, float]:
+    """Each task kind's weight: the domain's defaults (`Service.task_mix`, else `Scenario.weight`) with `task_mix`
+    over them. An unknown kind or a weight that is not a number >= 0 is one line naming it."""
+    mix = {s.name: float(service.task_mix.get(s.name, s.weight)) for s in service.scenarios}
+    for kind, weight in (task_mix or {}).items():
+        if kind not in mix:
+            close = get_close_matches(str(kind), list(mix), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(mix)}"
+            raise ToolturnError(f"domain.task_mix: unknown task kind '{kind}' for {domain} ({hint})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ToolturnError(f"domain.task_mix.{kind} must be a number >= 0, got {weight!r}")
+        mix[kind] = float(weight)
+    return mix
 
 
 def _arg(value: Any, row: dict, plan: _Plan) -> Any:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from toolturn.core.tasks.service import C, M, Part, R, S, Scenario, Service, Step
 
 from ..actions import TODAY
-from .phrasing import CHANGES, FACTS
+from .phrasing import ASKS, CHANGES, FACTS, NOTES, REASONS, RECORDS, TERMS
+from .policy import POLICY
 
 _ME = "(:email IS NULL OR c.email = :email)"
 _CUSTOMER_ORDER = 'SELECT c.email AS "email address", o.order_number AS "order number"'
@@ -22,31 +23,45 @@ _WHY_SAID = ("CASE i.id % 4 WHEN 0 THEN 'it arrived damaged' WHEN 1 THEN 'it is 
 _CID = R(0, "customer_id")
 _DETAILS = Step("get_order_details", {"customer_id": _CID, "order_number": S("order number")})
 # A user-oriented customer first asks about the order, then says what they want done with it.
-_CHECK = Part("check the status of my order", (0, 1), ids=("order number",),
+_CHECK = Part(("check the status of my order", "look up my order first", "pull up my order"), (0, 1),
+              ids=("order number",),
               report=(("order status", 1, 0, "status"), ("order total", 1, 0, "total")))
 
+# The default task mix (`domain.task_mix` overrides it): kind -> weight, times its difficulty's weight. Most
+# customers come about their orders; each kind of change is rarer than a question, and refusals have their own share.
+TASK_MIX = {"product_info": 0.8, "order_status": 1.0, "my_orders": 0.6, "cancel_order": 0.4, "change_address": 0.4,
+            "change_quantity": 0.4, "return_item": 0.4, "exchange_item": 0.4}
+
 SERVICE = Service(
-    changes=CHANGES, facts=FACTS,
+    changes=CHANGES, facts=FACTS, terms=TERMS, notes=NOTES, asks=ASKS, records=RECORDS, reasons=REASONS,
+    builtin_reasons=dict(POLICY.reasons), task_mix=TASK_MIX,
     identify=("find_customer_by_email", "email"), slot="email address", owner_key="customer_id",
     scenarios=(
         Scenario("product_info", "public", 'SELECT name AS "product" FROM products ORDER BY id',
                  (Step("search_products", {"name": S("product")}),),
-                 (Part("tell me the price of the {product}", (0,), values=("product",), report=(("price", 0, 0, "price"),)),
-                  Part("tell me how many of them you have in stock", (0,), report=(("stock", 0, 0, "stock_quantity"),)))),
+                 (Part(("tell me the price of the {product}", "tell me what the {product} costs",
+                        "let me know how much the {product} is"), (0,), values=("product",),
+                       report=(("price", 0, 0, "price"),)),
+                  Part(("tell me how many of them you have in stock", "tell me whether you have any in stock",
+                        "check how many you have left"), (0,), report=(("stock", 0, 0, "stock_quantity"),)))),
         Scenario("order_status", "read", f"{_CUSTOMER_ORDER} {_ORDERS} WHERE {_ME} ORDER BY o.id", (_DETAILS,),
-                 (Part("tell me where my order stands", (0, 1), ids=("order number",),
+                 (Part(("tell me where my order stands", "check on my order for me",
+                        "tell me what's happening with my order"),
+                       (0, 1), ids=("order number",),
                        report=(("order status", 1, 0, "status"),)),
                   Part("tell me what it cost in total", (1,), report=(("order total", 1, 0, "total"),)))),
         Scenario("my_orders", "read",
                  f'SELECT c.email AS "email address" FROM customers c WHERE {_ME} AND EXISTS '
                  f"(SELECT 1 FROM orders o WHERE o.customer_id = c.id) ORDER BY c.id",
                  (Step("list_orders_for_customer", {"customer_id": _CID}),),
-                 (Part("tell me which orders I have with you", (0, 1),
+                 (Part(("tell me which orders I have with you", "list the orders on my account",
+                        "tell me what orders I've placed with you"), (0, 1),
                        report=(("number of orders", 1, "$len"), ("order numbers", 1, {"$pluck": "order_number"}))),)),
         Scenario("cancel_order", "write", f"{_CUSTOMER_ORDER} {_ORDERS} WHERE o.status = 'pending' AND {_ME} "
                  "ORDER BY o.id",
                  (_DETAILS, Step("cancel_pending_order", {"customer_id": _CID, "order_number": S("order number")})),
-                 (_CHECK, Part("cancel it; I don't need it any more", (2,),
+                 (_CHECK, Part(("cancel it; I don't need it any more", "cancel it, please; I ordered it by mistake",
+                                     "cancel that order"), (2,),
                        report=(("order status", 2, "status"), ("refund amount", 2, "refund_amount"))),), write=2),
         Scenario("change_address", "write",
                  f'{_CUSTOMER_ORDER}, a.label AS "address label" {_ORDERS} JOIN addresses a ON a.customer_id = c.id '
@@ -66,7 +81,10 @@ SERVICE = Service(
                  (_DETAILS, Step("modify_pending_order_item", {
                      "customer_id": _CID, "order_number": S("order number"),
                      "sku": M(1, "product_name", "product", "sku"), "quantity": S("new quantity")})),
-                 (_CHECK, Part("change the {product} on it to {new quantity}", (2,), values=("product", "new quantity"),
+                 (_CHECK, Part(("change the {product} on it to {new quantity}",
+                                "make it {new quantity} of the {product} instead",
+                                "change how many {product} I get to {new quantity}"), (2,),
+                               values=("product", "new quantity"),
                                report=(("new order total", 2, "total"),))), write=2),
         Scenario("return_item", "write",
                  f'{_CUSTOMER_ORDER}, p.name AS "product", 1 AS "quantity", {_WHY} AS "reason", {_WHY_SAID} AS "why" '
