@@ -35,7 +35,7 @@ USER_OPENERS = _compose(("Hi!", "Hello.", "Hey there.", "Good morning.", "Good a
 USER_REQUESTS = ("Could you {c}?", "I'd like you to {c}.", "Can you please {c}?", "Please {c}.",
                  "I need you to {c}.", "Would you {c}?", "Could you please {c}?", "I was hoping you could {c}.",
                  "I'd appreciate it if you could {c}.", "Would it be possible to {c}?", "If you can, please {c}.",
-                 "I'm writing because I'd like you to {c}.", "Can you {c}?", "Would you mind if I asked you to {c}?")
+                 "I'd like to ask you to {c}.", "Can you {c}?", "Would you mind if I asked you to {c}?")
 # a request after the previous one is answered: an acknowledgement, then the turn to the next request; once the
 # user has acknowledged already (after a refusal: "Fair enough."), the turn alone (`framed`)
 NEXT_TURN = ("Next, {r}", "Now {r}", "And {r}", "Also, {r}", "Then {r}", "Next up: {r}", "After that, {r}",
@@ -165,8 +165,8 @@ ASSISTANT_PROPOSE = _compose(
     ("", "", "", "Thanks.", "Okay.", "I have everything I need.", "Alright.", "Got it.", "Thanks for that.",
      "Right.", "Perfect.", "Understood."),
     ("To confirm, I'm about to {c}.", "Here is the change: {c}.", "I can {c}.",
-     "Just to be sure before I change anything: I would {c}.", "The change would be to {c}.",
-     "So I'll {c}.", "What I'd do is {c}.", "This is what I'd do: {c}.", "The plan is to {c}.",
+     "Just to be sure before I change anything: I would {c}.", "The next step would be to {c}.",
+     "So I'll {c}.", "What I'd do is {c}.", "This is what I'd do: {c}.", "What I have in mind is to {c}.",
      "Here's what happens next: I {c}.", "Before I do anything: I'm going to {c}.", "In short, I'd {c}.",
      "I'm ready to {c}.", "Let me spell it out: I'll {c}."),
     ("Shall I go ahead?", "Do you want me to proceed?", "Should I go ahead with that?", "Can you confirm?",

@@ -1,23 +1,28 @@
 """How the airline words a change it proposes (see core/domains/retail/phrasing.py)."""
 
 CHANGES = {
+    # the trip by where and when, as the customer knows it (not by a flight number they did not give)
     "cancel_booking": (
-        "cancel booking {confirmation_code} on flight {flight_number}, and the fare of {fare_paid} is refunded",
-        "cancel your booking {confirmation_code} for flight {flight_number} and refund the {fare_paid} fare",
-        "cancel booking {confirmation_code} (flight {flight_number}); you'd get the full {fare_paid} back",
-        "cancel the reservation {confirmation_code} on flight {flight_number}, refunding the {fare_paid} you paid",
-        "cancel {confirmation_code} on flight {flight_number}, with a refund of {fare_paid} to your original "
-        "payment",
-        "cancel your seat on flight {flight_number} (booking {confirmation_code}) and return the {fare_paid} "
-        "you paid",
-        "cancel booking {confirmation_code}; flight {flight_number} is then off your plans and {fare_paid} "
-        "comes back to you"),
+        "cancel booking {confirmation_code}, your {origin} to {destination} flight on {departure_date}, and the "
+        "fare of {fare_paid} is refunded",
+        "cancel your booking {confirmation_code} for the {departure_date} flight from {origin} to {destination} and "
+        "refund the {fare_paid} fare",
+        "cancel booking {confirmation_code} ({origin} to {destination}, {departure_date}); you'd get the full "
+        "{fare_paid} back",
+        "cancel the reservation {confirmation_code} for {origin} to {destination} on {departure_date}, refunding "
+        "the {fare_paid} you paid",
+        "cancel {confirmation_code}, the trip from {origin} to {destination} on {departure_date}, with a refund of "
+        "{fare_paid} to your original payment",
+        "cancel your seat on the {departure_date} flight from {origin} to {destination} (booking "
+        "{confirmation_code}) and return the {fare_paid} you paid",
+        "cancel booking {confirmation_code}; your {departure_date} trip from {origin} to {destination} is then off "
+        "your plans and {fare_paid} comes back to you"),
     "add_checked_bag": (
-        "add a {weight_kg} kg checked bag to booking {confirmation_code}, for a fee of 35",
+        "add one {weight_kg} kg checked bag to booking {confirmation_code}, for a fee of 35",
         "add one checked bag of {weight_kg} kg to booking {confirmation_code}; the fee is 35",
-        "add a {weight_kg} kg bag to booking {confirmation_code} at the standard bag fee of 35",
+        "add one {weight_kg} kg bag to booking {confirmation_code} at the standard bag fee of 35",
         "add a checked bag weighing {weight_kg} kg to your booking {confirmation_code}, which costs 35",
-        "add a {weight_kg} kg bag to {confirmation_code} and charge the 35 bag fee",
+        "add one bag of {weight_kg} kg to {confirmation_code} and charge the 35 bag fee",
         "add your {weight_kg} kg suitcase to booking {confirmation_code} as a checked bag, 35 for the bag",
         "add a checked bag ({weight_kg} kg) on {confirmation_code}; we charge 35 per bag"),
 }

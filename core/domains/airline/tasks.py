@@ -15,7 +15,7 @@ _PAX_BOOKING = f"{_SEL} {_FROM}"
 _PID = R(0, "passenger_id")
 _DETAILS = Step("get_booking_details", {"passenger_id": _PID, "confirmation_code": S("confirmation code")})
 
-_ADD_BAG = ("add a checked bag of {weight kg} kg to my booking", "add a {weight kg} kg suitcase to my booking",
+_ADD_BAG = ("add a checked bag of {weight kg} kg to my booking", "add one {weight kg} kg suitcase to my booking",
             "check in one bag of {weight kg} kg on my booking")
 
 # The default task mix (`domain.task_mix` overrides it; see core/domains/retail/tasks.py).
