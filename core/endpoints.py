@@ -48,6 +48,7 @@ class ServerKind:
 # What `server:` may be. A new managed server kind is one line here (and its command in core/servers.py).
 SERVERS = {
     "transformers": ServerKind(managed=True),  # `transformers serve` on CPU
+    "batched": ServerKind(managed=True),  # core/serve_batched.py on CPU: continuous batching, a prefix cache
     "vllm": ServerKind(managed=True, lora=True),  # `vllm serve` on GPU
     "none": ServerKind(managed=False),  # not started by the harness: base_url (a list: replicas), api_key_env
 }

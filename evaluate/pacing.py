@@ -4,14 +4,15 @@ takes on it, and so how many requests to keep in flight and how long to wait for
 A batch suite measures each endpoint once, before its samples run (`measure`), and derives its settings:
 
 - `slots`: requests the server works on at once. `transformers serve` generates one request at a time (its
-  GenerateRunner) unless started with --continuous-batching; vLLM batches, up to `endpoint.max_concurrency`; an
+  GenerateRunner) unless started with --continuous-batching; vLLM batches, up to `endpoint.max_concurrency`; the
+  batched server (core/serve_batched.py) up to its --max-batch and `endpoint.max_concurrency`; an
   external server is probed: one request alone, then two at once, and if the slower of the pair took
   SERIAL_RATIO times as long as the one alone, it serves one at a time.
 - `latency_s`: how long one request of `max_tokens` tokens after a prompt about as long as the suite's takes. The
   probe streams PROBE_TOKENS tokens after such a prompt (the server is told to produce them all where it allows
-  it: `min_new_tokens` for transformers, `min_tokens` for vLLM): the first token times the prompt, the others the
-  pace of generation, and latency_s = first + (max_tokens - 1) x per token. A server that does not stream
-  answers at once: latency_s is then that answer's time.
+  it: `min_new_tokens` for transformers, `min_tokens` for vLLM and the batched server): the first token times
+  the prompt, the others the pace of generation, and latency_s = first + (max_tokens - 1) x per token. A server
+  that does not stream answers at once: latency_s is then that answer's time.
 - `timeout_s`: max(endpoint.timeout_s, TIMEOUT_FACTOR x latency_s), the wait for one request.
 
 The suite then keeps at most `slots` requests in flight (`in_flight`), so that no request waits in the server's
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass
 
 from toolturn.core.endpoints import EndpointConfig
 from toolturn.core.llm import Endpoint, Sampling
+from toolturn.core.servers import BATCHED_MAX_BATCH
 
 TIMEOUT_FACTOR = 4.0  # a request may take this many probe latencies before it is an infrastructure error
 SERIAL_RATIO = 1.5  # two probes at once that take this much longer than one: the server serves one at a time
@@ -117,7 +119,21 @@ def known_slots(spec: EndpointConfig) -> tuple[int, str] | None:
         return 1, "transformers serve generates one request at a time"
     if spec.server == "vllm":
         return spec.max_concurrency, "vLLM batches: endpoint.max_concurrency"
+    if spec.server == "batched":
+        batch = _flag(spec.extra_args, "--max-batch", BATCHED_MAX_BATCH)
+        return (min(batch, spec.max_concurrency),
+                f"the batched server decodes {batch} at once (--max-batch), endpoint.max_concurrency {spec.max_concurrency}")
     return None
+
+
+def _flag(args: list[str], name: str, default: int) -> int:
+    """The integer value of `name` in a command line (`--x 4` or `--x=4`), or `default`."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return int(args[i + 1])
+        if arg.startswith(name + "="):
+            return int(arg.split("=", 1)[1])
+    return default
 
 
 def _prompt(chars: int) -> str:
@@ -141,7 +157,7 @@ def probe_body(api: str, model: str, sampling: Sampling, server: str, prompt_cha
         config = json.loads(sampling.generation_config)
         body["generation_config"] = json.dumps({**config, "min_new_tokens": tokens, "max_new_tokens": tokens},
                                                sort_keys=True)
-    elif server == "vllm":
+    elif server in ("vllm", "batched"):
         body["min_tokens"] = tokens
     return body
 

@@ -37,6 +37,9 @@ def test_a_managed_transformers_server_serves_one_request_at_a_time():
     assert known_slots(spec("transformers")) == (1, "transformers serve generates one request at a time")
     assert known_slots(spec("transformers", extra_args=["--continuous-batching"]))[0] == 6
     assert known_slots(spec("vllm"))[0] == 6
+    assert known_slots(spec("batched"))[0] == 6  # its default --max-batch 8, capped by max_concurrency
+    assert known_slots(spec("batched", extra_args=["--max-batch", "4"]))[0] == 4
+    assert known_slots(spec("batched", extra_args=["--max-batch=2"]))[0] == 2
     assert known_slots(spec("none")) is None  # an external server is probed
 
 
