@@ -45,6 +45,26 @@ def test_one_visit_asks_for_nothing_twice_and_never_against_an_earlier_outcome(d
                     assert not ids & set(later["gold"]["facts"].values()), (task["template"], later["template"])
 
 
+def test_a_visit_never_asks_what_the_customer_was_just_told(dialogues):
+    """No question whose every answer an earlier task of the visit gave about the same record (the status and
+    total of an order checked before a return, asked for again)."""
+    asked = 0
+    for record in dialogues:
+        told = set()  # (a record's value, a label reported about it)
+        for task in record["meta"]["tasks"]:
+            gold = task["gold"]
+            values = {v for k, v in gold["facts"].items() if k != "email address" and isinstance(v, str)}
+            labels = {r["label"] for st in gold["subtasks"] for r in st["report"]}
+            question = all(st["kind"] == "service" and "write" not in st.get("detail", {})
+                           and not st.get("detail", {}).get("decline") for st in gold["subtasks"])
+            if question and labels and values:
+                asked += 1
+                assert not any(labels <= {label for v, label in told if v == value} for value in values), \
+                    (task["template"], values, labels)
+            told |= {(v, label) for v in values for label in labels}
+    assert asked >= 5
+
+
 def test_changes_are_proposed_in_the_customers_terms(dialogues):
     proposals = 0
     for record in dialogues:

@@ -152,6 +152,9 @@ class ServiceTaskGenerator:
         done = {t.template.removesuffix("_declined") for t in prior}
         settled = {v for t in prior if _settled(t) for k, v in t.facts.items()
                    if k != self.service.slot and isinstance(v, str)}
+        # and no question about a record whose answer they were given already: (a record's value, a label told)
+        told = {(v, r.label) for t in prior for k, v in t.facts.items() if k != self.service.slot
+                and isinstance(v, str) for st in t.subtasks for r in st.report}
         pool = [s for s in self._choose(rng, identified) if s.name not in done] or \
             [s for s in self.requests if s.name not in done]  # asked every refusal already
         for _ in range(MAX_ATTEMPTS if pool else 0):
@@ -159,7 +162,7 @@ class ServiceTaskGenerator:
             plan = _Plan(sandbox, [], [], {})
             try:
                 with sandbox.attempt():
-                    task = self._plan(scenario, sandbox, rng, plan, task_id, email, settled)
+                    task = self._plan(scenario, sandbox, rng, plan, task_id, email, settled, told)
             except Infeasible as exc:
                 key = f"{scenario.name}: {str(exc).split(':')[0]}"
                 rejects[key] = rejects.get(key, 0) + 1
@@ -168,19 +171,26 @@ class ServiceTaskGenerator:
         return None
 
     def _pick(self, sandbox: Sandbox, rng: random.Random, scenario: Scenario, email: Any,
-              settled: set = frozenset()) -> dict:
+              settled: set = frozenset(), told: set = frozenset()) -> dict:
         cur = sandbox.conn.execute(f"SELECT * FROM ({scenario.pick})", {"email": email})
         names = [d[0] for d in cur.description]
         slots = {slot for part in scenario.parts for slot in part.ids + part.values}
+        labels = {label for part in scenario.parts for label, *_ in part.report}
+        asked = scenario.kind in ("public", "read") and labels  # a question, not a change
+
+        def answered(row: dict) -> bool:  # every answer of this question already given about one of its records
+            return any(labels <= {label for value, label in told if value == row.get(k)} for k in slots)
+
         rows = [row for row in (dict(zip(names, r)) for r in cur.fetchall())
-                if scenario.kind == "public" or not any(row.get(k) in settled for k in slots)]
+                if (scenario.kind == "public" or not any(row.get(k) in settled for k in slots))
+                and not (asked and answered(row))]
         if not rows:
             raise Infeasible("no matching rows")
         return rows[rng.randrange(len(rows))]
 
     def _plan(self, scenario: Scenario, sandbox, rng, plan: _Plan, task_id: str, email: Any,
-              settled: set = frozenset()) -> Task:
-        row = self._pick(sandbox, rng, scenario, email, settled)
+              settled: set = frozenset(), told: set = frozenset()) -> Task:
+        row = self._pick(sandbox, rng, scenario, email, settled, told)
         public = scenario.kind == "public" or _skips_identity(scenario)
         steps = list(scenario.steps)
         if not public:
