@@ -27,6 +27,9 @@ from toolturn.core.tasks.types import Task, format_value
 from toolturn.core.tasks.wording import clause
 
 
+# what the user says to close a request (an acknowledgement): after one, no second in the same message
+ACKNOWLEDGED = P.USER_UNDERSTOOD + P.USER_KEPT + P.USER_ACK
+
 
 @dataclass
 class UserBehaviour:
@@ -102,7 +105,7 @@ class AgendaUser:
             return self._request(P.USER_CHAIN if self.b.feedback else None, parts, acts)
         if not self.b.close_message:
             return UserTurn(P.join(parts) or None, True, acts + [{"act": "bye"}])
-        return UserTurn(P.closing(self.rng, parts, P.USER_UNDERSTOOD + P.USER_ACK), True, acts + [{"act": "bye"}])
+        return UserTurn(P.closing(self.rng, parts, ACKNOWLEDGED), True, acts + [{"act": "bye"}])
 
     def _review(self, key: tuple[int, int], text: str, parts: list[str], acts: list[dict],
                 confirmable: bool = False) -> None:
@@ -131,7 +134,7 @@ class AgendaUser:
         del self.open[key]
         self.done.add(key)
         if st.kind == "refuse" or st.detail.get("decline"):
-            parts.append(P.pick(self.rng, P.USER_UNDERSTOOD))
+            parts.append(P.pick(self.rng, P.USER_UNDERSTOOD if st.kind == "refuse" else P.USER_KEPT))
 
     def _slots(self, st, reveal_ids: bool) -> list[str]:
         return (list(st.id_slots) if reveal_ids else []) + list(st.value_slots)
@@ -158,5 +161,5 @@ class AgendaUser:
         if frame is None:
             parts.append(request)
         else:
-            parts.append(P.framed(self.rng, frame, parts, request, P.USER_UNDERSTOOD + P.USER_ACK))
+            parts.append(P.framed(self.rng, frame, parts, request, ACKNOWLEDGED))
         return UserTurn(P.join(parts), False, acts)

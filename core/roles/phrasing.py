@@ -201,6 +201,9 @@ USER_DECLINE = ("No, please don't change anything after all.", "Actually, no. Le
 USER_WITHHOLD = ("I'd rather not share my {s}. Can't you just do it?", "I don't want to give out my {s}, sorry.",
                  "Do you really need my {s}? I prefer not to say.", "I'm not comfortable sharing my {s}.",
                  "Let's skip the {s}, I'd rather keep that private.", "I'd prefer to keep my {s} to myself.")
+# after declining a change the assistant then left alone: no "thanks for explaining"
+USER_KEPT = ("Okay, thanks.", "Good, thank you.", "Thanks for leaving it.", "Alright, thank you.", "Fine, thanks.",
+             "Great, let's keep it that way.")
 USER_UNDERSTOOD = ("I see, thanks for explaining.", "Okay, I understand.", "Fair enough.", "Alright, that makes sense.",
                    "Oh well, thanks anyway.", "That's a shame, but okay.", "Understood.", "Okay, I get it.")
 

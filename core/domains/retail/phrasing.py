@@ -35,13 +35,13 @@ CHANGES = {
     "return_delivered_item": (
         "start a return of {quantity} of the {sku} from order {order_number} (reason: {reason}), and refund "
         "{refund} to your original payment method",
-        "set up a return for {quantity} of the {sku} on order {order_number}, reason {reason}; you'd get {refund} "
-        "back on your original payment method",
-        "create a return of {quantity} of the {sku} from order {order_number} as {reason}, with a refund "
+        "set up a return for {quantity} of the {sku} on order {order_number}, with the reason given as {reason}; "
+        "you'd get {refund} back on your original payment method",
+        "create a return of {quantity} of the {sku} from order {order_number} (your reason: {reason}), with a refund "
         "of {refund}",
         "add a return of {quantity} of the {sku} from order {order_number} (reason: {reason}); {refund} "
         "goes back to how you paid",
-        "return {quantity} of the {sku} from order {order_number} for the reason {reason}, refunding {refund}"),
+        "return {quantity} of the {sku} from order {order_number} with the reason {reason}, refunding {refund}"),
     "exchange_delivered_item": (
         "exchange the {sku} from order {order_number} for the {new_sku}, which costs {price} against the {paid} "
         "you paid ({difference}) and ships to the same address",
@@ -114,7 +114,7 @@ FACTS = {
               "{v} units are on hand", "we've got {v} left", "stock stands at {v}"),
     "order status": ("the order is {v}", "its status is {v}", "the order status is {v}", "it's currently {v}",
                      "your order shows as {v}", "the system has it as {v}", "it's marked {v}",
-                     "the order is at {v}", "right now it's {v}"),
+                     "right now it's {v}"),
     "order total": ("the total is {v}", "it came to {v} in total", "the order total is {v}", "you paid {v} for it",
                     "its total comes to {v}", "the amount charged is {v}", "it cost {v} altogether",
                     "the order was {v} in total", "the bill came to {v}"),
@@ -123,7 +123,7 @@ FACTS = {
     "order numbers": ("their numbers are {v}", "the order numbers are {v}", "they are {v}",
                       "they're numbered {v}", "those are {v}"),
     "address labels": ("you have these addresses on file: {v}", "the addresses on file are labelled {v}",
-                       "your saved addresses are {v}", "we have {v} saved for you", "the addresses I see are {v}"),
+                       "your saved addresses are {v}", "these are saved for you: {v}", "the addresses I see are {v}"),
     "new shipping street": ("it now ships to {v}", "the new shipping street is {v}", "the delivery address is now {v}",
                             "it's going to {v} now", "the parcel will go to {v}"),
     "new order total": ("the new total is {v}", "the order now comes to {v}", "your new order total is {v}",
