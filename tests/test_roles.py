@@ -165,13 +165,17 @@ def test_the_user_checks_only_what_a_customer_knows_and_only_with_feedback():
 @pytest.mark.parametrize("pipeline", ["user_oriented", "task_oriented"])
 def test_confirm_prob_asks_for_confirmation_in_both_paradigms(retail, pipeline):
     """pipeline.user.confirm_prob: the user asks whether a change went through, or for a value to be looked up
-    again, and the oracle answers that before anything else (a value is read again first); 0 never asks."""
+    again, and the oracle answers that before anything else (a value is read again first), at most once per task;
+    0 never asks."""
     def confirmations(confirm_prob):
         factory = DialogueFactory(retail, make_cfg("domain=retail", f"pipeline={pipeline}", "pipeline.user.feedback=true",
                                                    f"pipeline.user.confirm_prob={confirm_prob}"))
         asked = Counter()
         for i in range(16):
-            messages = asyncio.run(factory.make(i)).record["messages"]
+            record = asyncio.run(factory.make(i)).record
+            messages = record["messages"]
+            asks = [m for m in messages if m["role"] == "user" and m["content"] in P.USER_CONFIRM + P.USER_RECHECK]
+            assert len(asks) <= len(record["meta"]["tasks"])
             for k, m in enumerate(messages):
                 if m["role"] != "user" or m["content"] not in P.USER_CONFIRM + P.USER_RECHECK:
                     continue

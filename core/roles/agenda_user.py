@@ -7,7 +7,7 @@ The user holds an agenda: the subtasks of each task, in order. Each turn it
   its own requests and what the assistant told it; the expected value must appear in the assistant's
   text) and, when it gives feedback, corrects the assistant when one is missing or wrong,
 - sometimes (`confirm_prob`) asks for confirmation of a finished subtask before accepting it, when nothing
-  else is outstanding: whether a change went through, or a value read out looked up again,
+  else is outstanding, at most once per task: whether a change went through, or a value read out looked up again,
 - and, once nothing is outstanding, gives feedback and reveals the next one or two subtasks
   (or all of them, task-oriented), chains the next task into the same dialogue, or closes.
 It ends only when every subtask of every task is done.
@@ -49,6 +49,7 @@ class AgendaUser:
         self.done: set[tuple[int, int]] = set()
         self.failed: set[tuple[int, int]] = set()
         self.corrections: dict[tuple[int, int], int] = {}
+        self.double_checked: set[int] = set()  # tasks the user asked a confirmation in (one each at most)
         self.started = False
         self.knowledge = Knowledge(tasks)
 
@@ -125,8 +126,10 @@ class AgendaUser:
             acts.append({"act": "correct", "task": key[0], "subtask": key[1], "label": wrong.label})
             return
         settled = st.kind == "refuse" or st.detail.get("decline") or not st.report  # nothing to double-check
-        if self.open[key] == "requested" and confirmable and not settled and self.rng.random() < self.b.confirm_prob:
+        if self.open[key] == "requested" and confirmable and not settled and key[0] not in self.double_checked \
+                and self.rng.random() < self.b.confirm_prob:
             self.open[key] = "confirming"
+            self.double_checked.add(key[0])
             wrote = st.kind in ("update", "create", "delete") or "write" in st.detail
             parts.append(P.pick(self.rng, P.USER_CONFIRM if wrote else P.USER_RECHECK))
             acts.append({"act": "confirm", "task": key[0], "subtask": key[1]})
