@@ -45,7 +45,7 @@ def start_mock(latency: float) -> tuple[subprocess.Popen, str]:
 def config(url: str, concurrency: int, out_dir: Path):
     with initialize_config_module("toolturn.conf", version_base="1.3"):
         return compose("generate", overrides=[
-            "pipeline=user_oriented", "domain=retail", "roles=llm", "llm=external",
+            "pipeline=user_oriented", "domain=retail", "roles=llm", "llm=external", "policy=report",
             f"llm.endpoints.default.base_url={url}", "llm.endpoints.default.model=mock",
             f"llm.endpoints.default.max_concurrency={concurrency}", "llm.endpoints.default.timeout_s=60",
             f"concurrency={concurrency}", f"out_dir={out_dir}", "progress=false"])
