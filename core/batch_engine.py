@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 MIN_PREFIX = 16  # a shared prefix shorter than this is computed again (not worth a copy)
+SPARE = 64  # columns a batch's key/value buffers hold beyond their length (reallocated when used up)
 
 
 @dataclass
@@ -129,6 +132,7 @@ class _Batch:
     rows: list[_Sequence] = field(default_factory=list)
     kv: KV | None = None
     mask: torch.Tensor | None = None  # [batch, length]: 1 for real tokens
+    cache: Cache | None = None  # the decode steps' cache over `kv` (None: to be built after a join or a leave)
 
     @property
     def length(self) -> int:
@@ -237,11 +241,13 @@ class BatchEngine:
                                    torch.ones(1, len(prompt), dtype=torch.long))
         return kv, logits[0]
 
-    def _forward(self, ids: torch.Tensor, past: KV | None, positions: torch.Tensor,
+    def _forward(self, ids: torch.Tensor, past, positions: torch.Tensor,
                  mask: torch.Tensor) -> tuple[KV, torch.Tensor]:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(ddp_cache_data=past, config=self.config) if past else DynamicCache(config=self.config)
+        """`past`: a prefix's key/values (a prefill), or the batch's cache (a decode step, updated in place)."""
+        if isinstance(past, list):
+            cache = DynamicCache(ddp_cache_data=past, config=self.config)
+        else:
+            cache = past if past is not None else DynamicCache(config=self.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
         return [(layer.keys, layer.values) for layer in cache.layers], out.logits[:, -1, :]
@@ -296,6 +302,7 @@ class BatchEngine:
                 for (bk, bv), (k, v) in zip(b.kv, kv)]
         b.mask = torch.cat([b.mask, _left_pad(torch.ones(1, n, dtype=torch.long), row.pad)])
         b.rows.append(row)
+        b.cache = None
 
     def _step(self) -> None:
         """One decode step for every row: feed each row's last token, sample its next."""
@@ -303,7 +310,9 @@ class BatchEngine:
         ids = torch.tensor([[r.generated[-1]] for r in b.rows])
         positions = torch.tensor([[len(r.fed)] for r in b.rows])
         mask = torch.cat([b.mask, torch.ones(len(b.rows), 1, dtype=torch.long)], dim=1)
-        b.kv, logits = self._forward(ids, b.kv, positions, mask)
+        if b.cache is None:
+            b.cache = _growing_cache(b.kv)
+        b.kv, logits = self._forward(ids, b.cache, positions, mask)
         b.mask = mask
         self.steps += 1
         self.decoded += len(b.rows)
@@ -332,6 +341,36 @@ class BatchEngine:
         for r in rows:
             r.pad -= trim
         b.rows = rows
+        b.cache = None
+
+
+class _GrowingLayer(DynamicLayer):
+    """A cache layer whose decode steps write their new columns into spare room of a buffer (DynamicLayer
+    concatenates, copying the layer's whole key/values at each step: at 8 rows of 1,000 tokens most of a step)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.device, self.is_initialized = keys.device, True
+        self._room(keys, values)
+
+    def _room(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        n = keys.shape[2]
+        shape = (*keys.shape[:2], n + SPARE, keys.shape[3])
+        self.kbuf, self.vbuf = keys.new_empty(shape), values.new_empty(shape)
+        self.kbuf[:, :, :n], self.vbuf[:, :, :n] = keys, values
+        self.keys, self.values = self.kbuf[:, :, :n], self.vbuf[:, :, :n]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n, m = self.keys.shape[2], self.keys.shape[2] + key_states.shape[2]
+        if m > self.kbuf.shape[2]:
+            self._room(self.keys, self.values)
+        self.kbuf[:, :, n:m], self.vbuf[:, :, n:m] = key_states, value_states
+        self.keys, self.values = self.kbuf[:, :, :m], self.vbuf[:, :, :m]
+        return self.keys, self.values
+
+
+def _growing_cache(kv: KV) -> Cache:
+    return Cache(layers=[_GrowingLayer(k, v) for k, v in kv])
 
 
 def _left_pad(t: torch.Tensor, n: int) -> torch.Tensor:
