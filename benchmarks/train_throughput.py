@@ -1,15 +1,30 @@
 """Training throughput on this machine: tokens/s and padding fraction of plain padding, padding-free batching and
-BFD packing, for tiny_qwen3 and smollm2_135m (LoRA, the recipe's own trainer and data path), in one run.
+BFD packing, for tiny_qwen3 and smollm2_135m (LoRA, the recipe's own trainer and data path), and a bare TRL
+`SFTTrainer` + peft LoRA run beside the recipe's smollm2_135m plain padding, in one run.
 
-    .venv/bin/python benchmarks/train_throughput.py [--data RUN_DIR] [--steps-tiny 6] [--steps-smollm2 2]
+    .venv/bin/python benchmarks/train_throughput.py [--data RUN_DIR] [--steps-tiny 6] [--steps-smollm2 2] [--rounds 2]
 
 Without --data it generates 16 user-oriented retail dialogues (rule roles) into a temp dir. tokens/s counts real
 (non-pad) tokens over the wall time of the optimizer steps (forward, backward, update); the padding fraction is
 padded positions over all positions fed to the model; each setting runs in a fresh process, so its peak RSS is its
-own (beside the recipe's pre-flight estimate). Prints a table; the last line holds the smollm2_135m figures for plain
-padding and for the better padding-free setting:
+own (beside the recipe's pre-flight estimate).
+
+The bare TRL run (`trl` in the table) is what a user would write without this harness: the model loaded with
+`AutoModelForCausalLM.from_pretrained` from the same embedded SmolLM2 dir, a plain `SFTConfig` (TRL's defaults:
+its default plain-padding collator, gradient checkpointing on, non-reentrant) with only what must match set to the
+recipe's values (batch size, max length, steps, learning rate, optimizer, seed and data seed, so it trains on the
+same batches; float32 as the recipe's smollm2_135m, where TRL would default to bf16 autocast), and the recipe's
+LoRA (rank, alpha, dropout, target modules) passed as `peft_config`. It trains on the same tokenized rows (the
+recipe's data path: our chat template, its assistant-only mask and per-turn weights, overlong rows truncated),
+whose `assistant_masks` TRL turns into labels itself. Its tokens are `include_num_input_tokens_seen="non_padding"`
+and its time a `TrainerCallback` from on_step_begin to on_step_end, the same window the recipe's StepTimer measures.
+The recipe's plain padding and the TRL run alternate `--rounds` times (harness first in odd rounds, TRL first in even
+ones); other load on a shared machine only ever slows a run down, so each side's fastest round is compared.
+
+Prints a table; the last line holds the smollm2_135m figures for plain padding, for the better padding-free
+setting, and the harness's plain-padding tokens/s over bare TRL's:
     tokens_per_s=... padding_fraction=... peak_rss_mb=... packed_tokens_per_s=... packed_padding_fraction=...
-    packed_peak_rss_mb=...
+    packed_peak_rss_mb=... trl_tokens_per_s=... harness_vs_trl=...
 """
 
 from __future__ import annotations
@@ -38,36 +53,90 @@ def generate(out: Path) -> Path:
 
 
 def measure(model: str, batching: str, data: Path, steps: int, batch_size: int, max_length: int, work: Path) -> dict:
-    """One setting in a fresh process, so that the peak RSS it reports is its own."""
+    """One setting in a fresh process, so that the peak RSS it reports is its own (batching `trl`: bare TRL)."""
+    run = _measure_trl if batching == "trl" else _measure
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_measure, model, batching, data, steps, batch_size, max_length, work).result()
+        return pool.submit(run, model, batching, data, steps, batch_size, max_length, work).result()
 
 
-def _measure(model: str, batching: str, data: Path, steps: int, batch_size: int, max_length: int, work: Path) -> dict:
-    from toolturn.train.memory import peak_rss_mb
-    from toolturn.train.recipe import TrainRecipe
-
+def _config(model: str, batching: str, data: Path, steps: int, batch_size: int, max_length: int, work: Path):
     for name in ("transformers", "trl", "peft", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
     with initialize_config_module("toolturn.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[
+        return compose("train", overrides=[
             f"model={model}", "train=lora", f"train.batching={batching}", f"train.batch_size={batch_size}",
             f"data.paths=[{data}]", f"data.max_length={max_length}", "data.overlong=truncate", "data.val_fraction=0",
             f"max_steps={steps}", "eval_steps=1000000", "logger=none", "progress=lines",
             f"out_dir={work / f'{model}-{batching}'}"])
-    recipe = TrainRecipe(cfg)
+
+
+def _result(model: str, batching: str, steps: int, tokens: int, seconds: float, positions: float | None, rows: int,
+            estimate_mb: float | None) -> dict:
+    from toolturn.train.memory import peak_rss_mb
+
+    return {"model": model, "batching": batching, "steps": steps, "tokens": tokens, "seconds": seconds,
+            "tokens_per_s": tokens / seconds, "padding_fraction": None if positions is None else 1 - tokens / positions,
+            "rows": rows, "peak_rss_mb": peak_rss_mb(), "estimate_mb": estimate_mb}
+
+
+def _measure(model: str, batching: str, data: Path, steps: int, batch_size: int, max_length: int, work: Path) -> dict:
+    from toolturn.train.recipe import TrainRecipe
+
+    recipe = TrainRecipe(_config(model, batching, data, steps, batch_size, max_length, work))
     recipe.setup()
     recipe.train()
     logs = [h for h in recipe.trainer.state.log_history if "tokens" in h]
-    tokens = sum(h["tokens"] for h in logs)
-    seconds = sum(h["step_time_s"] for h in logs)
     positions = sum(h["tokens"] / (1 - h["padding_fraction"]) for h in logs)
     recipe.cleanup()
-    return {"model": model, "batching": batching, "steps": len(logs), "tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds, "padding_fraction": 1 - tokens / positions,
-            "rows": recipe.trainer.train_dataset.num_rows, "peak_rss_mb": peak_rss_mb(),
-            "estimate_mb": recipe.memory_estimate}
+    return _result(model, batching, len(logs), sum(h["tokens"] for h in logs), sum(h["step_time_s"] for h in logs),
+                   positions, recipe.trainer.train_dataset.num_rows, recipe.memory_estimate)
+
+
+def _measure_trl(model: str, batching: str, data: Path, steps: int, batch_size: int, max_length: int,
+                 work: Path) -> dict:
+    """A bare TRL SFTTrainer + peft LoRA run on the recipe's tokenized rows (see the module docstring)."""
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from toolturn.core.servers import embedded_smollm2_dir
+    from toolturn.train.data import DataOptions, prepare, to_hf
+    from toolturn.train.models import ModelSpec, tokenizer_for
+    from toolturn.train.recipe import MethodSpec, lora_config
+
+    cfg = _config(model, "padding", data, steps, batch_size, max_length, work)
+    spec, method = ModelSpec.from_cfg(cfg.model), MethodSpec.from_cfg(cfg.train)
+    if spec.source != "embedded_smollm2":
+        raise SystemExit(f"the bare TRL run loads the embedded SmolLM2, not {model}")
+    tokenizer = tokenizer_for(spec)
+    rows = to_hf(prepare(DataOptions.from_cfg(cfg.data, cfg.seed, spec.thinking), tokenizer).train)
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.steps, self.tokens, self.seconds = 0, 0, 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started, self.seen = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds += time.perf_counter() - self.started
+            self.tokens += state.num_input_tokens_seen - self.seen
+            self.steps += 1
+
+    clock = StepClock()
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(embedded_smollm2_dir()), dtype=getattr(torch, spec.dtype)),
+        args=SFTConfig(output_dir=str(work / f"{model}-trl"), max_steps=steps, per_device_train_batch_size=batch_size,
+                       max_length=max_length, learning_rate=method.learning_rate, optim=method.optimizer,
+                       seed=int(cfg.seed), data_seed=int(cfg.seed), bf16=spec.dtype == "bfloat16",
+                       use_cpu=not torch.cuda.is_available(), include_num_input_tokens_seen="non_padding",
+                       save_strategy="no", report_to="none", disable_tqdm=True),
+        train_dataset=rows, processing_class=tokenizer, peft_config=lora_config(method.lora), callbacks=[clock])
+    trainer.train()
+    return _result(model, batching, clock.steps, clock.tokens, clock.seconds, None, trainer.train_dataset.num_rows,
+                   None)
 
 
 def main() -> None:
@@ -75,25 +144,40 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="a run dir or HF dataset dir (default: generate one)")
     parser.add_argument("--steps-tiny", type=int, default=6)
     parser.add_argument("--steps-smollm2", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of smollm2_135m plain padding and TRL")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    smol = ("smollm2_135m", args.steps_smollm2, 2, 1536)
     with tempfile.TemporaryDirectory(prefix="toolturn-train-bench-") as tmp:
         work = Path(tmp)
         data = args.data or generate(work / "data")
-        plan = [("tiny_qwen3", args.steps_tiny, 4, 2048), ("smollm2_135m", args.steps_smollm2, 2, 1536)]
-        results = [measure(model, b, data, steps, bs, ml, work) for model, steps, bs, ml in plan for b in BATCHINGS]
+        plan = [(*setting, b, work) for setting in (("tiny_qwen3", args.steps_tiny, 4, 2048), smol) for b in BATCHINGS
+                if not (setting is smol and b == "padding")]
+        for round_ in range(args.rounds):  # each round in its own dir: a second run in the first's would resume it
+            pair = [(*smol, "padding", work / f"round{round_}"), (*smol, "trl", work / f"round{round_}")]
+            plan += pair if round_ % 2 == 0 else pair[::-1]
+        results = [measure(model, b, data, steps, bs, ml, where) for model, steps, bs, ml, b, where in plan]
     print()
     print(f"{'model':<14} {'batching':<13} {'steps':>5} {'rows':>5} {'tokens':>8} {'seconds':>8} {'tokens/s':>9} "
           f"{'padding':>8} {'peak MB':>8} {'est. MB':>8}")
     for r in results:
+        padding = "-" if r["padding_fraction"] is None else f"{100 * r['padding_fraction']:.1f}%"
         print(f"{r['model']:<14} {r['batching']:<13} {r['steps']:>5} {r['rows']:>5} {r['tokens']:>8} "
-              f"{r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} {100 * r['padding_fraction']:>7.1f}% "
+              f"{r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} {padding:>8} "
               f"{r['peak_rss_mb']:>8.0f} {'-' if r['estimate_mb'] is None else round(r['estimate_mb']):>8}")
-    smol = {r["batching"]: r for r in results if r["model"] == "smollm2_135m"}
-    best = max((smol["padding_free"], smol["packing"]), key=lambda r: r["tokens_per_s"])
-    print(f"(smollm2_135m: the better padding-free setting is {best['batching']})")
-    print(f"tokens_per_s={smol['padding']['tokens_per_s']:.1f} padding_fraction={smol['padding']['padding_fraction']:.4f} "
-          f"peak_rss_mb={smol['padding']['peak_rss_mb']:.0f} packed_tokens_per_s={best['tokens_per_s']:.1f} "
-          f"packed_padding_fraction={best['padding_fraction']:.4f} packed_peak_rss_mb={best['peak_rss_mb']:.0f}")
+    smol_runs = sorted((r for r in results if r["model"] == "smollm2_135m"), key=lambda r: r["tokens_per_s"])
+    fastest = {r["batching"]: r for r in smol_runs}  # the fastest run of each setting is the last one kept
+    harness, trl = fastest["padding"], fastest["trl"]
+    best = max((fastest["padding_free"], fastest["packing"]), key=lambda r: r["tokens_per_s"])
+    print(f"(smollm2_135m: the better padding-free setting is {best['batching']}; plain padding and trl are the "
+          f"fastest of {args.rounds} round(s) each, trl on the same batches: {trl['tokens']} tokens against "
+          f"{harness['tokens']})")
+    print(f"tokens_per_s={harness['tokens_per_s']:.1f} padding_fraction={harness['padding_fraction']:.4f} "
+          f"peak_rss_mb={harness['peak_rss_mb']:.0f} packed_tokens_per_s={best['tokens_per_s']:.1f} "
+          f"packed_padding_fraction={best['padding_fraction']:.4f} packed_peak_rss_mb={best['peak_rss_mb']:.0f} "
+          f"trl_tokens_per_s={trl['tokens_per_s']:.1f} "
+          f"harness_vs_trl={harness['tokens_per_s'] / trl['tokens_per_s']:.3f}")
 
 
 if __name__ == "__main__":
