@@ -1,20 +1,26 @@
 """Evaluation throughput: the SQL-domain evaluation (eval=sql_tau, rule-based text user) per second
 against the orchestration benchmark's mock server at concurrency 1, 8 and 32, and SmolLM2 episodes per
-minute on this CPU with the chosen set-up (tools_per_episode=4: the plan's tools plus distractors, a
-much shorter prompt) against the plain one (the 12 tools of the training data), on one managed
-`transformers serve`, the two interleaved so that they share the machine's load.
+minute on this CPU: the set-up before issue 16 (a managed `transformers serve`, one episode at a time) beside the
+chosen one (the managed batched server, core/serve_batched.py: continuous batching and a prefix cache, 8 episodes
+in flight), on the same tasks and samples, in alternating rounds so that both share the machine's load.
 
-    python benchmarks/eval_throughput.py [--latency 0.2] [--episodes 64] [--smol-episodes 2] [--skip-smol]
+    python benchmarks/eval_throughput.py [--latency 0.2] [--episodes 64] [--smol-tasks 4] [--smol-samples 4]
+                                         [--skip-smol]
+
+Last line: episodes_per_s@1=... episodes_per_s@8=... episodes_per_s@32=... smol_episodes_per_min=...
+smol_episodes_per_min_old=... smol_speedup=...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -39,38 +45,65 @@ def mock_level(url: str, concurrency: int, episodes: int, work: Path) -> float:
     return episodes / (time.perf_counter() - t0)
 
 
-async def smol(episodes: int, work: Path) -> tuple[float, float, dict]:
+# SmolLM2 on this CPU: the set-up before issue 16 (one `transformers serve`, one episode at a time) and the chosen
+# one (the batched server, `concurrency` episodes in flight); both offer 4 tools per episode
+SETUPS = {"transformers": ("transformers", 1), "batched": ("batched", 8)}
+
+
+async def smol(tasks: int, samples: int, work: Path, batched_args: list[str]) -> tuple[dict[str, float], dict[str, dict]]:
+    """Episodes per minute of each set-up on the same tasks × samples, run in alternating rounds of one batched
+    round's size, so that both see the same load; and each set-up's mean prompt and cached tokens per request."""
     from toolturn.core.endpoints import Endpoints, parse_endpoint
     from toolturn.evaluate.assistants import ModelAssistant
     from toolturn.evaluate.checkpoints import request_sampling
     from toolturn.evaluate.sql_tau import SqlTauSuite
 
-    spec = parse_endpoint({"server": "transformers", "model": "embedded:smollm2", "max_concurrency": 1,
-                           "timeout_s": 900, "max_retries": 1}, "endpoint")
-    sampling = request_sampling(OmegaConf.create({"temperature": 1.0, "top_p": 1.0, "max_tokens": 64}), spec)
-    suites = {name: SqlTauSuite(cfg(f"eval.tools_per_episode={tools}", f"num_tasks={episodes}",
-                                    "user.max_stall_turns=1"), work / name)
-              for name, tools in (("chosen", 4), ("plain", 12))}
-    spent, tokens = {"chosen": 0.0, "plain": 0.0}, {"chosen": 0, "plain": 0}
-    with Endpoints({"m": spec}, ["m"], work / "logs") as endpoints:
-        client = endpoints.client("m")
-        for i in range(episodes):
-            for name, suite in suites.items():
-                assistant = ModelAssistant(client, sampling, i)
+    specs = {name: parse_endpoint({"server": server, "model": "embedded:smollm2", "max_concurrency": c,
+                                   "timeout_s": 1800, "max_retries": 1,
+                                   "extra_args": batched_args if server == "batched" else []}, "endpoint")
+             for name, (server, c) in SETUPS.items()}
+    sampling = {name: request_sampling(OmegaConf.create({"temperature": 1.0, "top_p": 1.0, "max_tokens": 64}), spec)
+                for name, spec in specs.items()}
+    suite = SqlTauSuite(cfg("eval.tools_per_episode=4", f"num_tasks={tasks}", "user.max_stall_turns=1"), work / "smol")
+    episodes = [(suite.items[t], t * samples + k) for t in range(tasks) for k in range(samples)]  # a task's samples together
+    spent = dict.fromkeys(specs, 0.0)
+    usage = {name: {"requests": 0, "prompt": 0, "cached": 0} for name in specs}
+    round_size = max(c for _, c in SETUPS.values())
+    with Endpoints(specs, list(specs), work / "logs") as endpoints:
+        for start in range(0, len(episodes), round_size):
+            for name, (_, concurrency) in SETUPS.items():
+                client, gate = endpoints.client(name), asyncio.Semaphore(concurrency)
+
+                async def one(item, seed):
+                    async with gate:
+                        assistant = ModelAssistant(client, sampling[name], seed)
+                        await suite.episode(item, assistant)
+                        usage[name]["requests"] += assistant.requests
+                        usage[name]["prompt"] += assistant.prompt_tokens
+
                 t0 = time.perf_counter()
-                await suite.episode(suite.items[i], assistant)
+                await asyncio.gather(*(one(item, seed) for item, seed in episodes[start:start + round_size]))
                 spent[name] += time.perf_counter() - t0
-                tokens[name] += assistant.prompt_tokens // max(assistant.requests, 1)
+        stats = _engine_stats(endpoints.live["batched"].endpoint.base_url)
         await endpoints.aclose()
-    return (60 * episodes / spent["chosen"], 60 * episodes / spent["plain"],
-            {k: v // episodes for k, v in tokens.items()})
+    usage["batched"]["cached"] = stats.get("prefix_reused_tokens", 0)
+    per_min = {name: 60 * len(episodes) / t for name, t in spent.items()}
+    return per_min, {name: {k: v / max(u["requests"], 1) for k, v in u.items() if k != "requests"}
+                     for name, u in usage.items()}
+
+
+def _engine_stats(base_url: str) -> dict:
+    with urllib.request.urlopen(base_url.rstrip("/") + "/engine/stats", timeout=60) as response:
+        return json.loads(response.read())
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--latency", type=float, default=0.2)
     p.add_argument("--episodes", type=int, default=64, help="episodes per concurrency level (mock)")
-    p.add_argument("--smol-episodes", type=int, default=2)
+    p.add_argument("--smol-tasks", type=int, default=4, help="SmolLM2: tasks, each run --smol-samples times")
+    p.add_argument("--smol-samples", type=int, default=4, help="samples per task (the evaluation's n)")
+    p.add_argument("--batched-args", default="", help="extra arguments of the batched server, e.g. '--threads 1'")
     p.add_argument("--skip-smol", action="store_true")
     args = p.parse_args()
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mock_openai.py"), "--world", "--port", "0",
@@ -85,20 +118,26 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-        chosen = plain = float("nan")
-        prompt = {}
+        per_min, tokens = dict.fromkeys(SETUPS, float("nan")), {}
         if not args.skip_smol:
-            chosen, plain, prompt = asyncio.run(smol(args.smol_episodes, Path(tmp)))
+            per_min, tokens = asyncio.run(smol(args.smol_tasks, args.smol_samples, Path(tmp), args.batched_args.split()))
     print(f"eval throughput: sql_tau, rule text user, mock latency {args.latency * 1000:.0f} ms")
     print("| concurrency | episodes/s |\n|---|---|")
     for c, r in rates.items():
         print(f"| {c} | {r:.2f} |")
-    if prompt:
-        print(f"SmolLM2 (transformers serve, max_tokens 64, {args.smol_episodes} episodes each, interleaved): "
-              f"chosen tools_per_episode=4 {chosen:.2f} episodes/min (prompt ~{prompt['chosen']} tokens/request), "
-              f"plain 12 tools {plain:.2f} episodes/min (~{prompt['plain']} tokens/request), ratio {chosen / plain:.2f}")
+    if tokens:
+        n = args.smol_tasks * args.smol_samples
+        print(f"SmolLM2-135M on CPU, sql_tau retail, 4 tools per episode, max_tokens 64, {args.smol_tasks} tasks x "
+              f"{args.smol_samples} samples = {n} episodes per set-up, in alternating rounds "
+              f"(batched server arguments: {args.batched_args or 'its defaults'}):")
+        print("| set-up | in flight | episodes/min | prompt tokens/request | from the prefix cache |\n|---|---|---|---|---|")
+        for name, (_, c) in SETUPS.items():
+            cached = f"{tokens[name]['cached']:.0f}" if name == "batched" else "-"
+            print(f"| {name} | {c} | {per_min[name]:.2f} | {tokens[name]['prompt']:.0f} | {cached} |")
+    speedup = per_min["batched"] / per_min["transformers"]
     print(f"episodes_per_s@1={rates[1]:.2f} episodes_per_s@8={rates[8]:.2f} episodes_per_s@32={rates[32]:.2f} "
-          f"smol_episodes_per_min={chosen:.2f} smol_episodes_per_min_plain={plain:.2f}")
+          f"smol_episodes_per_min={per_min['batched']:.2f} smol_episodes_per_min_old={per_min['transformers']:.2f} "
+          f"smol_speedup={speedup:.2f}")
 
 
 if __name__ == "__main__":
