@@ -7,9 +7,14 @@ We report the achieved rate in steady state (the middle 60% of the run, when all
 the whole-run average, ramp-up and tail included, is shown too), the harness's CPU milliseconds per
 LLM call (the figure that says how many dialogues one core can drive), and peak RSS.
 
+Beside each level, the same client at the same concurrency with no dialogue around it (one-line chats): what this
+machine's client, loopback TCP and mock allow. On a small VM each request's send costs the sender the receiver's
+wake-up (about 0.2 ms here), so at 1,024 in flight that ceiling, not the ideal C / L, bounds any harness; the
+`ceiling_ratio@C` figures say how far it is from the ideal.
+
     python benchmarks/orchestration.py [--quick] [--latency 0.2] [--levels 64 256 1024]
 
-Last line: ratio@64=... ratio@256=... ratio@1024=... cpu_ms_per_call=...
+Last line: ratio@64=... ratio@256=... ratio@1024=... ceiling_ratio@64=... ... cpu_ms_per_call=... peak_rss_mib=...
 """
 
 from __future__ import annotations
@@ -82,6 +87,27 @@ async def run_level(url: str, concurrency: int, dialogues: int, work: Path) -> d
             "cpu_ms": 1000 * cpu / max(1, calls), "dialogues": writer.valid}
 
 
+async def client_only(url: str, concurrency: int, calls_each: int, work: Path) -> dict:
+    """The same endpoint and client with no dialogue around them: `concurrency` workers each sending `calls_each`
+    one-line chats. Its rate is what this machine's client, loopback TCP and mock server allow at this concurrency:
+    the ceiling a harness can reach here, whatever the ideal (C / latency) says."""
+    cfg = config(url, concurrency, work / f"bare{concurrency}")
+    with Endpoints(cfg.llm.endpoints, ["default"], work / f"bare{concurrency}") as endpoints:
+        client = endpoints.client("default")
+        messages = [{"role": "user", "content": "Say something short."}]
+
+        async def worker() -> None:
+            for _ in range(calls_each):
+                await client.chat(messages)
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        await endpoints.aclose()
+    calls = concurrency * calls_each
+    return {"rate": calls / wall, "cpu_ms": 1000 * cpu / calls}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -96,16 +122,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for c in args.levels:
                 r = asyncio.run(run_level(url, c, int(rounds * c), Path(tmp)))
+                bare = asyncio.run(client_only(url, c, 20, Path(tmp)))
                 ideal = c / args.latency
+                r["ceiling"] = bare["rate"]
                 results[c] = r
                 rows.append([c, r["dialogues"], r["calls"], f"{r['wall']:.1f}", f"{ideal:.0f}", f"{r['steady']:.0f}",
-                             f"{r['steady'] / ideal:.3f}", f"{r['average'] / ideal:.3f}", f"{r['cpu_ms']:.3f}"])
+                             f"{r['steady'] / ideal:.3f}", f"{r['average'] / ideal:.3f}", f"{r['cpu_ms']:.3f}",
+                             f"{bare['rate']:.0f}", f"{bare['cpu_ms']:.3f}", f"{r['steady'] / bare['rate']:.3f}"])
     finally:
         proc.terminate()
         proc.wait()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     headers = ["dialogues in flight", "kept", "LLM calls", "wall s", "ideal calls/s", "steady calls/s",
-               "ratio", "ratio (whole run)", "CPU ms/call"]
+               "ratio", "ratio (whole run)", "CPU ms/call", "client-only calls/s", "its CPU ms/call",
+               "ratio to client-only"]
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     print(f"orchestration benchmark: user-oriented loop, roles=llm, domain=retail, mock latency "
           f"{args.latency * 1000:.0f} ms, {rounds:g} x concurrency dialogues per level")
@@ -115,6 +145,7 @@ def main() -> None:
     print(f"peak RSS of the harness: {peak_mib:.0f} MiB")
     cpu = sum(r["cpu_ms"] * r["calls"] for r in results.values()) / sum(r["calls"] for r in results.values())
     print(" ".join(f"ratio@{c}={results[c]['steady'] / (c / args.latency):.3f}" for c in args.levels)
+          + " " + " ".join(f"ceiling_ratio@{c}={results[c]['ceiling'] / (c / args.latency):.3f}" for c in args.levels)
           + f" cpu_ms_per_call={cpu:.3f} peak_rss_mib={peak_mib:.0f}")
 
 
