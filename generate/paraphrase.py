@@ -12,7 +12,8 @@ kept. A rewrite is rejected, in this order, as:
 - `malformed` when the reply is a tool call (native, or markup the client reads as one);
 - `empty`: no text; `truncated`: cut at `max_tokens`; `oversized`: longer than `max_length_ratio` times the
   original plus 40 characters;
-- `malformed`: not one plain message: tool-call or JSON markup, a speaker label at the start of a line (`User:`),
+- `malformed`: not one plain message: tool-call or JSON markup, a speaker label at the start of a line (`User:`)
+  or an upper-case label (`TRY:`, as SmolLM2 echoed scaffolding),
   talk about the rewriting itself ("Here is the rewritten message"), a code fence, JSON;
 - `refusal`: a model's refusal or apology ("as an AI", "unable to assist", "I apologize") in a turn that refused
   nothing (a policy refusal may be rewritten as one);
@@ -72,6 +73,8 @@ _MARKUP = re.compile(r"<\|?/?(?:tool_call|tool_response|im_start|im_end)|\{\s*\"
                      re.IGNORECASE)
 _LABEL = re.compile(r"^\s*\**(?:user|customer|assistant|agent|system|support|tool)\**\s*:",
                     re.IGNORECASE | re.MULTILINE)
+# a prompt's scaffolding echoed back: a line opening with an upper-case label ("TRY:", "SEE:", "NOTE:")
+_CAPS_LABEL = re.compile(r"^\s*[A-Z]{2,}(?: [A-Z]{2,})*\s*:", re.MULTILINE)
 _COMMENTARY = re.compile(r"\b(?:rewrit\w*|paraphras\w*|rephras\w*|reworded|original message|here is the|"
                          r"here's the|here is a|here's a)\b", re.IGNORECASE)
 _MODEL_REFUSAL = re.compile(r"\b(?:as an ai|language model|(?:can(?:no|['\u2019])t|unable to|not able to) (?:help|assist|"
@@ -230,7 +233,7 @@ def reply_problem(role: str, original: str, result: ChatResult, text: str,
     if len(text) > limit:
         return "oversized", f"{len(text)} characters, at most {limit}"
     for pattern, what in ((_MARKUP, "tool-call or JSON markup"), (_LABEL, "a speaker label"),
-                          (_COMMENTARY, "talk about the rewriting")):
+                          (_CAPS_LABEL, "a label line"), (_COMMENTARY, "talk about the rewriting")):
         found = pattern.search(text)
         if found and not pattern.search(original):
             return "malformed", f"{what}: {found.group().strip()!r}"

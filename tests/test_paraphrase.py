@@ -251,6 +251,10 @@ def test_id_tokens():
     ("user", "Where does my order stand?", "How can I help you with your order?", "wrong_speaker"),
     ("assistant", "Your order has shipped.", "My order has shipped.", "wrong_speaker"),
     ("user", "Is it in stock?", '"Do you have it in stock?"', None),  # one pair of quotes around it all is dropped
+    # SmolLM2 kept a fact only in echoed scaffolding
+    ("assistant", "The reference is RMA-R0046; 22.99 will be refunded.",
+     "The reference RMA-R0046 is correct.\n\nTRY:\nthe reference is RMA-R0046; 22.99 will be refunded.", "malformed"),
+    ("assistant", "Flight LAX-JFK: it leaves at 9.", "Flight LAX-JFK: it departs at 9.", None),  # not a label line
 ])
 def test_a_reply_must_be_one_message_of_its_speaker(role, original, rewrite, reason):
     text = clean(rewrite)
