@@ -59,6 +59,9 @@ class WandbRun:
         self.run = wandb.init(project=logger_cfg.get("project") or "toolturn", entity=logger_cfg.get("entity"),
                               id=run_id, resume="allow" if run_id else None, mode=self.mode, dir=str(out_dir),
                               name=name, config=config, job_type=job_type, group=logger_cfg.get("group"),
+                              # wandb's default returns a run still open in this process (another stage's, or a
+                              # test's that failed before finishing) instead of this one
+                              reinit="create_new",
                               settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
         self.run_dir = Path(self.run.dir).parent if self.mode != "disabled" else None
         self.out_dir = Path(out_dir)

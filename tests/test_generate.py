@@ -169,6 +169,21 @@ def test_the_worker_that_completes_a_run_logs_it_to_wandb_and_a_rerun_continues_
     assert json.loads(datasets[0].metadata)["dialogues"] == 6
 
 
+def test_a_run_opened_while_another_is_still_open_is_a_run_of_its_own(tmp_path):
+    """wandb.init's default hands back a run still open in the process: a test that failed before finishing its
+    run made the next one log into the wrong directory."""
+    from toolturn.core.wandb_run import open_run
+
+    cfg = OmegaConf.create({"name": "wandb", "mode": "offline"})
+    first = open_run(cfg, tmp_path / "first", "first", {}, "train")
+    second = open_run(cfg, tmp_path / "second", "second", {}, "train")
+    try:
+        assert second.run.id != first.run.id and second.run_dir.is_relative_to(tmp_path / "second")
+    finally:
+        second.finish()
+        first.finish()
+
+
 def test_an_offline_run_records_an_artifact_it_uses_as_its_input(tmp_path):
     """WandbRun.artifact(use=True) offline goes through wandb's private Run._log_artifact (the public
     use_artifact refuses offline mode): wandb is pinned below 0.32 (pyproject.toml), and this checks the
