@@ -115,7 +115,15 @@ class Server:
         self.max_new_tokens = max_new_tokens
         self.engine.start()
 
+    def check_length(self, prompt: list[int], args: dict) -> None:
+        """A prompt too long for the model is the client's mistake: a 400 (the engine would fail it too)."""
+        limit = self.engine.max_positions
+        if limit and len(prompt) + args["max_tokens"] > limit:
+            raise RequestError(f"prompt ({len(prompt)} tokens) + max_tokens ({args['max_tokens']}) exceeds the "
+                               f"model's {limit} positions")
+
     async def generate(self, prompt: list[int], args: dict) -> Generation:
+        self.check_length(prompt, args)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
@@ -188,6 +196,7 @@ class Server:
         before the first byte, so a bad one is still a 400."""
         prompt = self.chat_prompt(body) if chat else self.completion_prompt(body)
         args, stops = sampling(body, self.max_new_tokens), stop_strings(body)
+        self.check_length(prompt, args)
         ident, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
 
         def event(delta: str | None, finish: str | None, g: Generation | None = None) -> bytes:

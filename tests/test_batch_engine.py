@@ -233,7 +233,10 @@ def test_the_managed_server_answers_the_openai_api(tiny, tiny_dir, tmp_path):
         assert post(f"{url}/chat/completions", {"model": "other", "messages": messages})[0] == 404
         for bad, words in (({"n": 2}, "n=2 is not supported"), ({"temperature": "hot"}, "temperature must be"),
                            ({"messages": []}, "messages must be a non-empty list"),
-                           ({"max_tokens": 0}, "max_tokens must be a whole number")):
+                           ({"max_tokens": 0}, "max_tokens must be a whole number"),
+                           ({"max_tokens": 10 ** 6}, "exceeds the model's"),
+                           ({"max_tokens": 10 ** 6, "stream": True}, "exceeds the model's"),
+                           ({"stream": "yes"}, "stream must be true or false")):
             status, error = post(f"{url}/chat/completions", {"model": name, "messages": messages, **bad})
             assert status == 400 and words in error["error"]["message"]
         # streamed: the same text as one answer, in deltas; min_tokens holds off the stop token
