@@ -296,15 +296,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-mib", type=int, default=1024, help="the prefix cache's size bound")
     p.add_argument("--max-new-tokens", type=int, default=512, help="a request without max_tokens gets this")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads (0: every core but one, which the client driving the episodes needs)")
+                   help="torch threads (0: every core); on a machine other work keeps busy, fewer (see docs)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16 prefills about 1.6x faster on a CPU with AVX512-BF16, with bf16 rounding")
     args = p.parse_args(argv)
     import torch
     import uvicorn
 
-    # more threads than free cores make each step wait on the slowest (on 2 busy cores a decode step took 10x longer)
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     server = Server(args.model, args.max_batch, args.cache_mib, args.max_new_tokens, args.dtype)
     uvicorn.run(app(server), host=args.host, port=args.port, log_level="warning")
 
