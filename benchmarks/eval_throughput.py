@@ -50,7 +50,8 @@ def mock_level(url: str, concurrency: int, episodes: int, work: Path) -> float:
 SETUPS = {"transformers": ("transformers", 1), "batched": ("batched", 8)}
 
 
-async def smol(tasks: int, samples: int, work: Path, batched_args: list[str]) -> tuple[dict[str, float], dict[str, dict]]:
+async def smol(tasks: int, samples: int, work: Path,
+               batched_args: list[str]) -> tuple[dict[str, float], dict[str, dict]]:
     """Episodes per minute of each set-up on the same tasks × samples, run in alternating rounds of one batched
     round's size, so that both see the same load; and each set-up's mean prompt and cached tokens per request."""
     from toolturn.core.endpoints import Endpoints, parse_endpoint
@@ -65,7 +66,8 @@ async def smol(tasks: int, samples: int, work: Path, batched_args: list[str]) ->
     sampling = {name: request_sampling(OmegaConf.create({"temperature": 1.0, "top_p": 1.0, "max_tokens": 64}), spec)
                 for name, spec in specs.items()}
     suite = SqlTauSuite(cfg("eval.tools_per_episode=4", f"num_tasks={tasks}", "user.max_stall_turns=1"), work / "smol")
-    episodes = [(suite.items[t], t * samples + k) for t in range(tasks) for k in range(samples)]  # a task's samples together
+    # a task's samples next to each other, as an evaluation runs them
+    episodes = [(suite.items[t], t * samples + k) for t in range(tasks) for k in range(samples)]
     spent = dict.fromkeys(specs, 0.0)
     usage = {name: {"requests": 0, "prompt": 0, "cached": 0} for name in specs}
     round_size = max(c for _, c in SETUPS.values())
@@ -120,7 +122,8 @@ def main() -> None:
             proc.wait()
         per_min, tokens = dict.fromkeys(SETUPS, float("nan")), {}
         if not args.skip_smol:
-            per_min, tokens = asyncio.run(smol(args.smol_tasks, args.smol_samples, Path(tmp), args.batched_args.split()))
+            per_min, tokens = asyncio.run(smol(args.smol_tasks, args.smol_samples, Path(tmp),
+                                               args.batched_args.split()))
     print(f"eval throughput: sql_tau, rule text user, mock latency {args.latency * 1000:.0f} ms")
     print("| concurrency | episodes/s |\n|---|---|")
     for c, r in rates.items():
@@ -130,7 +133,8 @@ def main() -> None:
         print(f"SmolLM2-135M on CPU, sql_tau retail, 4 tools per episode, max_tokens 64, {args.smol_tasks} tasks x "
               f"{args.smol_samples} samples = {n} episodes per set-up, in alternating rounds "
               f"(batched server arguments: {args.batched_args or 'its defaults'}):")
-        print("| set-up | in flight | episodes/min | prompt tokens/request | from the prefix cache |\n|---|---|---|---|---|")
+        print("| set-up | in flight | episodes/min | prompt tokens/request | from the prefix cache |")
+        print("|---|---|---|---|---|")
         for name, (_, c) in SETUPS.items():
             cached = f"{tokens[name]['cached']:.0f}" if name == "batched" else "-"
             print(f"| {name} | {c} | {per_min[name]:.2f} | {tokens[name]['prompt']:.0f} | {cached} |")
