@@ -40,7 +40,7 @@ from toolturn.core.roles import phrasing as P
 from toolturn.core.roles.acts import asks_confirmation
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
-from toolturn.generate.quality import names
+from toolturn.generate.quality import names, repeated_questions
 from toolturn.generate.stats import compute_stats
 
 RUNS = (("user_oriented", "retail", 50), ("task_oriented", "retail", 50), ("user_oriented", "airline", 30),
@@ -143,17 +143,9 @@ def check_record(record: dict, c: Checks) -> None:
 
 
 def check_visit(record: dict, c: Checks) -> None:
-    told: set[tuple[Any, str]] = set()
-    for task in record["meta"]["tasks"]:
-        gold = task["gold"]
-        values = {v for k, v in gold["facts"].items() if k != "email address" and isinstance(v, str)}
-        labels = {r["label"] for st in gold["subtasks"] for r in st["report"]}
-        question = all(st["kind"] == "service" and "write" not in st.get("detail", {})
-                       and not st.get("detail", {}).get("decline") for st in gold["subtasks"])
-        if question and labels and values:
-            c.questions += 1
-            c.answered_already += any(labels <= {label for v, label in told if v == value} for value in values)
-        told |= {(v, label) for v in values for label in labels}
+    questions, repeated = repeated_questions(record)
+    c.questions += questions
+    c.answered_already += len(repeated)
 
 
 def measure(run_dir: Path) -> tuple[dict, Checks, bool]:

@@ -147,6 +147,26 @@ def contradictions(records: list[dict]) -> dict:
     return {"total": sum(per), "dialogues": sum(n > 0 for n in per)}
 
 
+def repeated_questions(record: dict) -> tuple[int, list[dict]]:
+    """A visit's questions (read-only tasks reporting labels about records the customer named) and those whose
+    every answer an earlier task of the visit gave about the same record (an order's status and total checked
+    before a return, asked for again)."""
+    told: set[tuple[Any, str]] = set()  # (a record's value, a label reported about it)
+    questions, repeated = 0, []
+    for task in _tasks(record):
+        gold = task["gold"]
+        values = {v for k, v in gold["facts"].items() if k != "email address" and isinstance(v, str)}
+        labels = {r["label"] for st in gold["subtasks"] for r in st["report"]}
+        question = all(st["kind"] == "service" and "write" not in st.get("detail", {})
+                       and not st.get("detail", {}).get("decline") for st in gold["subtasks"])
+        if question and labels and values:
+            questions += 1
+            if any(labels <= {label for v, label in told if v == value} for value in values):
+                repeated.append(task)
+        told |= {(v, label) for v in values for label in labels}
+    return questions, repeated
+
+
 def task_mix(records: list[dict]) -> dict[str, float]:
     """Share of each task template, most frequent first."""
     counts = Counter(t["template"] for r in records for t in _tasks(r))

@@ -14,6 +14,7 @@ from toolturn.core.judges.execution import REFUSAL_CUE
 from toolturn.core.policy_check import _states
 from toolturn.core.roles import phrasing as P
 from toolturn.core.roles.acts import asks_confirmation
+from toolturn.generate.quality import repeated_questions
 from toolturn.core.domains.registry import REGISTRY
 from toolturn.core.judges.facts import mentions
 from toolturn.core.roles.text_user import _WRITE_VERB, _says, questions
@@ -50,18 +51,9 @@ def test_a_visit_never_asks_what_the_customer_was_just_told(dialogues):
     total of an order checked before a return, asked for again)."""
     asked = 0
     for record in dialogues:
-        told = set()  # (a record's value, a label reported about it)
-        for task in record["meta"]["tasks"]:
-            gold = task["gold"]
-            values = {v for k, v in gold["facts"].items() if k != "email address" and isinstance(v, str)}
-            labels = {r["label"] for st in gold["subtasks"] for r in st["report"]}
-            question = all(st["kind"] == "service" and "write" not in st.get("detail", {})
-                           and not st.get("detail", {}).get("decline") for st in gold["subtasks"])
-            if question and labels and values:
-                asked += 1
-                assert not any(labels <= {label for v, label in told if v == value} for value in values), \
-                    (task["template"], values, labels)
-            told |= {(v, label) for v in values for label in labels}
+        questions, repeated = repeated_questions(record)
+        asked += questions
+        assert not repeated, [(t["template"], t["gold"]["facts"]) for t in repeated]
     assert asked >= 5
 
 
