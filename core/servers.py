@@ -325,7 +325,7 @@ class ServerProcess:
                 pass
             # a killed member is still exiting for a moment after the leader is reaped: stopped means none is left
             deadline = time.monotonic() + 10
-            while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+            while group_alive(self.proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
             _LIVE.discard(self)
 
@@ -334,8 +334,9 @@ class ServerProcess:
 # Managed servers
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is left in process group `pgid` (Linux /proc; elsewhere: False)."""
+def group_alive(pgid: int) -> bool:
+    """Whether a live process is left in process group `pgid` (Linux /proc; elsewhere: False). Zombies count as
+    gone: an orphan reparented to a PID 1 that does not reap (as in some containers) stays a zombie forever."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()

@@ -51,17 +51,8 @@ def _gone(pid: int, timeout: float = 60.0) -> bool:
 
 
 def _group_gone(pgid: int) -> bool:
-    """True when no live (non-zombie) process is left in process group `pgid`. Zombies count as gone: an
-    orphan reparented to a PID 1 that does not reap (as in some containers) stays a zombie forever."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            return False
-    return True
+    """True when no live (non-zombie) process is left in process group `pgid`, now."""
+    return not servers.group_alive(pgid)
 
 
 # ----------------------------------------------------------------------------------------------
