@@ -138,13 +138,18 @@ def served_model_name(spec: ServerSpec) -> str | None:
         return LORA_NAME
     if spec.kind == "vllm":
         # vLLM serves under --served-model-name when given (first name), else the model argument.
-        args = spec.extra_args
-        for i, arg in enumerate(args):
-            if arg == "--served-model-name" and i + 1 < len(args):
-                return args[i + 1]
-            if arg.startswith("--served-model-name="):
-                return arg.split("=", 1)[1]
+        return flag_value(spec.extra_args, "--served-model-name") or spec.model
     return spec.model
+
+
+def flag_value(args, name: str) -> str | None:
+    """The value of `name` in a command line (`--x 4` or `--x=4`, the first given), or None."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 # --------------------------------------------------------------------------------------------------

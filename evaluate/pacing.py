@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 
 from toolturn.core.endpoints import EndpointConfig
 from toolturn.core.llm import Endpoint, Sampling
-from toolturn.core.servers import BATCHED_MAX_BATCH
+from toolturn.core.servers import BATCHED_MAX_BATCH, flag_value
 
 TIMEOUT_FACTOR = 4.0  # a request may take this many probe latencies before it is an infrastructure error
 SERIAL_RATIO = 1.5  # two probes at once that take this much longer than one: the server serves one at a time
@@ -120,20 +120,10 @@ def known_slots(spec: EndpointConfig) -> tuple[int, str] | None:
     if spec.server == "vllm":
         return spec.max_concurrency, "vLLM batches: endpoint.max_concurrency"
     if spec.server == "batched":
-        batch = _flag(spec.extra_args, "--max-batch", BATCHED_MAX_BATCH)
+        batch = int(flag_value(spec.extra_args, "--max-batch") or BATCHED_MAX_BATCH)
         return (min(batch, spec.max_concurrency),
                 f"the batched server decodes {batch} at once (--max-batch), endpoint.max_concurrency {spec.max_concurrency}")
     return None
-
-
-def _flag(args: list[str], name: str, default: int) -> int:
-    """The integer value of `name` in a command line (`--x 4` or `--x=4`), or `default`."""
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return int(args[i + 1])
-        if arg.startswith(name + "="):
-            return int(arg.split("=", 1)[1])
-    return default
 
 
 def _prompt(chars: int) -> str:
