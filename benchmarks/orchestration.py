@@ -8,9 +8,8 @@ the whole-run average, ramp-up and tail included, is shown too), the harness's C
 LLM call (the figure that says how many dialogues one core can drive), and peak RSS.
 
 Beside each level, the same client at the same concurrency with no dialogue around it (one-line chats): what this
-machine's client, loopback TCP and mock allow. On a small VM each request's send costs the sender the receiver's
-wake-up (about 0.2 ms here), so at 1,024 in flight that ceiling, not the ideal C / L, bounds any harness; the
-`ceiling_ratio@C` figures say how far it is from the ideal.
+machine's client, loopback TCP and mock allow, the ceiling for any harness here (`ceiling_ratio@C` against the
+ideal C / L). The gap between that ceiling and the loop's ratio is the dialogue work (roles, prompts, SQL, judges).
 
     python benchmarks/orchestration.py [--quick] [--latency 0.2] [--levels 64 256 1024]
 
