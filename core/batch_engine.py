@@ -169,6 +169,13 @@ class BatchEngine:
         if self.thread is not None:
             self.thread.join()
 
+    def too_long(self, prompt_tokens: int, max_tokens: int) -> str | None:
+        """Why a request cannot fit the model's positions, or None."""
+        if self.max_positions and prompt_tokens + max_tokens > self.max_positions:
+            return (f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+                    f"{self.max_positions} positions")
+        return None
+
     def stats(self) -> dict:
         return {"decode_steps": self.steps, "decoded_tokens": self.decoded, "prefilled_tokens": self.prefilled,
                 "prefix_hits": self.prefix.hits, "prefix_misses": self.prefix.misses,
@@ -208,10 +215,9 @@ class BatchEngine:
 
     def _admit(self, request: GenRequest) -> None:
         prompt_len = len(request.prompt)
-        if self.max_positions and prompt_len + request.max_tokens > self.max_positions:
-            request.done(Generation([], "error", prompt_len, 0,
-                                    f"prompt ({prompt_len} tokens) + max_tokens ({request.max_tokens}) exceeds the "
-                                    f"model's {self.max_positions} positions"))
+        too_long = self.too_long(prompt_len, request.max_tokens)
+        if too_long:
+            request.done(Generation([], "error", prompt_len, 0, too_long))
             return
         seed = request.seed if request.seed is not None else random.getrandbits(63)
         row = _Sequence(request, list(request.prompt), [], torch.Generator().manual_seed(seed), 0)

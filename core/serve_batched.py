@@ -117,10 +117,9 @@ class Server:
 
     def check_length(self, prompt: list[int], args: dict) -> None:
         """A prompt too long for the model is the client's mistake: a 400 (the engine would fail it too)."""
-        limit = self.engine.max_positions
-        if limit and len(prompt) + args["max_tokens"] > limit:
-            raise RequestError(f"prompt ({len(prompt)} tokens) + max_tokens ({args['max_tokens']}) exceeds the "
-                               f"model's {limit} positions")
+        too_long = self.engine.too_long(len(prompt), args["max_tokens"])
+        if too_long:
+            raise RequestError(too_long)
 
     async def generate(self, prompt: list[int], args: dict) -> Generation:
         self.check_length(prompt, args)
