@@ -59,7 +59,7 @@ def test_typo_is_rejected():
 def test_presets_compose(preset):
     cfg = make_cfg(f"preset={preset}")
     OmegaConf.resolve(cfg)
-    assert cfg.roles.user.kind == "llm" and cfg.llm.endpoints.default.server == "transformers"
+    assert cfg.roles.user.kind == "llm" and cfg.llm.endpoints.default.server == "batched"
 
 
 def test_generation_has_presets_not_experiments():

@@ -1,5 +1,5 @@
-"""roles=llm with the embedded SmolLM2-135M on CPU, served by `transformers serve` that the harness
-starts and stops. A 135M model fails almost always (the structural checks and the policy see to it
+"""roles=llm with the embedded SmolLM2-135M on CPU, served by the batched server (core/serve_batched.py) that
+the harness starts and stops, 4 dialogues in flight. A 135M model fails almost always (the structural checks and the policy see to it
 that its answers-from-nothing are not kept); every attempt must end kept or with a counted reason,
 the run must stop with one line when it only drops, and whatever it kept must pass the audit."""
 
@@ -30,7 +30,7 @@ def serve_processes() -> list[str]:
             state = Path(f"/proc/{pid}/stat").read_text().split()[2]
         except OSError:
             continue
-        if "transformers serve" in cmd and state != "Z":
+        if "toolturn.core.serve_batched" in cmd and state != "Z":
             out.append(cmd)
     return out
 
@@ -56,7 +56,7 @@ def test_smollm2_plays_every_role_and_every_attempt_is_accounted_for(tmp_path):
     assert run.records() == [] and [row["index"] for row in rows] == [0, 1, 2]
     assert all(row["drop_reason"] and row["id"] is None for row in rows)
     assert audit_run(run).ok and audit_run(run).records == 0
-    assert list(run.logs.glob("server-transformers-*.log"))
+    assert list(run.logs.glob("server-batched-*.log"))
     assert not set(serve_processes()) - set(before)  # the harness stopped its server (others may come and go)
     stats = compute_stats(run)
     assert stats["attempts"]["dialogues"] == stats["drops"]["total"] == len(rows) == 3
