@@ -5,7 +5,7 @@ chosen one (the managed batched server, core/serve_batched.py: continuous batchi
 in flight), on the same tasks and samples, in alternating rounds so that both share the machine's load.
 
     python benchmarks/eval_throughput.py [--latency 0.2] [--episodes 64] [--smol-tasks 4] [--smol-samples 4]
-                                         [--skip-smol]
+                                         [--batched-args '--threads 1'] [--batched-replicas 2] [--skip-smol]
 
 Last line: episodes_per_s@1=... episodes_per_s@8=... episodes_per_s@32=... smol_episodes_per_min=...
 smol_episodes_per_min_old=... smol_speedup=...
@@ -50,8 +50,8 @@ def mock_level(url: str, concurrency: int, episodes: int, work: Path) -> float:
 SETUPS = {"transformers": ("transformers", 1), "batched": ("batched", 8)}
 
 
-async def smol(tasks: int, samples: int, work: Path,
-               batched_args: list[str]) -> tuple[dict[str, float], dict[str, dict]]:
+async def smol(tasks: int, samples: int, work: Path, batched_args: list[str],
+               replicas: int) -> tuple[dict[str, float], dict[str, dict]]:
     """Episodes per minute of each set-up on the same tasks × samples, run in alternating rounds of one batched
     round's size, so that both see the same load; and each set-up's mean prompt and cached tokens per request."""
     from toolturn.core.endpoints import Endpoints, parse_endpoint
@@ -61,7 +61,8 @@ async def smol(tasks: int, samples: int, work: Path,
 
     specs = {name: parse_endpoint({"server": server, "model": "embedded:smollm2", "max_concurrency": c,
                                    "timeout_s": 1800, "max_retries": 1,
-                                   "extra_args": batched_args if server == "batched" else []}, "endpoint")
+                                   **({"extra_args": batched_args, "replicas": replicas} if server == "batched"
+                                      else {})}, "endpoint")
              for name, (server, c) in SETUPS.items()}
     sampling = {name: request_sampling(OmegaConf.create({"temperature": 1.0, "top_p": 1.0, "max_tokens": 64}), spec)
                 for name, spec in specs.items()}
@@ -86,9 +87,10 @@ async def smol(tasks: int, samples: int, work: Path,
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(item, seed) for item, seed in episodes[start:start + round_size]))
                 spent[name] += time.perf_counter() - t0
-        stats = _engine_stats(endpoints.live["batched"].endpoint.base_url)
+        live = endpoints.live["batched"].endpoint
+        reused = sum(_engine_stats(url).get("prefix_reused_tokens", 0) for url in live.urls())
         await endpoints.aclose()
-    usage["batched"]["cached"] = stats.get("prefix_reused_tokens", 0)
+    usage["batched"]["cached"] = reused
     per_min = {name: 60 * len(episodes) / t for name, t in spent.items()}
     return per_min, {name: {k: v / max(u["requests"], 1) for k, v in u.items() if k != "requests"}
                      for name, u in usage.items()}
@@ -106,6 +108,8 @@ def main() -> None:
     p.add_argument("--smol-tasks", type=int, default=4, help="SmolLM2: tasks, each run --smol-samples times")
     p.add_argument("--smol-samples", type=int, default=4, help="samples per task (the evaluation's n)")
     p.add_argument("--batched-args", default="", help="extra arguments of the batched server, e.g. '--threads 1'")
+    p.add_argument("--batched-replicas", type=int, default=1,
+                   help="copies of the batched server, each on its own share of the cores (endpoint replicas)")
     p.add_argument("--skip-smol", action="store_true")
     args = p.parse_args()
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mock_openai.py"), "--world", "--port", "0",
@@ -123,7 +127,7 @@ def main() -> None:
         per_min, tokens = dict.fromkeys(SETUPS, float("nan")), {}
         if not args.skip_smol:
             per_min, tokens = asyncio.run(smol(args.smol_tasks, args.smol_samples, Path(tmp),
-                                               args.batched_args.split()))
+                                               args.batched_args.split(), args.batched_replicas))
     print(f"eval throughput: sql_tau, rule text user, mock latency {args.latency * 1000:.0f} ms")
     print("| concurrency | episodes/s |\n|---|---|")
     for c, r in rates.items():
@@ -132,7 +136,8 @@ def main() -> None:
         n = args.smol_tasks * args.smol_samples
         print(f"SmolLM2-135M on CPU, sql_tau retail, 4 tools per episode, max_tokens 64, {args.smol_tasks} tasks x "
               f"{args.smol_samples} samples = {n} episodes per set-up, in alternating rounds "
-              f"(batched server arguments: {args.batched_args or 'its defaults'}):")
+              f"(batched server arguments: {args.batched_args or 'its defaults'}, {args.batched_replicas} "
+              f"replica(s)):")
         print("| set-up | in flight | episodes/min | prompt tokens/request | from the prefix cache |")
         print("|---|---|---|---|---|")
         for name, (_, c) in SETUPS.items():

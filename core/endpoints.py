@@ -14,6 +14,7 @@ answers repeated requests from a response cache (`core/llm_cache.py`).
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -24,7 +25,7 @@ from toolturn.core.checks import BOOL, POSITIVE, Check, integer, is_number
 from toolturn.core.errors import ToolturnError
 from toolturn.core.llm import Endpoint, LLMClient, Sampling
 from toolturn.core.llm_cache import ResponseCache
-from toolturn.core.servers import ManagedServer, ServerSpec, embedded_smollm2_dir
+from toolturn.core.servers import ManagedServer, ServerSpec, embedded_smollm2_dir, place_replicas, visible_gpus
 
 
 def sampling(spec) -> Sampling:
@@ -63,6 +64,7 @@ class EndpointConfig:
     api_key_env: str | None = None  # server none: the environment variable holding the API key
     lora: str | None = None  # a LoRA adapter dir served on `model` (a server kind with lora)
     extra_args: tuple[str, ...] = ()  # a managed server's extra command-line arguments
+    replicas: int = 1  # a managed server: copies started, each on its own GPUs (vllm) or cores (CPU servers)
     max_concurrency: int = 64  # in flight, all replicas together; the ceiling of the adaptive limit
     replica_max_concurrency: int | None = None  # in flight per replica (None: max_concurrency)
     adaptive: bool = True  # lower the limit on 429s and timeouts, grow it back while the endpoint keeps up
@@ -83,10 +85,11 @@ class EndpointConfig:
     def kind(self) -> ServerKind:
         return SERVERS[self.server]
 
-    def client_endpoint(self, base_url: str, model: str, api_key: str | None, name: str) -> Endpoint:
-        """The client's settings for this endpoint, served at `base_url` under the name `model`."""
-        return Endpoint(base_url=base_url, model=model, api_key=api_key, name=name,
-                        replicas=self.base_url if len(self.base_url) > 1 else (),
+    def client_endpoint(self, urls: tuple[str, ...], model: str, api_key: str | None, name: str) -> Endpoint:
+        """The client's settings for this endpoint, served at `urls` (its replicas) under the name `model`."""
+        urls = tuple(url.rstrip("/") for url in urls)
+        return Endpoint(base_url=urls[0], model=model, api_key=api_key, name=name,
+                        replicas=urls if len(urls) > 1 else (),
                         **{f.name: getattr(self, f.name) for f in fields(Endpoint) if f.name in CLIENT_KEYS})
 
 
@@ -116,7 +119,7 @@ _NAME = Check("a non-empty string", lambda v: isinstance(v, str) and v.strip() !
 # each key's rule (server, base_url and extra_args are checked in `parse_endpoint`)
 KEY_CHECKS: dict[str, Check] = {
     "model": _nullable(_NAME), "api_key_env": _nullable(_NAME), "lora": _nullable(_NAME),
-    "max_concurrency": integer(1), "replica_max_concurrency": _nullable(integer(1)), "adaptive": BOOL,
+    "replicas": integer(1), "max_concurrency": integer(1), "replica_max_concurrency": _nullable(integer(1)), "adaptive": BOOL,
     "min_concurrency": integer(1), "latency_tolerance": _nullable(_number(1)), "probe_s": _number(0.001),
     "timeout_s": POSITIVE, "max_retries": integer(0), "backoff_s": _number(0), "max_wait_s": _number(0),
     "max_reply_bytes": integer(1), "max_content_chars": integer(1), "cache": BOOL,
@@ -179,6 +182,9 @@ def parse_endpoint(node, path: str) -> EndpointConfig:
     if kind.managed and values["base_url"]:
         raise ToolturnError(f"{path}.base_url is only for server: none; a {server} server is started by the harness "
                             f"at an address of its own (set {path}.base_url=null, or {path}.server=none)")
+    if not kind.managed and values.get("replicas", 1) > 1:
+        raise ToolturnError(f"{path}.replicas is for a server the harness starts; with server: none list the "
+                            f"replicas' URLs in {path}.base_url")
     for key in ("api_key_env",) if kind.managed else ("extra_args",):
         if values.get(key):
             raise ToolturnError(f"{path}.{key} is only for {'server: none' if kind.managed else 'a managed server'}"
@@ -212,8 +218,8 @@ def required_keys(prefix: str, specs: Mapping[str, Any], names: Iterable[str]) -
 
 @dataclass
 class _Live:
-    server: ManagedServer
-    endpoint: Endpoint
+    servers: list[ManagedServer]  # one per replica (one for server: none)
+    endpoint: Endpoint | None = None  # once they are up
 
 
 class Endpoints:
@@ -244,11 +250,17 @@ class Endpoints:
                                              api_key_env=e.api_key_env, lora=e.lora, extra_args=list(e.extra_args))
                     if e.kind.managed:
                         self.log_dir.mkdir(parents=True, exist_ok=True)
-                    server = ManagedServer(server_spec, log_dir=self.log_dir)
-                    base_url = server.start()
+                    places = place_replicas(e.server, e.replicas, e.extra_args, os.sched_getaffinity(0),
+                                            visible_gpus() if e.server == "vllm" and e.replicas > 1 else [])
+                    live = self.live[name] = _Live([ManagedServer(server_spec, log_dir=self.log_dir, placement=place)
+                                                    for place in places])
+                    for server in live.servers:  # the replicas load at once
+                        server.spawn()
+                    urls = tuple(server.wait_ready() for server in live.servers)
                 except ToolturnError as exc:
                     raise ToolturnError(f"endpoint '{name}': {exc}") from None
-                self.live[name] = _Live(server, e.client_endpoint(base_url, server.model_name, server.api_key, name))
+                first = live.servers[0]
+                live.endpoint = e.client_endpoint(e.base_url or urls, first.model_name, first.api_key, name)
                 self._open_cache(name, e)
         except BaseException:
             self.__exit__()
@@ -274,6 +286,15 @@ class Endpoints:
         """Each client's counters (`LLMClient.stats`), by endpoint name."""
         return {name: client.stats() for name, client in self.clients.items()}
 
+    def single(self, name: str, user: str) -> Endpoint:
+        """The live endpoint `name` for a `user` that sends every request to one URL (BFCL's and tau2's own
+        clients): an endpoint with replicas is an error there, not a silent fall-back to its first replica."""
+        endpoint = self.live[name].endpoint
+        if endpoint.replicas:
+            raise ToolturnError(f"endpoint '{name}' has {len(endpoint.replicas)} replicas, but {user} sends every "
+                                f"request to one URL: give it one (replicas: 1, a single base_url)")
+        return endpoint
+
     def model_name(self, name: str) -> str:
         return self.live[name].endpoint.model
 
@@ -284,4 +305,5 @@ class Endpoints:
 
     def __exit__(self, *exc) -> None:
         for live in self.live.values():
-            live.server.stop()
+            for server in live.servers:
+                server.stop()

@@ -295,14 +295,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-mib", type=int, default=1024, help="the prefix cache's size bound")
     p.add_argument("--max-new-tokens", type=int, default=512, help="a request without max_tokens gets this")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads (0: every core); on a machine other work keeps busy, fewer (see docs)")
+                   help="torch threads (0: every core it may run on); on a machine other work keeps busy, fewer "
+                        "(see docs)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16 prefills about 1.6x faster on a CPU with AVX512-BF16, with bf16 rounding")
     args = p.parse_args(argv)
     import torch
     import uvicorn
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     server = Server(args.model, args.max_batch, args.cache_mib, args.max_new_tokens, args.dtype)
     uvicorn.run(app(server), host=args.host, port=args.port, log_level="warning")
 

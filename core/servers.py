@@ -152,16 +152,69 @@ def flag_value(args, name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one replica of a managed server runs: the CPUs it may use (None: any) and its extra environment."""
+    cpus: frozenset[int] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may hand out: CUDA_VISIBLE_DEVICES when set, else those `nvidia-smi -L` lists."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i in range(sum(line.startswith("GPU ") for line in out.splitlines()))]
+
+
+def gpus_per_replica(extra_args) -> int:
+    """GPUs one `vllm serve` takes: its tensor- times pipeline-parallel size (1 unless its arguments say)."""
+    sizes = [flag_value(extra_args, long) or flag_value(extra_args, short) or "1"
+             for long, short in (("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp"))]
+    if not all(size.isdigit() and int(size) >= 1 for size in sizes):
+        raise ToolturnError(f"the tensor- and pipeline-parallel sizes in extra_args must be whole numbers >= 1, "
+                            f"got {sizes}")
+    return int(sizes[0]) * int(sizes[1])
+
+
+def place_replicas(kind: str, n: int, extra_args, cpus, gpus: list[str]) -> list[Placement]:
+    """Where each of `n` replicas of a `kind` server runs. vLLM: each its own GPUs (CUDA_VISIBLE_DEVICES), as many as
+    its parallel sizes take, none shared. CPU servers: each its own contiguous share of `cpus` (its affinity, and
+    OMP_NUM_THREADS to match), so replicas do not fight over cores; with more replicas than cores they share."""
+    if n == 1:
+        return [Placement()]
+    if kind == "vllm":
+        each = gpus_per_replica(extra_args)
+        if n * each > len(gpus):
+            raise ToolturnError(f"{n} vllm replicas of {each} GPU(s) each need {n * each} GPUs, but {len(gpus)} "
+                                f"are visible ({', '.join(gpus) or 'none'}); lower replicas or the parallel sizes")
+        return [Placement(env={"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * each:(i + 1) * each])}) for i in range(n)]
+    cores = sorted(cpus)
+    shares = ([frozenset(cores[i * len(cores) // n:(i + 1) * len(cores) // n]) for i in range(n)] if n <= len(cores)
+              else [frozenset({cores[i % len(cores)]}) for i in range(n)])
+    return [Placement(cpus=share, env={"OMP_NUM_THREADS": str(len(share))}) for share in shares]
+
+
 # --------------------------------------------------------------------------------------------------
 # Process management
 
 _PR_SET_PDEATHSIG = 1
 
 
-def child_setup(parent_pid: int) -> Callable[[], None]:
-    """preexec_fn: die with the parent (Linux). Runs in the child between fork and exec."""
+def child_setup(parent_pid: int, cpus: frozenset[int] | None = None) -> Callable[[], None]:
+    """preexec_fn: die with the parent (Linux), and run on `cpus` only when given. Runs in the child between fork
+    and exec."""
 
     def setup() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         if sys.platform.startswith("linux"):
             try:
                 libc = ctypes.CDLL(None, use_errno=True)
@@ -241,8 +294,9 @@ class ServerProcess:
 
     def __init__(self, cmd: list[str], root_url: str, log_path: Path, env: dict[str, str] | None = None,
                  health_paths: tuple[str, ...] = ("/v1/models", "/health"), startup_timeout_s: float = 300,
-                 stop_timeout_s: float = 15, cwd: str | Path | None = None):
+                 stop_timeout_s: float = 15, cwd: str | Path | None = None, cpus: frozenset[int] | None = None):
         self.cmd = list(cmd)
+        self.cpus = cpus
         self.root_url = root_url.rstrip("/")
         self.log_path = Path(log_path)
         self.env = env
@@ -258,10 +312,20 @@ class ServerProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def healthy(self) -> bool:
         return any(_http_ok(self.root_url + path) for path in self.health_paths)
 
     def start(self) -> None:
+        """Spawn the server and wait until it answers its health check."""
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (`wait_ready` does): several servers then load at once."""
         if self.proc is not None:
             raise RuntimeError("server process already started")
         _install_hooks()
@@ -272,11 +336,15 @@ class ServerProcess:
             try:
                 self.proc = subprocess.Popen(
                     self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                    cwd=self.cwd, start_new_session=True, preexec_fn=child_setup(os.getpid()),
+                    cwd=self.cwd, start_new_session=True, preexec_fn=child_setup(os.getpid(), self.cpus),
                 )
             except OSError as e:
                 raise ToolturnError(f"cannot start server {self.cmd[0]!r}: {e}") from e
         _LIVE.add(self)
+
+    def wait_ready(self) -> None:
+        """Return once the server is healthy; stop it and raise a ToolturnError quoting its log if it exits or
+        times out first."""
         try:
             self._wait_ready()
         except BaseException:
@@ -360,13 +428,14 @@ class ManagedServer:
     """Start, health-check and stop a local OpenAI-compatible server described by a ServerSpec."""
 
     def __init__(self, spec: ServerSpec, log_dir: str | Path | None = None, host: str = "127.0.0.1",
-                 port: int | None = None, env: dict[str, str] | None = None):
+                 port: int | None = None, env: dict[str, str] | None = None, placement: Placement | None = None):
         self.spec = spec
+        self.placement = placement or Placement()
         self.host = host
         self.requested_port = port
         self.port: int | None = port  # the port actually used, once started
         self.log_dir = Path(log_dir) if log_dir is not None else _default_log_dir()
-        self.extra_env = dict(env or {})
+        self.extra_env = {**self.placement.env, **(env or {})}
         self.base_url: str | None = None
         self.model_name: str | None = served_model_name(spec)
         self.api_key: str | None = None
@@ -408,8 +477,14 @@ class ManagedServer:
 
     def start(self) -> str:
         """Start the server (or resolve the remote endpoint) and return its base_url (ending in /v1)."""
-        if self.base_url is not None:
-            return self.base_url
+        self.spawn()
+        return self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the server's process on a free port without waiting for it: start several, then `wait_ready` each,
+        and they load at once (threads would not do: a server dies with the thread that started it)."""
+        if self.base_url is not None or (self.process is not None and self.process.alive):
+            return
         if self.spec.kind == "none":
             if self.spec.api_key_env:
                 key = os.environ.get(self.spec.api_key_env)
@@ -417,24 +492,30 @@ class ManagedServer:
                     raise ToolturnError(f"environment variable {self.spec.api_key_env} (api_key_env) is not set")
                 self.api_key = key
             self.base_url = str(self.spec.base_url).rstrip("/")
+            return
+        port = self.requested_port or free_port(self.host)
+        cmd, env = self._command(port)
+        self.log_path = self.log_dir / f"server-{self.spec.kind}-{port}.log"
+        self.port = port
+        self.process = ServerProcess(cmd, f"http://{self.host}:{port}", self.log_path, env=env,
+                                     startup_timeout_s=self.spec.startup_timeout_s, cpus=self.placement.cpus)
+        self.process.spawn()
+
+    def wait_ready(self) -> str:
+        """Wait until the spawned server is healthy and return its base_url. Another process may take the free port
+        between our probe and the server's bind: then it starts again on another (twice at most)."""
+        if self.base_url is not None:
             return self.base_url
         for attempt in range(3):
-            port = self.requested_port or free_port(self.host)
-            cmd, env = self._command(port)
-            self.log_path = self.log_dir / f"server-{self.spec.kind}-{port}.log"
-            root = f"http://{self.host}:{port}"
-            self.process = ServerProcess(cmd, root, self.log_path, env=env,
-                                         startup_timeout_s=self.spec.startup_timeout_s)
             try:
-                self.process.start()
+                self.process.wait_ready()
             except ToolturnError as e:
-                # Another process took the free port between our probe and the server's bind: pick another.
                 if self.requested_port is None and attempt < 2 and "address already in use" in str(e).lower():
+                    self.spawn()
                     continue
                 raise
             break
-        self.port = port
-        self.base_url = root + "/v1"
+        self.base_url = f"http://{self.host}:{self.port}/v1"
         return self.base_url
 
     def stop(self) -> None:

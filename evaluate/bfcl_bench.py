@@ -177,7 +177,7 @@ class BfclSuite:
                                                    "sampling": self._sampling(EndpointConfig(server="none"))}, write)
         spec = checkpoint.endpoint
         with Endpoints({checkpoint.name: spec}, [checkpoint.name], self.out_dir / "logs") as eps:
-            live = eps.live[checkpoint.name].endpoint
+            live = eps.single(checkpoint.name, "bfcl-eval")
             pace = await measure(live, spec, request_sampling(self.cfg.sampling, spec), self.prompt_chars,
                                  api="completions")
             threads = min(len(todo), pace.in_flight(int(self.cfg.eval.threads)))

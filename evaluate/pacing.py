@@ -112,17 +112,20 @@ def upper_bound_s(pace: Pace, requests_each: int, items: int, in_flight: int) ->
 
 
 def known_slots(spec: EndpointConfig) -> tuple[int, str] | None:
-    """What a managed server serves at once, known from how it runs; None for an external server (probed)."""
+    """What a managed server serves at once (all its replicas), known from how it runs; None for an external
+    server (probed)."""
+    n, each = spec.replicas, "" if spec.replicas == 1 else f" x {spec.replicas} replicas"
     if spec.server == "transformers":
         if "--continuous-batching" in spec.extra_args:
             return spec.max_concurrency, "transformers serve --continuous-batching: endpoint.max_concurrency"
-        return 1, "transformers serve generates one request at a time"
+        return min(n, spec.max_concurrency), f"transformers serve generates one request at a time{each}"
     if spec.server == "vllm":
         return spec.max_concurrency, "vLLM batches: endpoint.max_concurrency"
     if spec.server == "batched":
         batch = int(flag_value(spec.extra_args, "--max-batch") or BATCHED_MAX_BATCH)
-        return (min(batch, spec.max_concurrency),
-                f"the batched server decodes {batch} at once (--max-batch), endpoint.max_concurrency {spec.max_concurrency}")
+        return (min(batch * n, spec.max_concurrency),
+                f"the batched server decodes {batch} at once (--max-batch){each}, endpoint.max_concurrency "
+                f"{spec.max_concurrency}")
     return None
 
 

@@ -304,7 +304,7 @@ class Tau2Suite:
         if spec not in self._servers:
             self._servers[spec] = Endpoints({name: spec}, [name], self.logs).__enter__()
         endpoints = self._servers[spec]
-        live = endpoints.live[endpoints.needed[0]].endpoint
+        live = endpoints.single(endpoints.needed[0], "tau2-bench")
         if spec not in self._paces:
             probe = dataclasses.replace(request_sampling(self.sampling, spec), max_tokens=max_tokens)
             self._paces[spec] = await measure(live, spec, probe, self.prompt_chars)

@@ -44,7 +44,7 @@ IDENTITY_FILES = ("policy.file", "prefix")  # a file whose content, not only its
 # endpoint (a new server job on another node) or change these. A timeout or failed retries stop the run;
 # they never drop a dialogue, so they cannot change which are kept.
 SAFE_ENDPOINT_KEYS = ("base_url", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "backoff_s",
-                      "max_wait_s", "replica_max_concurrency", "probe_s", "adaptive", "min_concurrency",
+                      "max_wait_s", "replicas", "replica_max_concurrency", "probe_s", "adaptive", "min_concurrency",
                       "latency_tolerance", *CACHE_KNOBS)  # a cached answer is the one the dialogue got before
 ROLES = ("task_generator", "user", "assistant", "judge")
 # Keys the code reads that a config file may leave out, so that `+key=value` may add them (core/cli.precheck);

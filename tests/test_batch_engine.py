@@ -6,8 +6,10 @@ with transformers' own `generate`, one request at a time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -19,8 +21,10 @@ from omegaconf import OmegaConf
 
 from toolturn.core.batch_engine import BatchEngine, GenRequest, Generation, PrefixCache
 from toolturn.core.chat_template import TOOL_CHAT_TEMPLATE
+from toolturn.core.endpoints import Endpoints, parse_endpoint
+from toolturn.core.llm import Sampling
 from toolturn.core.serve_batched import assistant_message, cut_at_stop
-from toolturn.core.servers import ManagedServer, ServerSpec
+from toolturn.core.servers import ManagedServer, ServerSpec, group_alive
 from toolturn.train.models import ModelSpec, load_model, save_tokenizer, tokenizer_for
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -253,3 +257,44 @@ def test_the_managed_server_answers_the_openai_api(tiny, tiny_dir, tmp_path):
         pid = server.pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_replicas_of_the_batched_server_share_the_load_and_one_that_dies_is_taken_out(tiny_dir, tmp_path):
+    """`replicas: 2` starts two servers, each on its own cores; requests go to both; after one is killed every
+    request is still answered (by the other) and the dead one is counted out; stopping leaves no process."""
+    spec = parse_endpoint({"server": "batched", "model": str(tiny_dir), "replicas": 2, "max_concurrency": 4,
+                           "max_retries": 1, "probe_s": 600, "cache": False}, "e")
+    messages = [{"role": "user", "content": "Say hi."}]
+    with Endpoints({"e": spec}, ["e"], tmp_path) as endpoints:
+        first, second = endpoints.live["e"].servers
+        assert first.port != second.port
+        cores = len(os.sched_getaffinity(0))
+        for server in (first, second):
+            share = os.sched_getaffinity(server.pid)
+            environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+            assert f"OMP_NUM_THREADS={len(share)}".encode() in environ
+        if cores >= 2:
+            assert not os.sched_getaffinity(first.pid) & os.sched_getaffinity(second.pid)
+
+        async def calls(n: int) -> list:
+            client = endpoints.client("e")
+            return await asyncio.gather(*(client.chat(messages, sampling=Sampling(temperature=0, max_tokens=3))
+                                          for _ in range(n)))
+
+        async def scenario() -> dict:
+            before = await calls(4)
+            os.killpg(second.pid, signal.SIGKILL)
+            while group_alive(second.pid):
+                await asyncio.sleep(0.01)
+            after = await calls(4)
+            assert {r.content for r in before + after} == {before[0].content}  # greedy: one answer
+            stats = endpoints.client("e").stats()["replicas"]
+            await endpoints.aclose()
+            return stats
+
+        stats = asyncio.run(scenario())
+        live, dead = stats[first.base_url], stats[second.base_url]
+        assert live["answered"] >= 6 and dead["answered"] == 2  # least-loaded: two each while both were up
+        assert dead["failures"] >= 1 and not dead["healthy"]
+        pids = [first.pid, second.pid]
+    assert not any(group_alive(pid) for pid in pids)

@@ -111,6 +111,8 @@ def test_a_typo_in_an_endpoint_key_is_one_line_in_every_place(place, capsys):
     ({"server": "none", "timeout_s": 0}, "e.timeout_s must be a positive number, got 0"),
     ({"server": "none", "adaptive": "yes"}, "e.adaptive must be true or false, got 'yes'"),
     ({"server": "none", "extra_args": "--x"}, "e.extra_args must be a list of command-line arguments"),
+    ({"server": "none", "replicas": 2}, "e.replicas is for a server the harness starts; with server: none list"),
+    ({"server": "batched", "replicas": 0}, "e.replicas must be a positive integer, got 0"),
     ("none", "e must be an endpoint mapping"),
 ])
 def test_bad_endpoint_nodes_are_one_line_errors(node, message):

@@ -41,6 +41,11 @@ def test_a_managed_transformers_server_serves_one_request_at_a_time():
     assert known_slots(spec("batched", extra_args=["--max-batch", "4"]))[0] == 4
     assert known_slots(spec("batched", extra_args=["--max-batch=2"]))[0] == 2
     assert known_slots(spec("none")) is None  # an external server is probed
+    # replicas the harness starts: each serves its own share
+    assert known_slots(spec("transformers", replicas=2)) == (2, "transformers serve generates one request at a "
+                                                                "time x 2 replicas")
+    assert known_slots(spec("batched", replicas=2, extra_args=["--max-batch", "2"]))[0] == 4
+    assert known_slots(spec("batched", replicas=2))[0] == 6  # capped by max_concurrency
 
 
 def test_the_probe_streams_a_few_tokens_and_asks_for_all_of_them_where_the_server_allows_it():

@@ -399,3 +399,30 @@ def test_transformers_serve_embedded_smollm2(tmp_path):
     assert 0 < text["usage"]["completion_tokens"] <= 8 and text["usage"]["prompt_tokens"] > 0
     print(f"\nconvert/cache {t_convert:.1f}s, server start {t_start:.1f}s, "
           f"{usage['completion_tokens']} tokens in {t_gen:.1f}s ({usage['completion_tokens'] / t_gen:.1f} tok/s)")
+
+
+def test_replicas_get_their_own_gpus_or_their_own_cores():
+    place = servers.place_replicas
+    assert place("vllm", 1, [], {0, 1}, []) == [servers.Placement()]  # one replica: as it always ran
+    assert [p.env for p in place("vllm", 2, ["--tensor-parallel-size", "2"], {0}, ["0", "1", "2", "3"])] == \
+        [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in place("vllm", 3, ["-tp=1"], {0}, ["4", "5", "6"])] == ["4", "5", "6"]
+    with pytest.raises(ToolturnError, match=r"^2 vllm replicas of 4 GPU\(s\) each need 8 GPUs, but 4 are visible"):
+        place("vllm", 2, ["--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"], {0}, ["0", "1", "2", "3"])
+    with pytest.raises(ToolturnError, match="parallel sizes in extra_args must be whole numbers"):
+        place("vllm", 2, ["-tp", "two"], {0}, ["0", "1"])
+    cpu = place("batched", 2, [], {0, 1, 2, 3, 4}, [])
+    assert [p.cpus for p in cpu] == [{0, 1}, {2, 3, 4}] and [p.env for p in cpu] == [{"OMP_NUM_THREADS": "2"},
+                                                                                      {"OMP_NUM_THREADS": "3"}]
+    assert [p.cpus for p in place("transformers", 3, [], {6, 7}, [])] == [{6}, {7}, {6}]  # more replicas than cores
+
+
+def test_nvidia_smi_counts_the_gpus_when_cuda_visible_devices_is_unset(monkeypatch, tmp_path):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: a)'\necho 'GPU 1: NVIDIA H100 (UUID: b)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert servers.visible_gpus() == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    assert servers.visible_gpus() == ["3", "5"]
