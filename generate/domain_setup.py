@@ -24,7 +24,7 @@ from toolturn.core.role_model import Meter, RoleModel
 from toolturn.core.rundir import RunDir
 from toolturn.core.sqlenv import SqlTool
 from toolturn.core.sqlschema import slugify
-from toolturn.core.tasks.llm_goals import data_view, sample_rows
+from toolturn.core.tasks.llm_goals import data_view, row_texts, sample_rows
 from toolturn.generate.config import llm_roles
 from toolturn.generate.synthesis import predict_return_schemas, synthesize_schema, synthesize_toolset, write_sql_tools
 
@@ -77,7 +77,8 @@ async def setup_domain(cfg, run: RunDir, endpoints: Endpoints | None) -> Domain:
         extra = _cached(out / "llm_tools.json")
         if extra is None:
             sandbox = domain.env.open_sandbox()
-            view = data_view(sample_rows(sandbox.conn, domain.schema, random.Random(seed)), random.Random(seed))
+            rows = row_texts(sample_rows(sandbox.conn, domain.schema, random.Random(seed)))
+            view = data_view(rows, random.Random(seed))
             sandbox.close()
             admitted = await write_sql_tools(writer(), domain, domain.schema_sql, view, n_sql, rejections)
             extra = [t.to_dict() for t in admitted]

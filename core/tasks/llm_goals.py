@@ -34,10 +34,17 @@ def sample_rows(conn, schema: Schema, rng: random.Random, per_table: int = RESER
     return out
 
 
-def data_view(rows_by_table: dict[str, list[dict]], rng: random.Random, rows: int = ROWS_PER_TABLE) -> str:
-    """A few sampled rows per table: enough to ground goals, far from the whole database."""
-    return "\n".join(f"{slug}: " + json.dumps(rng.sample(items, min(rows, len(items))), ensure_ascii=False,
-                                               default=str) for slug, items in rows_by_table.items())
+def row_texts(rows_by_table: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """Each row as its JSON text, encoded once for the data views drawn from it."""
+    return {slug: [json.dumps(row, ensure_ascii=False, default=str) for row in items]
+            for slug, items in rows_by_table.items()}
+
+
+def data_view(texts_by_table: dict[str, list[str]], rng: random.Random, rows: int = ROWS_PER_TABLE) -> str:
+    """A few sampled rows per table (`row_texts`): enough to ground goals, far from the whole database. Each
+    table's sample is written as json.dumps writes the list of its rows (items joined by ", ")."""
+    return "\n".join(f"{slug}: [{', '.join(rng.sample(items, min(rows, len(items))))}]"
+                     for slug, items in texts_by_table.items())
 
 
 def tool_lines(tools: list[dict]) -> str:
@@ -49,10 +56,10 @@ class LLMTaskGenerator:
         self.domain, self.schema_sql = domain, schema_sql
         self.difficulties = [d for d in ("easy", "medium", "hard") if weights.get(d, 0) > 0]
         self.weights = [float(weights[d]) for d in self.difficulties]
-        self.rows: dict[str, list[dict]] | None = None
+        self.rows: dict[str, list[str]] | None = None  # row_texts: every dialogue's data view samples them
         if domain.env is not None:
             sandbox = domain.env.open_sandbox()
-            self.rows = sample_rows(sandbox.conn, domain.schema, random.Random(seed))
+            self.rows = row_texts(sample_rows(sandbox.conn, domain.schema, random.Random(seed)))
             sandbox.close()
 
     async def generate(self, model: RoleModel, rng: random.Random, task_id: str, tools: list[dict],
