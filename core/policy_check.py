@@ -205,8 +205,9 @@ def build_trace(policy: Policy, messages: list[dict], start: int, tools: dict[st
                     row = own.target(tool.table, args)
                     target = (tool.table, row) if row is not None else None
                     governing = own.governing(tool.table, row, args)
-                if sandbox is not None:
-                    sandbox.call(name, args)  # the state the next call sees
+                replayed = env.tools.get(name) if sandbox is not None else None
+                if replayed is not None and replayed.effect == "write":  # the state the next call sees (the
+                    sandbox.call(name, args)  # sandbox denies a read tool any write, so replaying it changes nothing)
                 recorded = results.get(c["id"], {}).get("content") or ""
                 try:
                     value = json.loads(recorded)

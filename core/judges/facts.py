@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from toolturn.core.tasks.types import format_value
@@ -37,7 +38,12 @@ def mentions(text: str, value: Any) -> bool:
     token = format_value(value)
     if not token.strip():
         return True
-    return re.search(rf"(?<!\w){re.escape(token)}(?!\w)", text, re.IGNORECASE) is not None
+    return _whole_token(token).search(text) is not None
+
+
+@lru_cache(maxsize=4096)  # the judges ask for the same values over every message; re's own cache holds 512
+def _whole_token(token: str) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(token)}(?!\w)", re.IGNORECASE)
 
 
 # the fields of a result row that name it to a customer (a product's name, an address's label)
