@@ -83,9 +83,12 @@ async def execute(tools: ToolExecutor, name: str, arguments: Any) -> ToolResult:
 MAX_DIALOGUE_BYTES = 2 * 1024 * 1024
 
 
+_MESSAGE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # json.dumps with these, built once
+
+
 def message_bytes(message: dict) -> int:
     try:
-        return len(json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+        return len(_MESSAGE_JSON.encode(message).encode("utf-8"))
     except (ValueError, TypeError) as exc:  # NaN, a lone surrogate, a value JSON cannot hold
         raise EpisodeError("unencodable_message", f"a {message.get('role')} message is not JSON in UTF-8: "
                                                   f"{str(exc)[:120]!r}") from None

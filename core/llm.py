@@ -195,6 +195,9 @@ def _native_tool_calls(raw: list) -> list[dict]:
              **_decode_call(tc)} for i, tc in enumerate(raw)]
 
 
+_ARGUMENTS_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
+
+
 def _wire_messages(messages: list[dict]) -> list[dict]:
     """Dialogue records keep tool-call arguments as objects; the OpenAI API wants JSON strings. An
     assistant's recorded `reasoning_content` is not sent back: some OpenAI-compatible APIs refuse the
@@ -208,8 +211,7 @@ def _wire_messages(messages: list[dict]) -> list[dict]:
         if not isinstance(fn, dict) or isinstance(fn.get("arguments"), str):
             return tc
         args = fn.get("arguments")
-        return {**tc, "function": {**fn, "arguments": json.dumps({} if args is None else args,
-                                                                 ensure_ascii=False)}}
+        return {**tc, "function": {**fn, "arguments": _ARGUMENTS_JSON.encode({} if args is None else args)}}
 
     out = messages
     for i, m in enumerate(messages):
@@ -592,6 +594,12 @@ def extract_json_value(text: str) -> dict | list | None:
 
 
 def _first_json(text: str, opener: str) -> dict | list | None:
+    whole = text.strip()
+    if whole[:1] == opener:  # the usual reply, all JSON: the scan below would find this same value
+        try:
+            return orjson.loads(whole)
+        except orjson.JSONDecodeError:
+            pass
     closer = "}" if opener == "{" else "]"
     start = text.find(opener)
     while start != -1:

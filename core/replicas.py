@@ -118,6 +118,9 @@ class ReplicaPool:
         if self.in_flight >= self.limit.current():
             return None
         n = len(self.replicas)
+        if n == 1:
+            r = self.replicas[0]
+            return r if r.in_flight < r.cap else None
         order = [self.replicas[(self._next + k) % n] for k in range(n)]
         healthy = [r for r in order if r.healthy]
         if not healthy:  # all out: the endpoint may be down; let requests find out (they fail and retry)

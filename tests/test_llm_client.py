@@ -292,3 +292,5 @@ def test_extract_json_object():
     assert extract_json_object('x {"a": "}{", "b": {"c": [1]}} y {"d": 1}') == {"a": "}{", "b": {"c": [1]}}
     assert extract_json_object('{not json} then {"a": "\\"}"}') == {"a": '"}'}
     assert extract_json_object('{"a": 1') is None
+    assert extract_json_object(' \n{"a": {"b": "}"}, "c": "\\\\"}\n') == {"a": {"b": "}"}, "c": "\\"}  # all JSON
+    assert extract_json_object('{"a": 1} and {"b": 2}') == {"a": 1}  # not one value: the first object
