@@ -11,6 +11,7 @@ the run dir exports it and logs it to W&B (`generate/tracking.py`; `logger=none`
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -19,6 +20,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -96,6 +98,25 @@ class _Failures:
                         "" if log.isEnabledFor(logging.INFO) else "; verbose=true shows its traceback")
 
 
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections while dialogues run (CPython's default: 700)
+
+
+@contextmanager
+def _steady_gc():
+    """While dialogues run, the cyclic garbage collector leaves alone what exists before them (modules, config, the
+    domain and its tool schemas: frozen) and runs its young collections every GC_YOUNG_THRESHOLD allocations. With
+    the defaults its collections took 5-8% of the loop's CPU at 256 dialogues in flight, walking live objects that
+    are no garbage. Reference counting still frees everything as before; only garbage cycles wait a little longer."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, target: int, concurrency: int,
                    bar: tqdm, max_drop_streak: int = 200) -> None:
     """Keep `concurrency` dialogues in flight; commit results in index order so that the records of a
@@ -105,6 +126,12 @@ async def _produce(factory: DialogueFactory, writer: ShardWriter, indices, targe
     reply) is logged only once a later index commits: if the run stops first (a streak of them, a fatal
     error, a signal), their indices stay open and the resume generates them again. An endpoint that
     rejects everything (a bad model setting) burns no dialogue index."""
+    with _steady_gc():
+        await _produce_all(factory, writer, indices, target, concurrency, bar, max_drop_streak)
+
+
+async def _produce_all(factory: DialogueFactory, writer: ShardWriter, indices, target: int, concurrency: int,
+                       bar: tqdm, max_drop_streak: int) -> None:
     pending: dict[int, asyncio.Task] = {}
     finished: dict[int, Outcome] = {}
     order: deque[int] = deque()

@@ -3,6 +3,7 @@ one worker's shards, a corrupt line is named by file and line, and a failure tha
 
 import asyncio
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from toolturn.core.files import exclusive_lock
 from toolturn.core.rundir import RunDir
 from toolturn.generate.audit import audit_run
 from toolturn.generate.dialogue import Outcome
-from toolturn.generate.run import _produce, generate
+from toolturn.generate.run import GC_YOUNG_THRESHOLD, _produce, generate
 from toolturn.generate.shards import ShardWriter
 from toolturn.generate.stats import compute_stats
 from tqdm import tqdm
@@ -269,6 +270,22 @@ def test_a_rejected_dialogue_followed_by_a_kept_one_is_logged_as_its_drop(tmp_pa
     writer.close()
     assert [(r["index"], r["drop_reason"]) for r in RunDir(tmp_path).log_rows()] == [
         (0, None), (1, "llm_http_400"), (2, "llm_http_400"), (3, None), (4, None)]
+
+
+def test_dialogues_run_with_the_collector_tuned_and_it_is_restored_after(tmp_path):
+    seen = []
+
+    class Factory(RejectingFactory):
+        async def make(self, i):
+            seen.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+            return await super().make(i)
+
+    before = gc.get_threshold()
+    writer = ShardWriter(RunDir(tmp_path), 0, 100)
+    asyncio.run(_produce(Factory(kept={0, 1}), writer, iter(range(10 ** 6)), 2, 2, tqdm(disable=True), 200))
+    writer.close()
+    assert set(seen) == {(GC_YOUNG_THRESHOLD, True)}
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, 0)
 
 
 def produce_failing(tmp_path, factory):
