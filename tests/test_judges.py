@@ -31,6 +31,11 @@ from toolturn.generate.run import generate
     ("flies on 2025-10-03", "2025-10-03", True),
     ("refundable: yes", True, True),
     ("no refund", True, False),
+    # letters that match case-insensitively though lower() tells them apart (the regex's own rules)
+    ("İSTANBUL office", "istanbul", True),
+    ("ıstanbul office", "Istanbul", True),
+    ("ſtatus pending", "status", True),
+    ("strasse", "STRAẞE", False),
 ])
 def test_values_are_found_only_as_whole_tokens(text, value, stated):
     assert mentions(text, value) is stated

@@ -38,7 +38,21 @@ def mentions(text: str, value: Any) -> bool:
     token = format_value(value)
     if not token.strip():
         return True
+    if _folded(token) not in _folded_text(text):  # then the pattern cannot match: most values are not in the text
+        return False
     return _whole_token(token).search(text) is not None
+
+
+# Characters that re's IGNORECASE matches fold alike here (checked over all of Unicode): casefold, after İ and ı,
+# which re matches with i and I and casefold does not
+_DOTTED_I = {0x130: "i", 0x131: "i"}
+
+
+def _folded(s: str) -> str:
+    return s.translate(_DOTTED_I).casefold()
+
+
+_folded_text = lru_cache(maxsize=256)(_folded)  # the judges test one text for many values
 
 
 @lru_cache(maxsize=4096)  # the judges ask for the same values over every message; re's own cache holds 512
