@@ -8,7 +8,7 @@ read out of an earlier step's result (a key may be `{"$match": {field: value}}` 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DIFFICULTIES = ("easy", "medium", "hard")  # 1 step; 2-3 dependent steps; 4+ steps with writes
@@ -52,7 +52,7 @@ class Task:
     rubric_spec: dict | None = None  # LLM-written tasks: {success_criteria, tool_patterns, checkpoints}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Task":
@@ -69,6 +69,30 @@ class Task:
         items = [f"call {s.tool}" + (" (expected to fail)" if s.expect_error else "") for s in self.steps]
         items += [f"state {r.label}: {format_value(r.expected)}" for st in self.subtasks for r in st.report]
         return items
+
+
+_ATOMS = (str, int, float, bool, type(None))
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (PlanStep, ReportItem, Subtask, Task)}
+
+
+@dataclass
+class _Box:
+    value: Any
+
+
+def _plain(value: Any) -> Any:
+    """`dataclasses.asdict`'s deep copy, without its generic dispatch on the JSON values and the task types that
+    make up a task (a kept record carries every task's copy); any other value goes through asdict itself."""
+    cls = type(value)
+    if cls in _ATOMS:
+        return value
+    if cls is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if cls is list:
+        return [_plain(v) for v in value]
+    if cls in _FIELDS:
+        return {name: _plain(getattr(value, name)) for name in _FIELDS[cls]}
+    return asdict(_Box(value))["value"]
 
 
 def format_value(value: Any) -> str:
