@@ -2,7 +2,7 @@
 the named violations of a dialogue, whatever produced it (rule roles, LLM roles, a model under
 evaluation).
 
-It replays the dialogue's tool calls on a fresh sandbox of the domain (the state each call saw) and
+It replays the dialogue's writes on a fresh sandbox of the domain (the state each call saw) and
 builds a trace: every call with the customers whose records it touched (through the owner key in
 its arguments, the record its key or unique arguments name, and every row of its result, following
 foreign keys to the owner table), the record a write targeted as it was before the write, and the
@@ -70,11 +70,29 @@ class Trace:
     owned_tables: set[str] = field(default_factory=set)  # tables whose records belong to a customer
 
 
+class _Replay:
+    """The sandbox in which a dialogue's writes are replayed, opened on first use: a trace that neither writes
+    nor looks a record up never copies the database (it would be the pristine copy either way)."""
+
+    def __init__(self, env: SqlDomain):
+        self.env, self._sandbox = env, None
+
+    @property
+    def sandbox(self):
+        if self._sandbox is None:
+            self._sandbox = self.env.open_sandbox()
+        return self._sandbox
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+
 class _Ownership:
     """Who owns a record: the owner table's key, followed across foreign keys (shortest path)."""
 
-    def __init__(self, schema: Schema | None, policy: Policy, conn):
-        self.conn, self.identity = conn, policy.identity
+    def __init__(self, schema: Schema | None, policy: Policy, replay: _Replay | None):
+        self.replay, self.identity = replay, policy.identity
         self.tables: dict[str, Table] = dict(schema.tables) if schema else {}
         self.path: dict[str, list] = {}  # table -> [(fk column param, parent table), ...] to the owner table
         if self.identity is None or self.identity.table not in self.tables:
@@ -137,13 +155,13 @@ class _Ownership:
         return pk[0].param if len(pk) == 1 else None
 
     def _fetch(self, table: str, col_param: str, value: Any) -> dict | None:
-        if self.conn is None:
+        if self.replay is None:
             return None
         t = self.tables[table]
         col = next((c for c in t.columns if c.param == col_param), None)
         if col is None:
             return None
-        cur = self.conn.execute(f"SELECT {t.select_list} FROM {quote_ident(t.name)} "
+        cur = self.replay.sandbox.conn.execute(f"SELECT {t.select_list} FROM {quote_ident(t.name)} "
                                 f"WHERE {quote_ident(col.name)} = ? LIMIT 1", (value,))
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row)) if row else None
@@ -190,9 +208,9 @@ def _said_by_user(messages: list[dict], before: int, value: Any) -> bool:
 
 def build_trace(policy: Policy, messages: list[dict], start: int, tools: dict[str, SqlTool],
                 schema: Schema | None, env: SqlDomain | None) -> Trace:
-    sandbox = env.open_sandbox() if env is not None else None
+    replay = _Replay(env) if env is not None else None
     try:
-        own = _Ownership(schema, policy, sandbox.conn if sandbox else None)
+        own = _Ownership(schema, policy, replay)
         ident = policy.identity
         results = {m.get("tool_call_id"): m for m in messages[start:] if m["role"] == "tool"}
         calls, customer, identified_at = [], None, None
@@ -205,9 +223,10 @@ def build_trace(policy: Policy, messages: list[dict], start: int, tools: dict[st
                     row = own.target(tool.table, args)
                     target = (tool.table, row) if row is not None else None
                     governing = own.governing(tool.table, row, args)
-                replayed = env.tools.get(name) if sandbox is not None else None
-                if replayed is not None and replayed.effect == "write":  # the state the next call sees (the
-                    sandbox.call(name, args)  # sandbox denies a read tool any write, so replaying it changes nothing)
+                # the state the next call sees: only writes change it (the sandbox denies a read tool any write)
+                replayed = env.tools.get(name) if replay is not None else None
+                if replayed is not None and replayed.effect == "write":
+                    replay.sandbox.call(name, args)
                 recorded = results.get(c["id"], {}).get("content") or ""
                 try:
                     value = json.loads(recorded)
@@ -231,8 +250,8 @@ def build_trace(policy: Policy, messages: list[dict], start: int, tools: dict[st
                 calls.append(call)
         return Trace(messages, start, calls, identified_at, customer, set(own.path))
     finally:
-        if sandbox is not None:
-            sandbox.close()
+        if replay is not None:
+            replay.close()
 
 
 # ---- the rules ----------------------------------------------------------------------------------
