@@ -39,7 +39,7 @@ from toolturn.core.roles.llm_assistant import LLMAssistant
 from toolturn.core.roles.llm_user import LLMUser
 from toolturn.core.roles.oracle_assistant import OracleAssistant
 from toolturn.core.rundir import record_digest
-from toolturn.core.tasks.llm_goals import LLMTaskGenerator
+from toolturn.core.tasks.llm_goals import LLMTaskGenerator, tool_lines
 from toolturn.core.tasks.sources import assistant_system_prompt, oracle_identification, rule_task_generator
 from toolturn.core.tasks.types import Task
 from toolturn.core.tools.simulator import ToolSimulator
@@ -126,6 +126,7 @@ class DialogueFactory:
         else:
             self.taskgen = None
             self.llm_taskgen = LLMTaskGenerator(domain, domain.schema_sql, dict(cfg.tasks.difficulty), self.seed)
+            self.task_tool_text = tool_lines(list(self.all_tools.values()))  # in every task generator prompt
         self.roles_meta = {role: (self.endpoints.model_name(self.llm[role]) if role in self.llm else RULE_NAMES[role])
                            for role in RULE_NAMES}
         if self.simulated:
@@ -159,7 +160,7 @@ class DialogueFactory:
             tasks = []
             for task_id in ids:
                 tasks.append(await self.llm_taskgen.generate(models["task_generator"], rng, task_id,
-                                                             list(self.all_tools.values()), tasks))
+                                                             self.task_tool_text, tasks))
             return tasks, None
         scratch = self.domain.env.open_sandbox()
         try:

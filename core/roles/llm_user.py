@@ -27,6 +27,9 @@ USER_SHOTS = [
 ]
 
 
+_REPLY_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
+
+
 def _facts_text(task: Task) -> str:
     return "\n".join(f"- {slot}: {format_value(v)}" for slot, v in task.facts.items()) or "- (none)"
 
@@ -67,8 +70,8 @@ class LLMUser:
                 if pending:
                     out.append({"role": "user", "content": AGENT + "\n".join(pending)})
                     pending = []
-                out.append({"role": "assistant", "content": json.dumps(
-                    {"user_message": m["content"], "is_task_complete": False}, ensure_ascii=False)})
+                out.append({"role": "assistant", "content": _REPLY_JSON.encode(
+                    {"user_message": m["content"], "is_task_complete": False})})
             elif m["role"] == "assistant" and m.get("content"):
                 pending.append(m["content"])
             elif m["role"] == "tool":

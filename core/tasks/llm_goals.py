@@ -62,8 +62,9 @@ class LLMTaskGenerator:
             self.rows = row_texts(sample_rows(sandbox.conn, domain.schema, random.Random(seed)))
             sandbox.close()
 
-    async def generate(self, model: RoleModel, rng: random.Random, task_id: str, tools: list[dict],
+    async def generate(self, model: RoleModel, rng: random.Random, task_id: str, tool_text: str,
                        previous: list[Task]) -> Task:
+        """One task; `tool_text`: the tools it may use, as `tool_lines` writes them."""
         difficulty = rng.choices(self.difficulties, weights=self.weights)[0]
         earlier = ""
         if previous:
@@ -74,7 +75,7 @@ class LLMTaskGenerator:
             "(no database: the tools' results are simulated; invent plausible identifiers)"
         prompt = load_prompt("task_generator").format(
             description=self.domain.description, schema=self.schema_sql or "(tools only)",
-            data_view=view, tools=tool_lines(tools), previous=earlier,
+            data_view=view, tools=tool_text, previous=earlier,
             difficulty=difficulty, difficulty_hint=DIFFICULTY_HINTS[difficulty])
         obj = await model.json([{"role": "user", "content": prompt}],
                                required={"goal": str, "known_facts": dict, "rubric": dict})
