@@ -218,8 +218,10 @@ def _wire_messages(messages: list[dict]) -> list[dict]:
         sent = m
         if "reasoning_content" in sent:
             sent = {k: v for k, v in sent.items() if k != "reasoning_content"}
-        if sent.get("tool_calls") and any(wire(tc) is not tc for tc in sent["tool_calls"]):
-            sent = {**sent, "tool_calls": [wire(tc) for tc in sent["tool_calls"]]}
+        if sent.get("tool_calls"):
+            wired = [wire(tc) for tc in sent["tool_calls"]]
+            if any(w is not tc for w, tc in zip(wired, sent["tool_calls"])):
+                sent = {**sent, "tool_calls": wired}
         if sent is not m:
             out = list(messages) if out is messages else out
             out[i] = sent
