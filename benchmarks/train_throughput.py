@@ -3,6 +3,7 @@ BFD packing, for tiny_qwen3 and smollm2_135m (LoRA, the recipe's own trainer and
 `SFTTrainer` + peft LoRA run beside the recipe's smollm2_135m plain padding, in one run.
 
     .venv/bin/python benchmarks/train_throughput.py [--data RUN_DIR] [--steps-tiny 6] [--steps-smollm2 2] [--rounds 2]
+                                                    [--side-by-side]
 
 Without --data it generates 16 user-oriented retail dialogues (rule roles) into a temp dir. tokens/s counts real
 (non-pad) tokens over the wall time of the optimizer steps (forward, backward, update); the padding fraction is
@@ -19,7 +20,9 @@ recipe's data path: our chat template, its assistant-only mask and per-turn weig
 whose `assistant_masks` TRL turns into labels itself. Its tokens are `include_num_input_tokens_seen="non_padding"`
 and its time a `TrainerCallback` from on_step_begin to on_step_end, the same window the recipe's StepTimer measures.
 The recipe's plain padding and the TRL run alternate `--rounds` times (harness first in odd rounds, TRL first in even
-ones); other load on a shared machine only ever slows a run down, so each side's fastest round is compared.
+ones); other load on a shared machine only ever slows a run down, so each side's fastest round is compared. On a
+machine that other work keeps busy, `--side-by-side` runs each round's two at once instead, each in its own process
+pinned to its own core with one torch thread (they swap cores every round), so both see the same moment's load.
 
 Prints a table; the last line holds the smollm2_135m figures for plain padding, for the better padding-free
 setting, and the harness's plain-padding tokens/s over bare TRL's:
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -54,9 +58,36 @@ def generate(out: Path) -> Path:
 
 def measure(model: str, batching: str, data: Path, steps: int, batch_size: int, max_length: int, work: Path) -> dict:
     """One setting in a fresh process, so that the peak RSS it reports is its own (batching `trl`: bare TRL)."""
-    run = _measure_trl if batching == "trl" else _measure
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run, model, batching, data, steps, batch_size, max_length, work).result()
+    with _pool() as pool:
+        return _submit(pool, model, batching, data, steps, batch_size, max_length, work).result()
+
+
+def measure_side_by_side(settings: list[tuple], cores: list[int]) -> list[dict]:
+    """Settings at the same time, each in a fresh process pinned to its own core with one torch thread: whatever
+    else the machine does at that moment, it does to all of them."""
+    pools = [_pool(core) for core in cores]
+    try:
+        futures = [_submit(pool, *setting) for pool, setting in zip(pools, settings)]
+        return [f.result() for f in futures]
+    finally:
+        for pool in pools:
+            pool.shutdown()
+
+
+def _pool(core: int | None = None) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=None if core is None else _pin, initargs=() if core is None else (core,))
+
+
+def _pin(core: int) -> None:
+    import os
+
+    os.sched_setaffinity(0, {core})
+    os.environ["OMP_NUM_THREADS"] = "1"  # read when torch is imported, which the measurement does later
+
+
+def _submit(pool: ProcessPoolExecutor, model: str, batching: str, *rest):
+    return pool.submit(_measure_trl if batching == "trl" else _measure, model, batching, *rest)
 
 
 def _config(model: str, batching: str, data: Path, steps: int, batch_size: int, max_length: int, work: Path):
@@ -145,19 +176,32 @@ def main() -> None:
     parser.add_argument("--steps-tiny", type=int, default=6)
     parser.add_argument("--steps-smollm2", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of smollm2_135m plain padding and TRL")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run each round's plain padding and TRL at once, each pinned to its own core with one "
+                             "thread (they swap cores every round): on a machine other work keeps busy")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    smol = ("smollm2_135m", args.steps_smollm2, 2, 1536)
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if args.side_by_side and len(cores) < 2:
+        parser.error("--side-by-side needs two cores")
+    tiny, smol = ("tiny_qwen3", args.steps_tiny, 4, 2048), ("smollm2_135m", args.steps_smollm2, 2, 1536)
     with tempfile.TemporaryDirectory(prefix="toolturn-train-bench-") as tmp:
         work = Path(tmp)
         data = args.data or generate(work / "data")
-        plan = [(*setting, b, work) for setting in (("tiny_qwen3", args.steps_tiny, 4, 2048), smol) for b in BATCHINGS
-                if not (setting is smol and b == "padding")]
+
+        def setting(model_steps_batch_length: tuple, batching: str, where: Path) -> tuple:  # measure()'s arguments
+            model, steps, batch_size, max_length = model_steps_batch_length
+            return model, batching, data, steps, batch_size, max_length, where
+
+        results = [measure(*setting(s, b, work)) for s in (tiny, smol) for b in BATCHINGS
+                   if not (s is smol and b == "padding")]
         for round_ in range(args.rounds):  # each round in its own dir: a second run in the first's would resume it
-            pair = [(*smol, "padding", work / f"round{round_}"), (*smol, "trl", work / f"round{round_}")]
-            plan += pair if round_ % 2 == 0 else pair[::-1]
-        results = [measure(model, b, data, steps, bs, ml, where) for model, steps, bs, ml, b, where in plan]
+            pair = [setting(smol, b, work / f"round{round_}") for b in ("padding", "trl")]
+            if args.side_by_side:
+                results += measure_side_by_side(pair, cores if round_ % 2 == 0 else cores[::-1])
+            else:
+                results += [measure(*s) for s in (pair if round_ % 2 == 0 else pair[::-1])]
     print()
     print(f"{'model':<14} {'batching':<13} {'steps':>5} {'rows':>5} {'tokens':>8} {'seconds':>8} {'tokens/s':>9} "
           f"{'padding':>8} {'peak MB':>8} {'est. MB':>8}")
@@ -170,8 +214,9 @@ def main() -> None:
     fastest = {r["batching"]: r for r in smol_runs}  # the fastest run of each setting is the last one kept
     harness, trl = fastest["padding"], fastest["trl"]
     best = max((fastest["padding_free"], fastest["packing"]), key=lambda r: r["tokens_per_s"])
+    how = ", run at once on a core and a thread each" if args.side_by_side else ""
     print(f"(smollm2_135m: the better padding-free setting is {best['batching']}; plain padding and trl are the "
-          f"fastest of {args.rounds} round(s) each, trl on the same batches: {trl['tokens']} tokens against "
+          f"fastest of {args.rounds} round(s) each{how}, trl on the same batches: {trl['tokens']} tokens against "
           f"{harness['tokens']})")
     print(f"tokens_per_s={harness['tokens_per_s']:.1f} padding_fraction={harness['padding_fraction']:.4f} "
           f"peak_rss_mb={harness['peak_rss_mb']:.0f} packed_tokens_per_s={best['tokens_per_s']:.1f} "
