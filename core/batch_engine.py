@@ -254,7 +254,7 @@ class BatchEngine:
             cache = DynamicCache(ddp_cache_data=past, config=self.config)
         else:
             cache = past if past is not None else DynamicCache(config=self.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=1)
         return [(layer.keys, layer.values) for layer in cache.layers], out.logits[:, -1, :]
 
