@@ -176,8 +176,9 @@ def atomic_write(path: Path, text: str | bytes) -> None:
         else:
             tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
-    finally:
+    except BaseException:  # renamed, it is gone already: no unlink (a syscall) on the way that succeeded
         tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_json(path: Path, value) -> None:

@@ -85,8 +85,11 @@ class ResponseCache:
     def put(self, key: str, result: dict) -> None:
         path = self._path(key)
         data = orjson.dumps({"key": key, "result": result})
-        path.parent.mkdir(exist_ok=True)
-        atomic_write(path, data)
+        try:
+            atomic_write(path, data)
+        except FileNotFoundError:  # the first entry of its subdir (a mkdir on every put cost a syscall each)
+            path.parent.mkdir(exist_ok=True)
+            atomic_write(path, data)
         self.writes += 1
         self._total += len(data)
         if self._total > self.max_bytes:
