@@ -85,6 +85,14 @@ class EndpointConfig:
     def kind(self) -> ServerKind:
         return SERVERS[self.server]
 
+    def check_one_url(self, what: str, user: str) -> None:
+        """For a `user` that sends every request to one URL (BFCL's and tau2's own clients): an endpoint with
+        replicas is a one-line error before anything starts, not a silent fall-back to its first replica."""
+        n = max(self.replicas, len(self.base_url))
+        if n > 1:
+            raise ToolturnError(f"{what} has {n} replicas, but {user} sends every request to one URL: give it one "
+                                f"(replicas: 1, a single base_url)")
+
     def client_endpoint(self, urls: tuple[str, ...], model: str, api_key: str | None, name: str) -> Endpoint:
         """The client's settings for this endpoint, served at `urls` (its replicas) under the name `model`."""
         urls = tuple(url.rstrip("/") for url in urls)
@@ -119,8 +127,8 @@ _NAME = Check("a non-empty string", lambda v: isinstance(v, str) and v.strip() !
 # each key's rule (server, base_url and extra_args are checked in `parse_endpoint`)
 KEY_CHECKS: dict[str, Check] = {
     "model": _nullable(_NAME), "api_key_env": _nullable(_NAME), "lora": _nullable(_NAME),
-    "replicas": integer(1), "max_concurrency": integer(1), "replica_max_concurrency": _nullable(integer(1)), "adaptive": BOOL,
-    "min_concurrency": integer(1), "latency_tolerance": _nullable(_number(1)), "probe_s": _number(0.001),
+    "replicas": integer(1), "max_concurrency": integer(1), "replica_max_concurrency": _nullable(integer(1)),
+    "adaptive": BOOL, "min_concurrency": integer(1), "latency_tolerance": _nullable(_number(1)), "probe_s": _number(0.001),
     "timeout_s": POSITIVE, "max_retries": integer(0), "backoff_s": _number(0), "max_wait_s": _number(0),
     "max_reply_bytes": integer(1), "max_content_chars": integer(1), "cache": BOOL,
     "cache_dir": _nullable(Check("a directory path", lambda v: isinstance(v, str) and v.strip() != "")),
@@ -285,15 +293,6 @@ class Endpoints:
     def stats(self) -> dict:
         """Each client's counters (`LLMClient.stats`), by endpoint name."""
         return {name: client.stats() for name, client in self.clients.items()}
-
-    def single(self, name: str, user: str) -> Endpoint:
-        """The live endpoint `name` for a `user` that sends every request to one URL (BFCL's and tau2's own
-        clients): an endpoint with replicas is an error there, not a silent fall-back to its first replica."""
-        endpoint = self.live[name].endpoint
-        if endpoint.replicas:
-            raise ToolturnError(f"endpoint '{name}' has {len(endpoint.replicas)} replicas, but {user} sends every "
-                                f"request to one URL: give it one (replicas: 1, a single base_url)")
-        return endpoint
 
     def model_name(self, name: str) -> str:
         return self.live[name].endpoint.model

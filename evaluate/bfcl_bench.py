@@ -116,6 +116,9 @@ class BfclSuite:
         self.categories = expand(list(e.categories))
         if any(c.kind == "oracle" for c in checkpoints):
             raise ToolturnError("eval=bfcl has no oracle checkpoint (BFCL's answers are checked by its own checkers)")
+        for c in checkpoints:
+            if c.endpoint is not None:
+                c.endpoint.check_one_url(f"checkpoint {c.name}'s endpoint", "bfcl-eval")
         # BFCL_PROJECT_ROOT: bfcl creates result/, score/ and .file_locks/ there at import (site-packages if unset)
         self.root = out_dir / "bfcl"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -177,7 +180,7 @@ class BfclSuite:
                                                    "sampling": self._sampling(EndpointConfig(server="none"))}, write)
         spec = checkpoint.endpoint
         with Endpoints({checkpoint.name: spec}, [checkpoint.name], self.out_dir / "logs") as eps:
-            live = eps.single(checkpoint.name, "bfcl-eval")
+            live = eps.live[checkpoint.name].endpoint
             pace = await measure(live, spec, request_sampling(self.cfg.sampling, spec), self.prompt_chars,
                                  api="completions")
             threads = min(len(todo), pace.in_flight(int(self.cfg.eval.threads)))

@@ -251,6 +251,11 @@ class Tau2Suite:
         except ToolturnError as exc:
             raise ToolturnError(f"the do-nothing floor needs a user simulator: set eval.user_simulator.endpoint "
                                 f"({exc})") from None
+        for c in checkpoints:
+            if c.endpoint is not None:
+                c.endpoint.check_one_url(f"checkpoint {c.name}'s endpoint", "tau2-bench")
+        if self.user_spec is not None:
+            self.user_spec.check_one_url("eval.user_simulator.endpoint", "tau2-bench")
         s = self.user_sampling
         how = f"temperature {s.temperature}, top_p {s.top_p}, max_tokens {s.max_tokens}"
         self.user_name = (f"τ² user_simulator on {self.user_spec.model} ({how})" if self.user_spec else
@@ -304,7 +309,7 @@ class Tau2Suite:
         if spec not in self._servers:
             self._servers[spec] = Endpoints({name: spec}, [name], self.logs).__enter__()
         endpoints = self._servers[spec]
-        live = endpoints.single(endpoints.needed[0], "tau2-bench")
+        live = endpoints.live[endpoints.needed[0]].endpoint
         if spec not in self._paces:
             probe = dataclasses.replace(request_sampling(self.sampling, spec), max_tokens=max_tokens)
             self._paces[spec] = await measure(live, spec, probe, self.prompt_chars)

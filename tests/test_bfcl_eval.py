@@ -451,6 +451,15 @@ def test_config_errors_are_one_line(tmp_path, override, words):
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], done.stderr
 
 
+def test_an_endpoint_with_replicas_is_refused_before_anything_starts(tmp_path):
+    """BFCL's own client sends every request to one URL: replicas would leave all but the first idle."""
+    done = run_eval(tmp_path / "ev", "checkpoints=[base]", "endpoint.server=batched", "endpoint.replicas=2")
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: checkpoint base's endpoint has 2 replicas, but bfcl-eval sends every request to one URL: give it one "
+        "(replicas: 1, a single base_url)"), done.stderr[-2000:]
+    assert not list((tmp_path / "ev").glob("logs/server-*.log"))  # no server was started
+
+
 @pytest.mark.slow
 def test_smollm2_smoke_run_through_the_command_line(tmp_path):
     _smollm2_dir()

@@ -335,6 +335,8 @@ def test_sigint_mid_run_keeps_every_finished_sample_and_the_one_in_flight_and_en
     ("eval.user_simulator.endpoint={server:none,base_url:'http://h/v1',model:m,timeout:9}",
      "eval.user_simulator.endpoint.timeout is not an endpoint key; write timeout_s"),
     ("checkpoints=[oracle]", "eval=tau2 has no oracle"),
+    ("eval.user_simulator.endpoint={server:none,base_url:['http://a/v1','http://b/v1'],model:m}",
+     "eval.user_simulator.endpoint has 2 replicas, but tau2-bench sends every request to one URL"),
     ("eval.task_split=nosuch", "eval.task_split='nosuch' is not a split of the τ2 mock domain; choose one of ['base']"),
     ("eval.task_ids=[create_task_1,nosuch]", "eval.task_ids: Not all tasks were found"),
 ])
