@@ -131,3 +131,30 @@ def test_check_fits_names_the_estimate_the_memory_and_the_knobs():
     with pytest.raises(ToolturnError, match=r"lower data.max_length \(8192; the longest row has 8000 tokens\), or "
                                             r"use train=lora$"):
         check_fits(smollm2(1, 8000, full=True), 30 * GB, 20 * GB, 8192)
+
+
+def test_the_malloc_arena_cap_holds_however_many_threads_allocate(tmp_path):
+    """glibc adds an arena whenever an allocating thread finds the others locked, up to 8 per core (16 here for 8
+    threads of small torch matmuls, which allocate without the GIL); capped at 2, they share 2 (malloc_info's count,
+    in a fresh process)."""
+    probe = f"""
+import ctypes, threading
+import torch
+from toolturn.train.memory import cap_malloc_arenas
+assert cap_malloc_arenas(2)
+torch.set_num_threads(1)
+x = torch.ones(64, 64)
+def work():
+    for _ in range(3000):
+        (x @ x).sum()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+stream = ctypes.c_void_p(libc.fopen({str(tmp_path / 'info.xml').encode()!r}, b"w"))
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+"""
+    subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    assert 1 <= (tmp_path / "info.xml").read_text().count("<heap nr=") <= 2

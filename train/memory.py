@@ -22,6 +22,8 @@ activations live in device memory and no estimate is made.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,20 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     """Peak resident set in MB of this process, or (RUSAGE_CHILDREN) of its largest finished child. The two are not
     summed: a child forked from a large process (W&B's service is started so) counts the pages it shares with it."""
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+M_ARENA_MAX = -8  # mallopt's parameter number (glibc malloc.h)
+
+
+def cap_malloc_arenas(n: int | None = None) -> bool:
+    """Cap glibc's malloc arenas at `n` (default: the cores this process may use). glibc adds an arena whenever a
+    thread finds the others locked, which a busy CPU makes common (a thread holding one is preempted), and each
+    arena keeps what it freed: a tiny Qwen3 LoRA run peaked at 998 MB with every core busy against 810 MB idle,
+    and 822 MB busy with the cap, the idle figure the estimate is fitted to. False where there is no glibc."""
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, n or len(os.sched_getaffinity(0))))
+    except (OSError, AttributeError):
+        return False
 
 
 def _meminfo_available(meminfo: Path) -> float | None:

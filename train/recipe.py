@@ -42,7 +42,7 @@ from toolturn.core.lineage import identity_manifest, model_identity
 from .data import (INVALID_POLICIES, OVERLONG_POLICIES, REASONING_CHOICES, DataOptions, PreparedData, dataset_dir,
                    prepare, to_hf)
 from .lineage import make_tracker, source_manifest, training_lineage, write_lineage
-from .memory import available_mb, check_fits, count_parameters, estimate_peak_mb, peak_rss_mb, step_shape
+from .memory import available_mb, cap_malloc_arenas, check_fits, count_parameters, estimate_peak_mb, peak_rss_mb, step_shape
 from .models import (DTYPES, SOURCES, ModelSpec, attn_implementation, load_model, model_config, save_tokenizer,
                      tokenizer_for)
 
@@ -276,6 +276,7 @@ class TrainRecipe:
 
         if torch.cuda.is_available():
             return None
+        cap_malloc_arenas()  # so that the peak, like the estimate, does not grow with the load on the CPU
         config = model_config(self.model_spec, self.tokenizer)
         lora = lora_config(self.method.lora) if self.method.lora is not None else None
         shape = step_shape(config, count_parameters(config, lora), self.model_spec.dtype, self.batching,
