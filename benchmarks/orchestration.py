@@ -11,7 +11,10 @@ Beside each level, the same client at the same concurrency with no dialogue arou
 machine's client, loopback TCP and mock allow, the ceiling for any harness here (`ceiling_ratio@C` against the
 ideal C / L). The gap between that ceiling and the loop's ratio is the dialogue work (roles, prompts, SQL, judges).
 
-    python benchmarks/orchestration.py [--quick] [--latency 0.2] [--levels 64 256 1024]
+    python benchmarks/orchestration.py [--quick] [--latency 0.2] [--levels 64 256 1024] [--cache]
+
+Without --cache the loop runs without the response cache (the orchestration alone); --cache opens it in the run
+dir as generation does by default (every answer written as an entry of `<out_dir>/llm_cache/`).
 
 Last line: ratio@64=... ratio@256=... ratio@1024=... ceiling_ratio@64=... ... cpu_ms_per_call=... peak_rss_mib=...
 """
@@ -31,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from hydra import compose, initialize_config_module  # noqa: E402
-from toolturn.core.endpoints import Endpoints  # noqa: E402
+from toolturn.core.endpoints import CACHE_DIR, Endpoints  # noqa: E402
 from toolturn.core.rundir import RunDir
 from toolturn.generate.dialogue import DialogueFactory  # noqa: E402
 from toolturn.generate.domain_setup import setup_domain  # noqa: E402
@@ -55,10 +58,11 @@ def config(url: str, concurrency: int, out_dir: Path):
             f"concurrency={concurrency}", f"out_dir={out_dir}", "progress=false"])
 
 
-async def run_level(url: str, concurrency: int, dialogues: int, work: Path) -> dict:
+async def run_level(url: str, concurrency: int, dialogues: int, work: Path, cache: bool) -> dict:
     cfg = config(url, concurrency, work / f"c{concurrency}")
     run = RunDir(work / f"c{concurrency}")
-    with Endpoints(cfg.llm.endpoints, ["default"], run.logs) as endpoints:
+    with Endpoints(cfg.llm.endpoints, ["default"], run.logs, cache_dir=run.root / CACHE_DIR if cache else None) \
+            as endpoints:
         domain = await setup_domain(cfg, run, endpoints)
         factory = DialogueFactory(domain, cfg, None, endpoints)
         client = endpoints.client("default")
@@ -113,6 +117,7 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.2)
     p.add_argument("--levels", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--rounds", type=float, default=None, help="dialogues per level = rounds x concurrency")
+    p.add_argument("--cache", action="store_true", help="with the response cache, as generation runs by default")
     args = p.parse_args()
     rounds = args.rounds or (2 if args.quick else 4)
     proc, url = start_mock(args.latency)
@@ -120,7 +125,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for c in args.levels:
-                r = asyncio.run(run_level(url, c, int(rounds * c), Path(tmp)))
+                r = asyncio.run(run_level(url, c, int(rounds * c), Path(tmp), args.cache))
                 bare = asyncio.run(client_only(url, c, 20, Path(tmp)))
                 ideal = c / args.latency
                 r["ceiling"] = bare["rate"]
@@ -137,7 +142,8 @@ def main() -> None:
                "ratio to client-only"]
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     print(f"orchestration benchmark: user-oriented loop, roles=llm, domain=retail, mock latency "
-          f"{args.latency * 1000:.0f} ms, {rounds:g} x concurrency dialogues per level")
+          f"{args.latency * 1000:.0f} ms, {rounds:g} x concurrency dialogues per level, response cache "
+          f"{'on' if args.cache else 'off'}")
     print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
     for r in rows:
         print("  ".join(str(x).rjust(w) for x, w in zip(r, widths)))

@@ -303,6 +303,8 @@ class Endpoints:
         self.clients.clear()
 
     def __exit__(self, *exc) -> None:
+        for cache in self.caches.values():
+            cache.close()
         for live in self.live.values():
             for server in live.servers:
                 server.stop()

@@ -59,18 +59,30 @@ def test_a_hit_is_the_answer_the_scope_got_before_and_costs_no_request(tmp_path)
         assert chats(s.base_url, ResponseCache(tmp_path, 1 << 20), ["d1"], Sampling(seed=7))[0].content == "other"
 
 
-def test_a_torn_or_foreign_entry_is_removed_and_asked_again(tmp_path):
+def journal_lines(root) -> list[bytes]:
+    return [line for p in sorted(root.glob("journal-*.jsonl")) for line in p.read_bytes().splitlines(keepends=True)]
+
+
+def test_a_torn_or_broken_entry_is_asked_again(tmp_path):
     server, n = counting_server()
     with server:
-        chats(server.base_url, ResponseCache(tmp_path, 1 << 20), ["d"])
-        (entry,) = [p for p in tmp_path.rglob("*.json")]
-        good = entry.read_bytes()
-        for bad in (good[: len(good) // 2], good.replace(entry.stem.encode(), b"0" * 64), b""):
-            entry.write_bytes(bad)
+        first = ResponseCache(tmp_path, 1 << 20)
+        chats(server.base_url, first, ["d"])
+        first.close()
+        (journal,) = tmp_path.glob("journal-*.jsonl")
+        good = journal.read_bytes()
+        key = good[8:72].decode()
+        # a torn last line (a killed writer), and a whole line whose entry does not check (a disk fault)
+        for bad, torn, repaired in ((good[: len(good) // 2], 1, 0), (good.replace(b'"result"', b'"resulx"'), 0, 1)):
+            journal.write_bytes(bad)
             cache = ResponseCache(tmp_path, 1 << 20)
             (r,) = chats(server.base_url, cache, ["d"])
-            assert cache.repaired == 1 and cache.hits == 0 and r.content == f"answer {n['calls']}"
-            assert ResponseCache(tmp_path, 1 << 20).get(entry.stem)["content"] == r.content  # whole again
+            assert (cache.torn, cache.repaired, cache.hits) == (torn, repaired, 0) and r.content == f"answer {n['calls']}"
+            cache.close()
+            again = ResponseCache(tmp_path, 1 << 20)
+            assert again.get(key)["content"] == r.content  # whole again: the later line wins
+            for extra in set(tmp_path.glob("journal-*.jsonl")) - {journal}:
+                extra.unlink()
 
 
 WRITER = """
@@ -89,19 +101,18 @@ def test_a_killed_writer_never_leaves_a_corrupt_entry(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)])
     try:
         deadline = time.monotonic() + 120
-        while len(list(tmp_path.rglob("*.json"))) < 20:  # observable progress, then kill mid-stream
+        while len(journal_lines(tmp_path)) < 20:  # observable progress, then kill mid-stream
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    entries = list(tmp_path.rglob("*.json"))
+    whole = [line for line in journal_lines(tmp_path) if line.endswith(b"\n")]
     cache = ResponseCache(tmp_path, 1 << 40)
-    assert all(cache.get(p.stem) is not None for p in entries) and cache.repaired == 0
-    for tmp in tmp_path.rglob(".*"):  # what the writer was writing when killed: a temp file, removed once stale
-        os.utime(tmp, (time.time() - STALE_TMP_S - 1,) * 2)
-    ResponseCache(tmp_path, 1 << 40)
-    assert not list(tmp_path.rglob(".*"))
+    assert len(whole) >= 20 and cache.torn in (0, 1) and cache.repaired == 0
+    for i in range(len(whole)):
+        assert cache.get(ResponseCache.key(str(i).encode()))["completion_tokens"] == i
+    assert cache.get(ResponseCache.key(str(len(whole)).encode())) is None  # the torn one, if any, is asked again
 
 
 def test_the_size_bound_evicts_least_recently_used(tmp_path):
@@ -109,13 +120,21 @@ def test_the_size_bound_evicts_least_recently_used(tmp_path):
     value = {"content": "y" * 1000, "tool_calls": [], "finish_reason": "stop", "prompt_tokens": 1,
              "completion_tokens": 1, "reasoning_content": None}
     keys = [ResponseCache.key(str(i).encode()) for i in range(60)]
-    for i, key in enumerate(keys):
+    for key in keys:
         cache.put(key, value)
-        os.utime(cache._path(key), (i, i))  # a deterministic use order: oldest first
         cache.get(keys[0])  # used after each put: the most recently used, so kept
-    total = sum(p.stat().st_size for p in tmp_path.rglob("*.json"))
-    assert total <= 20_000 and cache.evicted > 0
+    cache.close()
+    total = sum(p.stat().st_size for p in tmp_path.glob("journal-*.jsonl"))
+    assert total <= 20_000 and cache.evicted > 0 and len(list(tmp_path.glob("journal-*.jsonl"))) == 1
     assert cache.get(keys[0]) is not None and cache.get(keys[-1]) is not None and cache.get(keys[1]) is None
+    reopened = ResponseCache(tmp_path, 20_000)  # what is on disk is what the bound kept
+    assert reopened.get(keys[0]) is not None and reopened.get(keys[-1]) is not None and reopened.get(keys[1]) is None
+    # a compaction's temp file left by a killed process is removed once stale
+    stale = tmp_path / ".journal-1-ab.jsonl.tmp-1-cd"
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - STALE_TMP_S - 1,) * 2)
+    ResponseCache(tmp_path, 20_000)
+    assert not stale.exists()
 
 
 def test_generation_replays_from_the_cache_with_identical_records(tmp_path):
