@@ -246,6 +246,9 @@ class TrainRecipe:
         return True
 
     def setup(self) -> None:
+        # before the tokenizer's and torch's threads allocate: so that the peak, like the estimate, does not grow
+        # with the load on the CPU
+        cap_malloc_arenas()
         new_run = not self._check_config()
         for path in self.data_options.paths:  # bad paths fail before anything heavy is loaded
             dataset_dir(path)
@@ -276,7 +279,6 @@ class TrainRecipe:
 
         if torch.cuda.is_available():
             return None
-        cap_malloc_arenas()  # so that the peak, like the estimate, does not grow with the load on the CPU
         config = model_config(self.model_spec, self.tokenizer)
         lora = lora_config(self.method.lora) if self.method.lora is not None else None
         shape = step_shape(config, count_parameters(config, lora), self.model_spec.dtype, self.batching,
