@@ -169,12 +169,17 @@ class ResponseCache:
             for key in keep:
                 path, offset, length = self._index[key]
                 if path not in files:
-                    files[path] = open(path, "rb")
-                files[path].seek(offset)
-                lines.append((key, files[path].read(length)))
+                    try:
+                        files[path] = open(path, "rb")
+                    except FileNotFoundError:  # another process's compaction removed it: its entries are gone
+                        files[path] = None
+                if files[path] is not None:
+                    files[path].seek(offset)
+                    lines.append((key, files[path].read(length)))
         finally:
             for f in files.values():
-                f.close()
+                if f is not None:
+                    f.close()
         new = self.root / f"journal-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
         atomic_write(new, b"".join(line for _, line in lines))  # its temp file: .journal-..., removed once stale
         if self._fd is not None:
