@@ -66,16 +66,22 @@ class Assistant(Protocol):
 
 
 class ToolExecutor(Protocol):
-    """Executes a call: the SQL sandbox synchronously, the LLM tool simulator as a coroutine."""
+    """Executes a call: the SQL sandbox synchronously, the LLM tool simulator as a coroutine. A synchronous
+    executor may also offer `try_call(name, arguments) -> ToolResult | None`: the call if it is quick, on the
+    caller's thread, else None with nothing done (`Sandbox.try_call`)."""
     def call(self, name: str, arguments: Any) -> ToolResult | Awaitable[ToolResult]: ...
 
 
 async def execute(tools: ToolExecutor, name: str, arguments: Any) -> ToolResult:
-    """One tool call. A synchronous executor (the SQL sandbox) runs in a worker thread, so that a call that
-    runs up to its time limit holds up only its own dialogue, never the event loop and the others (a
-    sandbox closed meanwhile by a cancelled dialogue waits for the call, `Sandbox.close`)."""
+    """One tool call. A synchronous executor (the SQL sandbox) runs on the loop's thread when its `try_call`
+    finishes within a small budget, else in a worker thread, so that a call that runs up to its time limit
+    holds up only its own dialogue, never the event loop and the others (a sandbox closed meanwhile by a
+    cancelled dialogue waits for the call, `Sandbox.close`)."""
     if inspect.iscoroutinefunction(tools.call):
         return await tools.call(name, arguments)
+    try_call = getattr(tools, "try_call", None)
+    if try_call is not None and (quick := try_call(name, arguments)) is not None:
+        return quick
     result = await asyncio.to_thread(tools.call, name, arguments)
     return await result if inspect.isawaitable(result) else result
 

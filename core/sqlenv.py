@@ -10,8 +10,10 @@ long SQLite operation, and SQLite's own limits bound what one call may build: no
 longer than the result cap exists during a call. Reaching a cap is an error, never a silent NULL:
 `printf` (and its alias `format`) is SQLite's own behind a check, because past the cap SQLite's
 returns NULL, after a loop over the requested width that no progress handler interrupts. Callers in
-an event loop run calls in a worker thread (`core/episode.py`), so a call that runs up to the time
-limit stalls only its own dialogue. A result is JSON in UTF-8 with finite numbers, at
+an event loop first `try_call` on the loop's thread with a budget of `INLINE_BUDGET_S`; a call that needs
+more is rolled back there and runs again in a worker thread (`core/episode.py`), so a call that runs up to
+the time limit stalls only its own dialogue, while the usual call (well under a millisecond) costs no
+thread handoffs. A result is JSON in UTF-8 with finite numbers, at
 most `max_result_bytes` long; a larger one is a tool error naming the cap (not a truncated result:
 a cut list would read as complete data). Errors come back as `{"error": ...}` content, and a failed
 call is rolled back whatever went wrong.
@@ -393,6 +395,17 @@ def _backup_to_memory(uri: str) -> sqlite3.Connection:
     return mem
 
 
+# CPU seconds a call may take on the event loop's thread (`Sandbox.try_call`). A thread handoff costs the loop
+# about 60 us of CPU (futex and self-pipe syscalls: 17% of the loop's CPU per LLM call at 1,024 dialogues in
+# flight, benchmarks/orchestration.py), more than most calls take; 2 ms stalls the other dialogues no longer
+# than one reply's JSON parse.
+INLINE_BUDGET_S = 0.002
+
+
+class _OverBudget(Exception):
+    """A `try_call` that reached its budget before the time limit (rolled back: nothing happened)."""
+
+
 class Sandbox:
     """One dialogue's private database. `call` never raises for a bad call: it returns an error result,
     and the database is as it was before the call."""
@@ -484,30 +497,55 @@ class Sandbox:
         return seen
 
     def call(self, name: Any, arguments: Any) -> ToolResult:
+        tool = self._tool(name)
+        return tool if isinstance(tool, ToolResult) else self.run(tool, arguments)
+
+    def try_call(self, name: Any, arguments: Any, budget_s: float = INLINE_BUDGET_S) -> ToolResult | None:
+        """`call`, if it finishes within `budget_s` CPU seconds; else None, with the database as it was (and
+        the same holds while another thread is in a call): the call is then for `call` in a worker thread.
+        Its result, when there is one, is the one `call` gives: a rolled-back attempt leaves no trace."""
+        tool = self._tool(name)
+        if isinstance(tool, ToolResult):
+            return tool
+        if not self._busy.acquire(blocking=False):
+            return None
+        try:
+            return self._run(tool, arguments, budget_s)
+        except _OverBudget:
+            return None
+        finally:
+            self._busy.release()
+
+    def _tool(self, name: Any) -> SqlTool | ToolResult:
         if not isinstance(name, str):
             return error_result(f"the tool name must be a string, got {type(name).__name__}")
         tool = self.domain.tools.get(name)
         if tool is None:
             return error_result(f"unknown tool '{name}'; available tools: {sorted(self.domain.tools)}")
-        return self.run(tool, arguments)
+        return tool
 
     def run(self, tool: SqlTool, arguments: Any) -> ToolResult:
         """Execute any tool (also one not registered with the domain, e.g. a candidate being checked)."""
         with self._busy:
-            try:
-                value, content = self._execute(tool, arguments)
-            except ToolCallError as exc:
-                return error_result(str(exc))
+            return self._run(tool, arguments, None)
+
+    def _run(self, tool: SqlTool, arguments: Any, budget_s: float | None) -> ToolResult:
+        try:
+            value, content = self._execute(tool, arguments, budget_s)
+        except ToolCallError as exc:
+            return error_result(str(exc))
         return ToolResult(content, ok=True, value=value)
 
-    def _execute(self, tool: SqlTool, arguments: Any) -> tuple[Any, str]:
+    def _execute(self, tool: SqlTool, arguments: Any, budget_s: float | None = None) -> tuple[Any, str]:
+        """The call's result; past `budget_s` (when below the time limit) _OverBudget, rolled back."""
         binds = check_arguments(tool, arguments)
         self._function_error = None
+        budgeted = budget_s is not None and budget_s < self.domain.time_limit_s
         self.conn.execute("SAVEPOINT tool_call")
         done = False
         try:
             self._in_tool, self._writable = True, tool.effect == "write"
-            self._deadline = time.thread_time() + self.domain.time_limit_s
+            self._deadline = time.thread_time() + (budget_s if budgeted else self.domain.time_limit_s)
             self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.domain.max_result_bytes)
             cur = self.conn.cursor()
             try:
@@ -528,11 +566,15 @@ class Sandbox:
                 self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._length)
             done = True
         except (sqlite3.Error, ValueError, OverflowError) as exc:  # ValueError: SQL text not UTF-8
+            if budgeted and str(exc) == "interrupted":  # only the progress handler interrupts
+                raise _OverBudget from None
             raise ToolCallError(self._describe(exc)) from None
         finally:  # any failure, also an unexpected one, leaves no trace and no open transaction
-            if not done:
-                self.conn.execute("ROLLBACK TO tool_call")
-            self.conn.execute("RELEASE tool_call")
+            # unless SQLite rolled back the whole transaction already, as it does when a write is interrupted
+            if self.conn.in_transaction:
+                if not done:
+                    self.conn.execute("ROLLBACK TO tool_call")
+                self.conn.execute("RELEASE tool_call")
         return result
 
     def _collect(self, tool: SqlTool, cur: sqlite3.Cursor, binds: dict) -> tuple[Any, str]:
@@ -576,15 +618,19 @@ class Sandbox:
 
     @contextmanager
     def attempt(self) -> Iterator[None]:
-        """Run several calls as one unit: if the block raises, every write in it is rolled back."""
+        """Run several calls as one unit: if the block raises, every write in it is rolled back. A write in it
+        interrupted at the time limit makes SQLite roll back the whole attempt: then a ToolCallError says so."""
         self.conn.execute("SAVEPOINT attempt")
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK TO attempt")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO attempt")
+                self.conn.execute("RELEASE attempt")
             raise
-        finally:
-            self.conn.execute("RELEASE attempt")
+        if not self.conn.in_transaction:
+            raise ToolCallError("a write hit the time limit, and SQLite rolled back the whole attempt")
+        self.conn.execute("RELEASE attempt")
 
     def state_hash(self) -> str:
         """Digest of every domain table's contents, independent of physical row order. Tables no

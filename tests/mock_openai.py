@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import inspect
 import socket
 import threading
@@ -371,6 +372,10 @@ def main() -> None:
     server = MockServer(handler, latency, record=False)
 
     async def serve() -> None:
+        # the harness's own GC setting while dialogues run (generate/run.py _steady_gc): the 1,024-in-flight benchmark
+        # parses thousands of request bodies a second here, and this process stands in for a server on other machines
+        gc.freeze()
+        gc.set_threshold(20_000, 10, 10)
         print(await server.listen(args.port), flush=True)
         await server._server.serve_forever()
 

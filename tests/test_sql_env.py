@@ -4,7 +4,7 @@ import json
 
 import pytest
 from conftest import sha256
-from toolturn.core.sqlenv import SqlDomain, SqlTool
+from toolturn.core.sqlenv import SqlDomain, SqlTool, ToolCallError
 
 
 def first_customer(domain):
@@ -90,6 +90,61 @@ def test_time_limit_interrupts_runaway_query(retail):
                                  "SELECT COUNT(*) FROM r")
     result = domain.open_sandbox().call("evil", {})
     assert "time limit" in json.loads(result.content)["error"]
+
+
+COUNT_TO = "(WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 200000) SELECT COUNT(*) FROM r)"
+
+
+def slow_write(retail, count_to: str, time_limit_s: float) -> SqlDomain:
+    write = SqlTool("slow_write", "hand-written", {"type": "object", "properties": {}, "required": []},
+                    "SELECT first_name FROM customers WHERE id = 1", "write", "row", "customers",
+                    statements=(f"UPDATE customers SET first_name = 'Slow' || {count_to}",))
+    fine = SqlTool("fine_write", "hand-written", {"type": "object", "properties": {}, "required": []},
+                   "UPDATE customers SET first_name = 'Fine' WHERE id = 1", "write", "rows", "customers")
+    return SqlDomain(retail.db_path, [write, fine], retail.env.tables, time_limit_s=time_limit_s)
+
+
+def test_a_write_interrupted_at_the_time_limit_is_an_error_and_changes_nothing(retail):
+    # SQLite rolls back the whole transaction of an interrupted UPDATE, the call's savepoint with it
+    sandbox = slow_write(retail, "(WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT COUNT(*) "
+                                 "FROM r)", 0.2).open_sandbox()
+    before = sandbox.state_hash()
+    for _ in range(2):
+        result = sandbox.call("slow_write", {})
+        assert "time limit of 0.2 s" in json.loads(result.content)["error"]
+        assert sandbox.state_hash() == before and not sandbox.conn.in_transaction
+    with pytest.raises(ToolCallError, match="rolled back the whole attempt"), sandbox.attempt():
+        assert sandbox.call("fine_write", {}).ok
+        assert not sandbox.call("slow_write", {}).ok
+    assert sandbox.state_hash() == before and not sandbox.conn.in_transaction
+    assert sandbox.call("fine_write", {}).ok and sandbox.state_hash() != before
+
+
+def test_try_call_gives_what_call_gives(retail):
+    inline, threaded = retail.env.open_sandbox(), retail.env.open_sandbox()
+    cid, _ = first_customer(retail)
+    for name, args in [("search_orders", {"status": "pending"}), ("update_customer", {"id": cid, "first_name": "Z"}),
+                       ("get_customer", {"id": cid}), ("get_customer", {"id": "x"}), ("no_such_tool", {})]:
+        quick = inline.try_call(name, args)
+        assert quick is not None and quick == threaded.call(name, args)
+    assert inline.state_hash() == threaded.state_hash()
+
+
+def test_try_call_past_its_budget_changes_nothing_and_call_then_runs_it(retail):
+    sandbox = slow_write(retail, COUNT_TO, 10).open_sandbox()
+    before = sandbox.state_hash()
+    # 1 us: the progress handler looks at the clock every 1,000 SQLite instructions, which take longer than that
+    assert sandbox.try_call("slow_write", {}, budget_s=1e-6) is None
+    assert sandbox.state_hash() == before and not sandbox.conn.in_transaction
+    result = sandbox.call("slow_write", {})
+    assert result.ok and result.value == {"first_name": "Slow200000"} and sandbox.state_hash() != before
+
+
+def test_try_call_with_a_budget_past_the_time_limit_is_the_time_limit(retail):
+    domain = evil_domain(retail, "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) "
+                                 "SELECT COUNT(*) FROM r")
+    result = domain.open_sandbox().try_call("evil", {}, budget_s=5)
+    assert result is not None and "time limit of 0.2 s" in json.loads(result.content)["error"]
 
 
 def test_failed_write_is_rolled_back(retail):
