@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 from toolturn.core.adaptive_limit import AdaptiveLimit
+from toolturn.core.deadlines import Deadlines
 from toolturn.core.errors import ToolturnError
 from toolturn.core.llm_cache import CacheScope, ResponseCache
 from toolturn.core.replicas import MAX_PROBE_S, Replica, ReplicaPool
@@ -338,6 +339,7 @@ class LLMClient:
         self._probes: set[asyncio.Task] = set()
         self.cache = cache
         self._scope = CacheScope("")  # for calls that name no scope
+        self._deadlines = Deadlines(endpoint.timeout_s)  # each attempt's, connecting included
         self._closed = False
         self.calls = self.retries = self.failures = 0
         self.prompt_tokens = self.completion_tokens = 0
@@ -352,6 +354,7 @@ class LLMClient:
         """Close idle connections and stop probes; busy connections close when their request ends. Further
         calls fail."""
         self._closed = True
+        self._deadlines.close()
         for task in self._probes:
             task.cancel()
         idle = [pair for r in self.replicas for pair in r.idle]
@@ -425,7 +428,7 @@ class LLMClient:
             replica, head = slot.replica, self._heads[slot.replica.index]
             t0 = time.perf_counter()
             try:
-                async with asyncio.timeout(ep.timeout_s):
+                with self._deadlines.limit():
                     status, headers, data = await self._post(replica, head, body)
                 if 200 <= status < 300:
                     if data is None:
