@@ -37,7 +37,7 @@ from toolturn.generate import paraphrase
 # the first session's values). tests/test_resume.py checks that every key is one or the other.
 IDENTITY_KEYS = ("pipeline", "tasks", "domain", "roles", "tools", "seed", "num_dialogues", "workers", "prefix",
                  "tools_per_dialogue", "max_messages", "max_dialogue_bytes", "llm", "policy", "paraphrase")
-SAFE_KEYS = ("concurrency", "worker_index", "out_dir", "shard_size", "max_drop_streak", "progress", "verbose",
+SAFE_KEYS = ("concurrency", "worker_index", "processes", "out_dir", "shard_size", "max_drop_streak", "progress", "verbose",
              "logger")
 IDENTITY_FILES = ("policy.file", "prefix")  # a file whose content, not only its path, defines the run
 # Within `llm`, what only says where an endpoint is and how patiently to call it: a resume may move the
@@ -76,7 +76,7 @@ def quota(total: int, workers: int, index: int) -> int:
 # `*` matches every key at its level.
 CHECKS: dict[str, Check] = {
     "seed": integer(0), "num_dialogues": integer(1), "concurrency": integer(1), "workers": integer(1),
-    "worker_index": integer(0), "shard_size": integer(1), "tools_per_dialogue": integer(0),
+    "worker_index": integer(0), "processes": integer(1), "shard_size": integer(1), "tools_per_dialogue": integer(0),
     "max_messages": integer(1), "max_dialogue_bytes": maybe(integer(1)), "max_drop_streak": integer(1),
     "progress": BOOL, "verbose": BOOL,
     "pipeline.tasks_per_dialogue": INT_RANGE, "pipeline.user.reveal_per_turn": REVEAL,
@@ -108,6 +108,10 @@ def check_values(cfg: DictConfig) -> None:
     check_table(plain, CHECKS)
     if plain["worker_index"] >= plain["workers"]:
         raise ToolturnError(f"worker_index must be in [0, {plain['workers']}), got {plain['worker_index']}")
+    if plain["worker_index"] + plain["processes"] > plain["workers"]:
+        raise ToolturnError(f"processes={plain['processes']} from worker_index={plain['worker_index']} runs workers "
+                            f"past workers={plain['workers']}: set workers to at least "
+                            f"{plain['worker_index'] + plain['processes']}")
 
 
 def file_digests(cfg: DictConfig) -> dict[str, str | None]:

@@ -4,7 +4,8 @@
         concurrency=8 out_dir=runs/demo
 
 Re-running the same command with the same out_dir resumes. `workers=W worker_index=I` makes this
-process generate only indices i with i % W == I (one Slurm array task each). The process that completes
+process generate only indices i with i % W == I (one Slurm array task each); `processes=P` runs workers
+I .. I+P-1 here, one child process each (`generate/processes.py`: one process drives dialogues from one core). The process that completes
 the run dir exports it and logs it to W&B (`generate/tracking.py`; `logger=none` turns that off).
 """
 
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from toolturn.core.checks import plain_config
 from toolturn.core.cli import precheck
@@ -44,6 +46,7 @@ from toolturn.generate.dialogue import DialogueFactory, Outcome
 from toolturn.generate.domain_setup import setup_domain
 from toolturn.generate.export import export_run
 from toolturn.generate.prefix import load_prefixes
+from toolturn.generate.processes import run_processes
 from toolturn.generate.shards import ShardWriter
 from toolturn.generate.stats import format_paraphrase
 from toolturn.generate.tracking import log_generation
@@ -307,6 +310,9 @@ async def _generate(cfg: DictConfig, run: RunDir, prefixes, endpoints: Endpoints
 def _hydra_main(cfg: DictConfig) -> None:
     logging.getLogger("toolturn").setLevel(logging.INFO if cfg.verbose else logging.WARNING)
     try:
+        if cfg.processes > 1:
+            validate(cfg)
+            sys.exit(run_processes(cfg, list(HydraConfig.get().overrides.task)))
         generate(cfg)
     except ToolturnError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -57,6 +57,9 @@ def test_generate_bad_input(bad_files, tmp_path, args, needle):
     (["tools_per_dialogue=-1"], "tools_per_dialogue must be a non-negative integer, got -1"),
     (["concurrency=0"], "concurrency must be a positive integer, got 0"),
     (["workers=2", "worker_index=2"], "worker_index must be in [0, 2), got 2"),
+    (["workers=2", "processes=3"], "processes=3 from worker_index=0 runs workers past workers=2: set workers to at "
+                                   "least 3"),
+    (["processes=0"], "processes must be a positive integer, got 0"),
     (["roles.assistant.slip_rate=2"], "roles.assistant.slip_rate must be a probability in [0, 1], got 2"),
     (["pipeline.user.feedback=yes"], "pipeline.user.feedback must be true or false, got 'yes'"),
     (["pipeline.tasks_per_dialogue=[4,1]"], "pipeline.tasks_per_dialogue must be two integers [lo, hi] with 1 <= lo"),

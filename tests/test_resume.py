@@ -3,6 +3,7 @@ record is generated again; workers starting together set the domain up once; a r
 that defines the run."""
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -252,3 +253,46 @@ def test_workers_starting_together_set_the_domain_up_once(tmp_path, sample_dbs, 
     assert len(records) == 12 and len({r["id"] for r in records}) == 12
     assert audit_run(RunDir(out)).ok
     assert not [f.name for f in (out / "domains").rglob(".*") if f.is_file()]  # no build or temp file left
+
+
+def test_processes_run_a_run_s_workers_and_pass_a_signal_on(tmp_path):
+    """`processes=2`: one child per worker; SIGTERM to the command reaches both (each stops, its work saved), no child
+    outlives it, and re-running the command finishes with the records that two plain worker commands make."""
+    def cmd(url, out, *extra):
+        return [*(a for a in command(url, out) if not a.startswith("num_dialogues=")), "num_dialogues=12",
+                "workers=2", *extra]
+
+    with MockServer(World()) as server:
+        for i in (0, 1):
+            subprocess.run(cmd(server.base_url, tmp_path / "plain", f"worker_index={i}"), check=True,
+                           capture_output=True, timeout=600)
+    expected = check_run(tmp_path / "plain", 12)
+
+    run = tmp_path / "run"
+    locks = [run / f".worker-{i:04d}.lock" for i in (0, 1)]
+    gate = Gate(World(), 3)
+    with MockServer(gate) as server:
+        proc = subprocess.Popen(cmd(server.base_url, run, "processes=2"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            # both children hold their worker's lock, and the gate holds requests: neither child can finish
+            wait_until(lambda: all(p.exists() and p.read_text().strip() for p in locks) and gate.held > 0, proc,
+                       "both workers running behind the gate")
+            children = [int(p.read_text()) for p in locks]
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=600)
+        finally:
+            gate.release()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert sum(line.startswith("interrupted") for line in err.splitlines()) == 2, err
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert committed(run) < 12
+    with MockServer(World()) as server:
+        done = subprocess.run(cmd(server.base_url, run, "processes=2"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert check_run(run, 12) == expected
+    assert audit_run(RunDir(run)).ok
