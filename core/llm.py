@@ -2,7 +2,7 @@
 
 Why not the `openai` SDK: on a 2-core machine it reaches only 0.38-0.64 of ideal throughput at 256
 concurrent requests, while a lean client on raw asyncio streams reaches 0.97
-(`docs/architecture.md` §7). So the transport here is HTTP/1.1 over `asyncio.open_connection`, with
+(`docs/architecture.md` §7). So the transport here is HTTP/1.1 on an asyncio Protocol (`core/http.py`), with
 a keep-alive pool, orjson bodies and plain dicts.
 
 - `LLMClient.chat(...) -> ChatResult`: one completion, with a per-attempt timeout, retries with
@@ -37,6 +37,7 @@ import orjson
 from toolturn.core.adaptive_limit import AdaptiveLimit
 from toolturn.core.deadlines import Deadlines
 from toolturn.core.errors import ToolturnError
+from toolturn.core.http import BadResponse, HttpConnection
 from toolturn.core.llm_cache import CacheScope, ResponseCache
 from toolturn.core.replicas import MAX_PROBE_S, Replica, ReplicaPool
 
@@ -101,10 +102,6 @@ class LLMError(ToolturnError):
     def __init__(self, reason: str, message: str, *, fatal: bool = True):
         super().__init__(message)
         self.reason, self.fatal = reason, fatal
-
-
-class _BadResponse(Exception):
-    """The server's bytes are not HTTP or not a chat completion."""
 
 
 _RETRIED_STATUS = {408, 429}  # and every 5xx
@@ -229,58 +226,6 @@ def _wire_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
-# ---------------------------------------------------------------------------------- HTTP/1.1
-
-async def _read_response(reader: asyncio.StreamReader,
-                         limit: int) -> tuple[int, dict[str, str], bytes | None, bool]:
-    """Status, lower-cased headers, body, and whether the connection can carry another request.
-
-    The body is None when it is over `limit` bytes, however it is framed: reading stops at the cap
-    (the connection is then unusable).
-    """
-    head = (await reader.readuntil(b"\r\n\r\n"))[:-4].decode("latin-1").split("\r\n")
-    version, _, rest = head[0].partition(" ")
-    if not version.startswith("HTTP/") or not rest[:3].isdigit():
-        raise _BadResponse(f"not an HTTP response: {head[0][:80]!r}")
-    status = int(rest[:3])
-    headers = {}
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    conn = headers.get("connection", "").lower()
-    reusable = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked(reader, limit)
-    elif "content-length" in headers:
-        length = int(headers["content-length"])
-        body = await reader.readexactly(length) if length <= limit else None
-    else:  # framed by the server closing the connection
-        body, reusable = await _read_to_eof(reader, limit), False
-    return status, headers, body, reusable and body is not None
-
-
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes | None:
-    parts, total = [], 0
-    while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
-        total += size
-        if total > limit:
-            return None
-        parts.append((await reader.readexactly(size + 2))[:-2])
-    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers count against the cap too
-        total += len(line)
-        if total > limit:
-            return None
-    return b"".join(parts)
-
-
-async def _read_to_eof(reader: asyncio.StreamReader, limit: int) -> bytes | None:
-    parts, total = [], 0
-    while total <= limit and (part := await reader.read(limit + 1 - total)):
-        parts.append(part)
-        total += len(part)
-    return b"".join(parts) if total <= limit else None
-
-
 def _snippet(data: bytes | None, n: int = 300) -> str:
     return "(body over the size cap)" if data is None else data[:n].decode("utf-8", "replace")
 
@@ -357,12 +302,12 @@ class LLMClient:
         self._deadlines.close()
         for task in self._probes:
             task.cancel()
-        idle = [pair for r in self.replicas for pair in r.idle]
+        idle = [conn for r in self.replicas for conn in r.idle]
         for r in self.replicas:
             r.idle.clear()
-        for _, writer in idle:
-            writer.close()
-        await asyncio.gather(*self._probes, *(w.wait_closed() for _, w in idle), return_exceptions=True)
+        for conn in idle:
+            conn.close()
+        await asyncio.gather(*self._probes, *(conn.wait_closed() for conn in idle), return_exceptions=True)
         self._probes.clear()
 
     def stats(self) -> dict:
@@ -444,7 +389,7 @@ class LLMClient:
             except (OSError, EOFError) as e:  # EOFError: the server closed mid-response
                 reason, detail = "connection", f"{type(e).__name__}: {e}"
                 moved = self.pool.failed(slot)
-            except (_BadResponse, ValueError, asyncio.LimitOverrunError) as e:
+            except (BadResponse, ValueError) as e:
                 reason, detail = "bad_response", f"malformed response: {e}"
                 moved = self.pool.failed(slot)
             else:
@@ -486,28 +431,27 @@ class LLMClient:
         return min(wait, self.endpoint.max_wait_s)
 
     async def _post(self, replica: Replica, head: bytes, body: bytes) -> tuple[int, dict, bytes | None]:
-        reader, writer = await self._connection(replica)
+        conn = await self._connection(replica)
         try:
-            writer.write(head + b"%d\r\n\r\n" % len(body) + body)
-            await writer.drain()
-            status, headers, data, reusable = await _read_response(reader, self.endpoint.max_reply_bytes)
-        except BaseException:  # includes the timeout's cancellation: the stream is now unusable
-            writer.close()
+            status, headers, data, reusable = await conn.request(head + b"%d\r\n\r\n" % len(body) + body,
+                                                                 self.endpoint.max_reply_bytes)
+        except BaseException:  # includes the timeout's cancellation: the connection is now unusable
+            conn.close()
             raise
         if reusable and not self._closed:
-            replica.idle.append((reader, writer))
+            replica.idle.append(conn)
         else:
-            writer.close()
+            conn.close()
         return status, headers, data
 
     @staticmethod
-    async def _connection(replica: Replica) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connection(replica: Replica) -> HttpConnection:
         while replica.idle:
-            reader, writer = replica.idle.pop()
-            if not reader.at_eof() and not writer.is_closing():  # else the server closed it idle
-                return reader, writer
-            writer.close()
-        return await asyncio.open_connection(replica.host, replica.port, ssl=replica.ssl)
+            conn = replica.idle.pop()
+            if conn.usable():  # else the server closed it while idle
+                return conn
+            conn.close()
+        return await HttpConnection.open(replica.host, replica.port, replica.ssl)
 
     # ---- probing a replica that was taken out
 
@@ -534,22 +478,20 @@ class LLMClient:
     async def _alive(self, replica: Replica) -> bool:
         head = (f"GET {replica.path}/models HTTP/1.1\r\nHost: {replica.host_header}\r\n{self._auth}"
                 "Connection: close\r\n\r\n").encode()
-        writer = None
+        conn = None
         try:
             async with asyncio.timeout(min(self.endpoint.timeout_s, 10.0)):
-                reader, writer = await asyncio.open_connection(replica.host, replica.port, ssl=replica.ssl)
-                writer.write(head)
-                await writer.drain()
-                status, _, _, _ = await _read_response(reader, 1 << 20)
+                conn = await HttpConnection.open(replica.host, replica.port, replica.ssl)
+                status, _, _, _ = await conn.request(head, 1 << 20)
             return 200 <= status < 300
-        except (OSError, EOFError, _BadResponse, ValueError, asyncio.LimitOverrunError):
+        except (OSError, EOFError, BadResponse):
             return False
         finally:
-            if writer is not None:
-                writer.close()
+            if conn is not None:
+                conn.close()
 
     def _result(self, data: bytes) -> ChatResult:
-        """The completion in `data`; _BadResponse if it is not one, LLMError if a field is over the cap."""
+        """The completion in `data`; BadResponse if it is not one, LLMError if a field is over the cap."""
         try:
             resp = orjson.loads(data)
             choice = resp["choices"][0]
@@ -560,9 +502,9 @@ class LLMClient:
             usage = resp.get("usage") or {}
             prompt, completion = _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-            raise _BadResponse(f"not a chat completion: {_snippet(data)}") from None
+            raise BadResponse(f"not a chat completion: {_snippet(data)}") from None
         if not (isinstance(content, str) and isinstance(raw_calls, list) and isinstance(reasoning, (str, type(None)))):
-            raise _BadResponse(f"not a chat completion (a field has the wrong type): {_snippet(data)}")
+            raise BadResponse(f"not a chat completion (a field has the wrong type): {_snippet(data)}")
         cap = self.endpoint.max_content_chars
         if len(content) > cap or (raw_calls and any(  # what roles act on; reasoning only counts in the byte cap
                 isinstance(tc, dict) and isinstance(fn := tc.get("function"), dict)

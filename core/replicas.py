@@ -32,7 +32,7 @@ class Replica:
     path: str  # the URL path of base_url, without a trailing slash
     cap: int
     index: int
-    idle: list = field(default_factory=list)  # keep-alive (reader, writer) pairs
+    idle: list = field(default_factory=list)  # keep-alive connections (core/http.HttpConnection)
     in_flight: int = 0
     healthy: bool = True
     failures_in_row: int = 0
@@ -160,8 +160,8 @@ class ReplicaPool:
             r.healthy = False
             r.ejections += 1
             r.probe_delay = self.probe_s
-            for _, writer in r.idle:
-                writer.close()
+            for conn in r.idle:
+                conn.close()
             r.idle.clear()
             if self.on_eject is not None:
                 self.on_eject(r)

@@ -500,17 +500,17 @@ class Sandbox:
         tool = self._tool(name)
         return tool if isinstance(tool, ToolResult) else self.run(tool, arguments)
 
-    def try_call(self, name: Any, arguments: Any, budget_s: float = INLINE_BUDGET_S) -> ToolResult | None:
-        """`call`, if it finishes within `budget_s` CPU seconds; else None, with the database as it was (and
-        the same holds while another thread is in a call): the call is then for `call` in a worker thread.
-        Its result, when there is one, is the one `call` gives: a rolled-back attempt leaves no trace."""
+    def try_call(self, name: Any, arguments: Any, budget_s: float | None = None) -> ToolResult | None:
+        """`call`, if it finishes within `budget_s` CPU seconds (default INLINE_BUDGET_S); else None, with the
+        database as it was (and the same while another thread is in a call): the call is then for `call` in a
+        worker thread. Its result, when there is one, is the one `call` gives: a rolled-back attempt leaves no trace."""
         tool = self._tool(name)
         if isinstance(tool, ToolResult):
             return tool
         if not self._busy.acquire(blocking=False):
             return None
         try:
-            return self._run(tool, arguments, budget_s)
+            return self._run(tool, arguments, INLINE_BUDGET_S if budget_s is None else budget_s)
         except _OverBudget:
             return None
         finally:

@@ -192,8 +192,8 @@ def test_pooled_connection_the_server_closed_is_not_reused():
         async with LLMClient(ep(s.base_url, max_retries=0)) as c:
             first = await c.chat(MSGS)
             s.drop_connections()
-            ((reader, _),) = c.replicas[0].idle
-            await asyncio.wait_for(reader.read(), 10)  # until the client's end has seen the close
+            (conn,) = c.replicas[0].idle
+            await asyncio.wait_for(conn.wait_closed(), 10)  # until the client's end has seen the close
             return first, await c.chat(MSGS), c
     with MockServer(lambda r: completion("ok")) as s:
         first, second, c = asyncio.run(go(s))

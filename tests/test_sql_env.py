@@ -1,9 +1,13 @@
 """The SQL sandbox: bound arguments, type checks, authorizer, time bound, isolation."""
 
+import asyncio
 import json
+import threading
 
 import pytest
 from conftest import sha256
+from toolturn.core import sqlenv
+from toolturn.core.episode import execute
 from toolturn.core.sqlenv import SqlDomain, SqlTool, ToolCallError
 
 
@@ -145,6 +149,18 @@ def test_try_call_with_a_budget_past_the_time_limit_is_the_time_limit(retail):
                                  "SELECT COUNT(*) FROM r")
     result = domain.open_sandbox().try_call("evil", {}, budget_s=5)
     assert result is not None and "time limit of 0.2 s" in json.loads(result.content)["error"]
+
+
+def test_the_episode_runs_a_quick_call_inline_and_a_long_one_in_a_worker_thread(retail, monkeypatch):
+    sandbox = slow_write(retail, COUNT_TO, 10).open_sandbox()
+    threads = []
+    call = sandbox.call
+    monkeypatch.setattr(sandbox, "call", lambda name, args: threads.append(threading.current_thread()) or call(name, args))
+    assert asyncio.run(execute(sandbox, "fine_write", {})).ok and threads == []
+    monkeypatch.setattr(sqlenv, "INLINE_BUDGET_S", 1e-6)  # under 1,000 SQLite instructions
+    result = asyncio.run(execute(sandbox, "slow_write", {}))
+    assert result.ok and result.value == {"first_name": "Slow200000"}
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
 
 
 def test_failed_write_is_rolled_back(retail):
