@@ -5,7 +5,8 @@ is not charged to the harness) answers every role's request after a fixed latenc
 dialogues in flight, each waiting on one LLM call at a time, the ideal rate is C / L calls per second.
 We report the achieved rate in steady state (the middle 60% of the run, when all C slots are busy;
 the whole-run average, ramp-up and tail included, is shown too), the harness's CPU milliseconds per
-LLM call (the figure that says how many dialogues one core can drive), and peak RSS.
+LLM call (the figure that says how many dialogues one core can drive), the mock's (on a machine with few cores the
+two share them: their sum times the ideal rate is the CPU the level needs), and peak RSS.
 
 Beside each level, the same client at the same concurrency with no dialogue around it (one-line chats): what this
 machine's client, loopback TCP and mock allow, the ceiling for any harness here (`ceiling_ratio@C` against the
@@ -21,8 +22,8 @@ over their total calls, and peak RSS the sum of their peaks.
 Without --cache the loop runs without the response cache (the orchestration alone); --cache opens it in the run
 dir as generation does by default (every answer written as an entry of `<out_dir>/llm_cache/`).
 
-Last line: ratio@64=... ratio@256=... ratio@1024=... ceiling_ratio@64=... ... cpu_ms_per_call=... peak_rss_mib=...
-processes=...
+Last line: ratio@64=... ratio@256=... ratio@1024=... ceiling_ratio@64=... ... cpu_ms_per_call=... mock_cpu_ms_per_call=...
+peak_rss_mib=... processes=...
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import resource
 import subprocess
 import sys
@@ -48,6 +50,12 @@ from toolturn.generate.domain_setup import setup_domain  # noqa: E402
 from toolturn.generate.run import _produce  # noqa: E402
 from toolturn.generate.shards import ShardWriter  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_mock(latency: float) -> tuple[subprocess.Popen, str]:
@@ -188,13 +196,16 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for c in args.levels:
+                mock0 = cpu_seconds(proc.pid)
                 r = run_level(url, c, int(rounds * c), Path(tmp), args.cache, args.processes)
+                r["mock_ms"] = 1000 * (cpu_seconds(proc.pid) - mock0) / max(1, r["calls"])
                 bare = asyncio.run(client_only(url, c, 20, Path(tmp)))
                 ideal = c / args.latency
                 r["ceiling"] = bare["rate"]
                 results[c] = r
                 rows.append([c, r["dialogues"], r["calls"], f"{r['wall']:.1f}", f"{ideal:.0f}", f"{r['steady']:.0f}",
                              f"{r['steady'] / ideal:.3f}", f"{r['average'] / ideal:.3f}", f"{r['cpu_ms']:.3f}",
+                             f"{r['mock_ms']:.3f}",
                              f"{bare['rate']:.0f}", f"{bare['cpu_ms']:.3f}", f"{r['steady'] / bare['rate']:.3f}",
                              f"{r['peak_mib']:.0f}"])
     finally:
@@ -202,7 +213,7 @@ def main() -> None:
         proc.wait()
     peak_mib = max(r["peak_mib"] for r in results.values())
     headers = ["dialogues in flight", "kept", "LLM calls", "wall s", "ideal calls/s", "steady calls/s",
-               "ratio", "ratio (whole run)", "CPU ms/call", "client-only calls/s", "its CPU ms/call",
+               "ratio", "ratio (whole run)", "CPU ms/call", "mock's CPU ms/call", "client-only calls/s", "its CPU ms/call",
                "ratio to client-only", "peak RSS MiB"]
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     print(f"orchestration benchmark: user-oriented loop, roles=llm, domain=retail, mock latency "
@@ -213,10 +224,13 @@ def main() -> None:
     for r in rows:
         print("  ".join(str(x).rjust(w) for x, w in zip(r, widths)))
     print("peak RSS: the harness process's (with --processes, the sum of its processes' peaks)")
-    cpu = sum(r["cpu_ms"] * r["calls"] for r in results.values()) / sum(r["calls"] for r in results.values())
+    calls = sum(r["calls"] for r in results.values())
+    cpu = sum(r["cpu_ms"] * r["calls"] for r in results.values()) / calls
+    mock = sum(r["mock_ms"] * r["calls"] for r in results.values()) / calls
     print(" ".join(f"ratio@{c}={results[c]['steady'] / (c / args.latency):.3f}" for c in args.levels)
           + " " + " ".join(f"ceiling_ratio@{c}={results[c]['ceiling'] / (c / args.latency):.3f}" for c in args.levels)
-          + f" cpu_ms_per_call={cpu:.3f} peak_rss_mib={peak_mib:.0f} processes={args.processes}")
+          + f" cpu_ms_per_call={cpu:.3f} mock_cpu_ms_per_call={mock:.3f} peak_rss_mib={peak_mib:.0f}"
+          + f" processes={args.processes}")
 
 
 if __name__ == "__main__":
