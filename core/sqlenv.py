@@ -510,6 +510,8 @@ class Sandbox:
         if not self._busy.acquire(blocking=False):
             return None
         try:
+            if self.conn.in_transaction:  # inside an attempt(), whose writes an interrupted write would roll back
+                return None
             return self._run(tool, arguments, INLINE_BUDGET_S if budget_s is None else budget_s)
         except _OverBudget:
             return None

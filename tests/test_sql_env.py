@@ -142,6 +142,8 @@ def test_try_call_past_its_budget_changes_nothing_and_call_then_runs_it(retail):
     assert sandbox.state_hash() == before and not sandbox.conn.in_transaction
     result = sandbox.call("slow_write", {})
     assert result.ok and result.value == {"first_name": "Slow200000"} and sandbox.state_hash() != before
+    with sandbox.attempt():  # an attempt's writes are never put at risk of an interrupted inline write
+        assert sandbox.try_call("fine_write", {}) is None
 
 
 def test_try_call_with_a_budget_past_the_time_limit_is_the_time_limit(retail):
