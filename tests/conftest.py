@@ -15,6 +15,13 @@ from quirky_db import build_classic_sample_db, build_quirky_db  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
+# `make test` runs two xdist workers on the two cores of a CI machine, so each test has about one core. A torch
+# process with two threads on a core that another worker keeps busy waits on its own threads: the SmolLM2 LoRA
+# train-and-serve test took 209 s that way and 149 s with one thread, beside a process that spins on the other
+# core. Set before torch is imported here or in any process a test starts (they inherit it); a value already
+# in the environment wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def make_cfg(*overrides: str):
     """The generation config; logger=none unless an override says otherwise (W&B start-up is not free)."""
