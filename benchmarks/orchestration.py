@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import queue
 import resource
 import subprocess
 import sys
@@ -139,7 +140,15 @@ def run_level(url: str, concurrency: int, dialogues: int, work: Path, cache: boo
                  for i in range(processes)]
         for p in procs:
             p.start()
-        parts = [out.get() for _ in procs]
+        parts = []
+        while len(parts) < processes:
+            try:
+                parts.append(out.get(timeout=1.0))
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):  # it died before it reported
+                    for p in procs:
+                        p.kill()
+                    sys.exit(f"a benchmark process failed (exit codes {[p.exitcode for p in procs]})")
         for p in procs:
             p.join()
     t0, t1 = min(p["t0"] for p in parts), max(p["t1"] for p in parts)
