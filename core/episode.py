@@ -94,7 +94,8 @@ _MESSAGE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # json.du
 
 def message_bytes(message: dict) -> int:
     try:
-        return len(_MESSAGE_JSON.encode(message).encode("utf-8"))
+        text = _MESSAGE_JSON.encode(message)
+        return len(text) if text.isascii() else len(text.encode("utf-8"))
     except (ValueError, TypeError) as exc:  # NaN, a lone surrogate, a value JSON cannot hold
         raise EpisodeError("unencodable_message", f"a {message.get('role')} message is not JSON in UTF-8: "
                                                   f"{str(exc)[:120]!r}") from None

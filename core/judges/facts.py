@@ -26,8 +26,9 @@ def _number(text: str) -> Decimal | None:
         return None
 
 
-def numbers_in(text: str) -> set[Decimal]:
-    return {n for m in _NUMBER.finditer(text) if (n := _number(m.group())) is not None}
+@lru_cache(maxsize=64)  # the judges test one text for several numbers
+def numbers_in(text: str) -> frozenset[Decimal]:
+    return frozenset(n for m in _NUMBER.finditer(text) if (n := _number(m.group())) is not None)
 
 
 def mentions(text: str, value: Any) -> bool:

@@ -104,9 +104,9 @@ def _identifiers(args: Any, properties: dict) -> list[Any]:
 def _grounded(messages: list[dict], start: int, properties: dict[str, dict]) -> Problem | None:
     seen: list[str] = []  # text the assistant had seen before each call
     for i, m in enumerate(messages):
-        if i >= start and m["role"] == "assistant":
+        if i >= start and m["role"] == "assistant" and m.get("tool_calls"):
             text = "\n".join(seen)
-            for call in m.get("tool_calls") or []:
+            for call in m["tool_calls"]:
                 name = call["function"]["name"]
                 for value in _identifiers(call["function"]["arguments"], properties.get(name, {})):
                     if not mentions(text, value):
